@@ -1,0 +1,256 @@
+"""Generator and discriminator networks, built from a :class:`ModelConfig` alone.
+
+Pure ``nn.Module`` code: no file or network I/O happens here. Images are tensors shaped
+``[B, C, H, W]`` with values in ``[-1, 1]`` (see :data:`NORMALISATION`); latents are ``[B, z_dim]``.
+
+Two architectures are available:
+
+* ``"dcgan"`` (default): DCGAN-style transposed-conv generator with BatchNorm and a
+  LeakyReLU conv discriminator without normalisation, so D's output for one image never depends
+  on the other images in its batch (the service batches requests together).
+* ``"classic"``: the well-known 32x32 Keras/PyTorch-GAN DCGAN MNIST recipe (Linear to 128x8x8,
+  two upsample+conv blocks with BatchNorm; D of four stride-2 conv blocks with LeakyReLU,
+  dropout 0.25 and BatchNorm). Kept as the baseline for ``bench/train_budget.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+SUPPORTED_RESOLUTIONS = (28, 32, 64)
+SUPPORTED_CHANNELS = (1, 3)
+ARCHITECTURES = ("dcgan", "classic")
+
+# How uint8 pixels map to network inputs/outputs; stored in every checkpoint's config.json.
+NORMALISATION: dict[str, Any] = {
+    "range": [-1.0, 1.0],
+    "to_model": "x / 127.5 - 1",
+    "from_model": "round((y + 1) * 127.5), clipped to [0, 255]",
+    "layout": "NCHW",
+}
+
+
+class ConfigError(ValueError):
+    """Raised when a :class:`ModelConfig` describes an unsupported network."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild G and D (saved into every checkpoint)."""
+
+    resolution: int = 28
+    channels: int = 1
+    z_dim: int = 64
+    g_width: int = 64  # channels of G's last hidden block; earlier blocks double it
+    d_width: int = 64  # channels of D's first block; later blocks double it
+    arch: str = "dcgan"
+
+    def __post_init__(self) -> None:
+        if self.resolution not in SUPPORTED_RESOLUTIONS:
+            raise ConfigError(
+                f"resolution must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}"
+            )
+        if self.channels not in SUPPORTED_CHANNELS:
+            raise ConfigError(f"channels must be one of {SUPPORTED_CHANNELS}, got {self.channels}")
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.arch == "classic" and self.resolution != 32:
+            raise ConfigError("the 'classic' baseline architecture is defined for resolution 32 only")
+        for name in ("z_dim", "g_width", "d_width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 4096:
+                raise ConfigError(f"{name} must be an integer in 1..4096, got {value!r}")
+
+    @property
+    def num_upsamples(self) -> int:
+        """Number of x2 stages between G's first feature map and the output image."""
+        return 2 if self.resolution == 28 else int(math.log2(self.resolution // 4))
+
+    @property
+    def base_size(self) -> int:
+        """Spatial size of G's first feature map (7 for 28x28, 4 for 32 and 64)."""
+        return self.resolution // (2**self.num_upsamples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {unknown}")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------------------------
+# DCGAN-style networks
+# --------------------------------------------------------------------------------------------
+
+
+class Generator(nn.Module):
+    """z [B, z_dim] -> image [B, C, R, R] in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n_up = cfg.num_upsamples
+        top = cfg.g_width * 2 ** (n_up - 1)  # channels of the first feature map
+        s0 = cfg.base_size
+        self.top, self.s0 = top, s0
+        # [B, z] -> [B, top * s0 * s0], reshaped to [B, top, s0, s0]
+        self.project = nn.Sequential(
+            nn.Linear(cfg.z_dim, top * s0 * s0, bias=False),
+            nn.BatchNorm1d(top * s0 * s0),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = []
+        ch = top
+        for i in range(n_up - 1):
+            # [B, ch, s, s] -> [B, ch/2, 2s, 2s]
+            blocks += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(inplace=True),
+            ]
+            ch //= 2
+            del i
+        # [B, g_width, R/2, R/2] -> [B, C, R, R]
+        blocks += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1), nn.Tanh()]
+        self.body = nn.Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project(z).view(-1, self.top, self.s0, self.s0)  # [B, top, s0, s0]
+        return self.body(h)  # [B, C, R, R]
+
+
+class Discriminator(nn.Module):
+    """image [B, C, R, R] in [-1, 1] -> one realness logit per image, [B]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        ch_in, ch = cfg.channels, cfg.d_width
+        size = cfg.resolution
+        # Halve the spatial size with stride-2 convs until it reaches 7 (28) or 4 (32, 64).
+        while size > cfg.base_size:
+            # [B, ch_in, s, s] -> [B, ch, s/2, s/2]
+            layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            ch_in, ch, size = ch, ch * 2, size // 2
+        self.features = nn.Sequential(*layers)
+        # [B, ch_in * s * s] -> [B, 1]
+        self.head = nn.Linear(ch_in * size * size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # [B, ch, base, base]
+        return self.head(h.flatten(1)).squeeze(1)  # [B]
+
+
+# --------------------------------------------------------------------------------------------
+# The classic 32x32 MNIST DCGAN recipe (baseline for the training benchmark)
+# --------------------------------------------------------------------------------------------
+
+
+class ClassicGenerator(nn.Module):
+    """z [B, z_dim] -> image [B, C, 32, 32]: Linear to 128x8x8, two upsample+conv blocks."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.project = nn.Linear(cfg.z_dim, 128 * 8 * 8)  # [B, z] -> [B, 128*8*8]
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(128),
+            nn.Upsample(scale_factor=2),  # [B, 128, 16, 16]
+            nn.Conv2d(128, 128, 3, 1, 1),
+            nn.BatchNorm2d(128, 0.8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Upsample(scale_factor=2),  # [B, 128, 32, 32]
+            nn.Conv2d(128, 64, 3, 1, 1),  # [B, 64, 32, 32]
+            nn.BatchNorm2d(64, 0.8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(64, cfg.channels, 3, 1, 1),  # [B, C, 32, 32]
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.project(z).view(-1, 128, 8, 8))
+
+
+class ClassicDiscriminator(nn.Module):
+    """image [B, C, 32, 32] -> logit [B]: four stride-2 conv blocks (16, 32, 64, 128 channels)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+        def block(cin: int, cout: int, bn: bool = True) -> list[nn.Module]:
+            layers: list[nn.Module] = [
+                nn.Conv2d(cin, cout, 3, 2, 1),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Dropout2d(0.25),
+            ]
+            if bn:
+                layers.append(nn.BatchNorm2d(cout, 0.8))
+            return layers
+
+        self.features = nn.Sequential(
+            *block(cfg.channels, 16, bn=False),  # [B, 16, 16, 16]
+            *block(16, 32),  # [B, 32, 8, 8]
+            *block(32, 64),  # [B, 64, 4, 4]
+            *block(64, 128),  # [B, 128, 2, 2]
+        )
+        self.head = nn.Linear(128 * 2 * 2, 1)  # [B, 512] -> [B, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) for conv/linear weights, N(1, 0.02) for norm scales."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    return ClassicGenerator(cfg) if cfg.arch == "classic" else Generator(cfg)
+
+
+def build_discriminator(cfg: ModelConfig) -> nn.Module:
+    return ClassicDiscriminator(cfg) if cfg.arch == "classic" else Discriminator(cfg)
+
+
+def build_models(cfg: ModelConfig, seed: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """Build freshly initialised (G, D); ``seed`` makes the initialisation reproducible."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    init_weights(g)
+    init_weights(d)
+    return g, d
+
+
+def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] in 0..255 -> float32 in [-1, 1]."""
+    return images_uint8.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [B, C, H, W] in [-1, 1] -> uint8 in 0..255 (rounded, clipped)."""
+    return ((images.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
