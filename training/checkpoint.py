@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from training.errors import UserError
 from training.models import (
     NORMALISATION,
     ConfigError,
@@ -53,7 +54,7 @@ TRAIN_STATE_JSON = "train_state.json"
 WEIGHT_FILES = (GENERATOR_FILE, DISCRIMINATOR_FILE)
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint is missing, malformed or does not match its own description."""
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.errors import UserError
+
 SUPPORTED_RESOLUTIONS = (28, 32, 64)
 SUPPORTED_CHANNELS = (1, 3)
 ARCHITECTURES = ("dcgan", "classic")
@@ -35,7 +37,7 @@ NORMALISATION: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Raised when a :class:`ModelConfig` describes an unsupported network."""
 
 
