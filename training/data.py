@@ -192,11 +192,11 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "tra
     )
 
 
-def _idx_sha256(path: Path) -> str | None:
-    """SHA-256 of the IDX content of ``path`` (decompressed if .gz); None if unreadable."""
+def _idx_sha256(path: Path, gzipped: bool) -> str | None:
+    """SHA-256 of the IDX content of ``path`` (decompressed if ``gzipped``); None if unreadable."""
     digest = hashlib.sha256()
     try:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        raw = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
         with cast(IO[bytes], raw) as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
@@ -260,7 +260,7 @@ def download_mnist(
         raise DataError("no MNIST mirrors given; pass at least one base URL")
     for stem, expected in MNIST_SHA256.items():
         if any(
-            (dest / name).is_file() and _idx_sha256(dest / name) == expected
+            (dest / name).is_file() and _idx_sha256(dest / name, name.endswith(".gz")) == expected
             for name in (stem + ".gz", stem)
         ):
             continue
@@ -272,7 +272,7 @@ def download_mnist(
             except (OSError, ValueError, HTTPException) as exc:  # URLError/HTTPError are OSErrors
                 failures.append(f"{url}: {exc}")
                 continue
-            got = _idx_sha256(tmp)
+            got = _idx_sha256(tmp, gzipped=True)
             if got != expected:
                 tmp.unlink(missing_ok=True)
                 reason = (
@@ -571,7 +571,7 @@ def load_dataset(
     _check_mnist_split(split)
     directory = Path(data_dir) if data_dir is not None else default_mnist_dir()
     if download and not (directory.is_dir() and _mnist_files_present(directory, split)):
-        download_mnist(directory, progress=progress)
+        download_mnist(directory, mirrors=DEFAULT_MIRRORS, progress=progress)
     raw = load_mnist(directory, split)
     source_count = len(raw)
     images = raw.images.numpy()
