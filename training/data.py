@@ -320,8 +320,11 @@ def folder_fingerprint(
     """SHA-256 over (relative path, size, mtime) of ``files`` and the conversion settings."""
     entries = []
     for rel in files:
-        st = (directory / rel).stat()
-        entries.append([rel, st.st_size, st.st_mtime_ns])
+        try:
+            st = (directory / rel).stat()
+            entries.append([rel, st.st_size, st.st_mtime_ns])
+        except OSError:  # dangling link or vanished file: decoding will skip and report it
+            entries.append([rel, -1, -1])
     key = {
         "cache_format": _CACHE_FORMAT,
         "preprocess_version": preprocess.PREPROCESS_VERSION,
@@ -419,8 +422,9 @@ def _decode_files(
         try:
             with preprocess.open_image(directory / rel) as img:
                 arrays.append(preprocess.to_model_pixels(img, resolution, channels))
-        except (preprocess.ImageDecodeError, OSError) as exc:
-            skipped.append((rel, str(exc)))
+        except Exception as exc:  # never crash on one bad file; reported in one warning
+            why = str(exc) if isinstance(exc, preprocess.ImageDecodeError) else repr(exc)
+            skipped.append((rel, why))
     if arrays:
         return np.stack(arrays), skipped
     return np.zeros((0, channels, resolution, resolution), np.uint8), skipped

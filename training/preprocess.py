@@ -106,9 +106,11 @@ def open_image(
         raise
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        # PIL.UnidentifiedImageError is an OSError; truncated files raise OSError or SyntaxError.
-        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    except Exception as exc:
+        # Pillow's format plugins raise many types on malformed input (UnidentifiedImageError is
+        # an OSError; truncated files give OSError or SyntaxError; some give struct.error,
+        # IndexError, ...): all mean "this is not a usable image".
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     return img
 
 
@@ -183,7 +185,10 @@ def to_model_pixels(img: Image.Image, resolution: int, channels: int) -> np.ndar
     _check_target(resolution, channels)
     if img.width < 1 or img.height < 1:
         raise ImageDecodeError(f"image has no pixels ({img.width}x{img.height})")
-    img = ImageOps.exif_transpose(img)  # 1
+    try:
+        img = ImageOps.exif_transpose(img)  # 1
+    except Exception as exc:  # malformed EXIF block
+        raise ImageDecodeError(f"cannot apply the EXIF orientation: {exc}") from exc
     img = normalise_mode(img)  # 2
     target = "L" if channels == 1 else "RGB"
     if img.mode != target:  # 3

@@ -374,6 +374,13 @@ def test_folder_many_skipped_single_warning(tmp_path: Path) -> None:
     assert got.info["num_skipped"] == 9
 
 
+def test_folder_dangling_symlink_is_skipped(tmp_path: Path) -> None:
+    _save(tmp_path / "ok.png", Image.new("L", (4, 4)))
+    (tmp_path / "gone.png").symlink_to(tmp_path / "does-not-exist.png")
+    got, warns = _load_folder(tmp_path, resolution=4, channels=1)
+    assert len(got) == 1 and len(warns) == 1 and "gone.png" in str(warns[0].message)
+
+
 def test_folder_no_images(tmp_path: Path) -> None:
     (tmp_path / "readme.md").write_text("x")
     _save(tmp_path / ".hidden" / "x.png", Image.new("L", (4, 4)))  # hidden folders are skipped
