@@ -1,0 +1,134 @@
+"""The FastAPI application: :func:`create_app` wires settings, middleware, routes and lifespan.
+
+The models load once, in the lifespan, into an :class:`~service.inference.InferenceEngine`
+kept on ``app.state.engine``; routes reach it through :func:`service.deps.get_engine`. A
+checkpoint that cannot be served stops start-up with one line naming the file and the problem
+(``app.state.startup_error``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from service.inference import InferenceEngine, StartupError
+from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.routes import generate, health, info, score
+from service.settings import Settings
+
+logger = logging.getLogger("service")
+
+DESCRIPTION = """\
+Generate images with a trained GAN generator and score images with its discriminator.
+
+* `POST /generate`: images from seeds (reproducible), explicit latents or a slerp path.
+* `POST /score`: D's logit, probability and realness percentile for uploaded images.
+* `GET /health`, `GET /ready`, `GET /info`.
+
+Every generate/score response names the model that produced it (`X-Model-Id`, `X-Model-Step`,
+`X-Checkpoint-Hash`). Errors are JSON `{"detail": ...}` saying what to fix; every response
+carries `X-Request-ID`. See docs/api.md for curl examples and all `GAN_` settings.
+"""
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 with ``detail = [{loc, msg, type}]``: the field and what is wrong with it.
+
+    The offending input is not echoed back (it may be a large latent array or binary data).
+    """
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": err.get("type", ""),
+        }
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.startup_error = None
+        try:
+            engine = InferenceEngine.load(
+                settings.checkpoint, device=settings.device, torch_threads=settings.torch_threads
+            )
+        except StartupError as exc:
+            app.state.startup_error = str(exc)
+            raise
+        app.state.engine = engine
+        logger.info(
+            "model loaded",
+            extra={
+                "model_id": engine.info.model_id,
+                "step": engine.info.step,
+                "checkpoint_hash": engine.info.checkpoint_hash,
+                "checkpoint": str(settings.checkpoint),
+                "device": engine.device,
+            },
+        )
+        try:
+            yield
+        finally:
+            app.state.engine = None
+            engine.close()
+
+    app = FastAPI(
+        title="gan-serve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = None
+    app.state.startup_error = None
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+
+    # add_middleware: the last one added is the outermost.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Model-Id",
+                "X-Model-Step",
+                "X-Checkpoint-Hash",
+                "X-Seed",
+                "X-Image-Count",
+                "X-Grid-Columns",
+            ],
+        )
+    app.add_middleware(RequestContextMiddleware)
+
+    for module in (health, info, generate, score):
+        app.include_router(module.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes (``GAN_WORKERS > 1``): env settings + JSON logs."""
+    from service.logconfig import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,293 @@
+"""All model execution of the service lives behind :class:`InferenceEngine`.
+
+Routes never touch the networks: they hand latents or model pixels to the engine and get uint8
+images or logits back. The engine owns one worker thread; every forward pass runs there under
+``torch.inference_mode``, so the event loop stays free (``/health`` answers while a large
+request runs) and at most one forward pass runs at a time per process.
+
+Contract (kept when dynamic batching replaces the internals):
+
+* ``await engine.generate(z)``: float32 ``[B, z_dim]`` -> uint8 ``[B, C, R, R]`` on the CPU.
+* ``await engine.score(x)``: uint8 ``[B, C, R, R]`` -> float32 logits ``[B]`` on the CPU.
+* Results for one row never depend on the other rows: G and D run in eval mode (BatchNorm uses
+  its running statistics), and latents are drawn per image before they reach the engine.
+
+A batching implementation can queue the rows of concurrent calls, run them together up to a
+batch limit and split the outputs back, without any change to the callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from training.checkpoint import Checkpoint
+    from training.models import ModelConfig
+
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """The service cannot start; the message names the file or setting and the problem."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model produced a response (reported in bodies and headers)."""
+
+    model_id: str
+    step: int
+    checkpoint_hash: str
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Model-Id": self.model_id,
+            "X-Model-Step": str(self.step),
+            "X-Checkpoint-Hash": self.checkpoint_hash,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "step": self.step,
+            "checkpoint_hash": self.checkpoint_hash,
+        }
+
+
+@dataclass(frozen=True)
+class RealScores:
+    """D's logits on held-out real images, as quantiles (``config.json`` ``real_scores``)."""
+
+    levels: tuple[float, ...]  # ascending, 0.0 .. 1.0
+    quantiles: tuple[float, ...]  # logit at each level, non-decreasing
+    num_images: int | None
+    source: str | None
+
+    @classmethod
+    def from_config(cls, data: Any, where: str) -> RealScores | None:
+        """Validate the checkpoint's ``real_scores`` entry; ``where`` names the file in errors."""
+        if data is None:
+            return None
+
+        def bad(problem: str) -> StartupError:
+            return StartupError(f"{where}: 'real_scores' {problem}")
+
+        if not isinstance(data, dict):
+            raise bad(f"must be an object or null, got {type(data).__name__}")
+        levels, quantiles = data.get("levels"), data.get("quantiles")
+        if not isinstance(levels, list) or not isinstance(quantiles, list):
+            raise bad("needs the lists 'levels' and 'quantiles'")
+        if len(levels) != len(quantiles) or len(levels) < 2:
+            raise bad(
+                f"'levels' ({len(levels)}) and 'quantiles' ({len(quantiles)}) must have the same "
+                "length, at least 2"
+            )
+        for name, values in (("levels", levels), ("quantiles", quantiles)):
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise bad(f"'{name}' must hold finite numbers, found {v!r}")
+        if any(b <= a for a, b in itertools.pairwise(levels)):
+            raise bad("'levels' must be strictly increasing")
+        if levels[0] != 0.0 or levels[-1] != 1.0:
+            raise bad(f"'levels' must run from 0.0 to 1.0, got {levels[0]} .. {levels[-1]}")
+        if any(b < a for a, b in itertools.pairwise(quantiles)):
+            raise bad("'quantiles' must be non-decreasing (one logit per level, ascending)")
+        num = data.get("num_images")
+        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+            raise bad(f"'num_images' must be a positive integer, got {num!r}")
+        source = data.get("source")
+        return cls(
+            tuple(float(v) for v in levels),
+            tuple(float(v) for v in quantiles),
+            num,
+            None if source is None else str(source),
+        )
+
+    def percentile(self, logit: float) -> float:
+        """Share (0..100) of the held-out real images whose logit is lower than ``logit``.
+
+        The empirical distribution is read off the stored quantiles: below the lowest one the
+        share is 0, above the highest 100, and in between it is interpolated linearly between
+        the two surrounding quantiles (at a run of equal quantiles it jumps across the run).
+        """
+        q = self.quantiles
+        k = bisect.bisect_left(q, logit)  # quantiles strictly below the logit: q[:k]
+        if k == 0:
+            return 0.0
+        if k == len(q):
+            return 100.0
+        lo, hi = q[k - 1], q[k]  # lo < logit <= hi, lo < hi
+        frac = (logit - lo) / (hi - lo)
+        level = self.levels[k - 1] + frac * (self.levels[k] - self.levels[k - 1])
+        return 100.0 * level
+
+
+def sigmoid(x: float) -> float:
+    """Numerically stable logistic function."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+class InferenceEngine:
+    """Owns G and D of one checkpoint and runs them on a single worker thread."""
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu") -> None:
+        self.checkpoint = checkpoint
+        self.device = device
+        self.config: dict[str, Any] = checkpoint.config
+        self.model_config: ModelConfig = checkpoint.model_config
+        self.info = ModelInfo(checkpoint.model_id, checkpoint.step, checkpoint.checkpoint_hash)
+        self.real_scores = RealScores.from_config(
+            checkpoint.config.get("real_scores"), str(Path(checkpoint.path) / "config.json")
+        )
+        self._generator = checkpoint.generator
+        self._discriminator = checkpoint.discriminator
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="gan-inference"
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, device: str = "cpu", torch_threads: int = 0
+    ) -> InferenceEngine:
+        """Load, validate and warm up a checkpoint; raise :class:`StartupError` on any problem."""
+        import torch
+
+        from training.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise StartupError(f"GAN_DEVICE={device!r} is not a torch device ({exc})") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise StartupError(f"GAN_DEVICE={device!r}, but CUDA is not available here; use cpu")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise StartupError(f"GAN_DEVICE={device!r}, but MPS is not available here; use cpu")
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        try:
+            ckpt = load_checkpoint(path, device=dev)
+        except CheckpointError as exc:
+            raise StartupError(str(exc)) from exc
+        except (RuntimeError, OSError) as exc:  # e.g. a device that exists but cannot be used
+            raise StartupError(f"{path}: cannot load the checkpoint on {device}: {exc}") from exc
+        try:
+            engine = cls(ckpt, device=str(dev))
+        except StartupError:
+            raise
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            raise StartupError(
+                f"{Path(path) / 'config.json'}: malformed entry ({type(exc).__name__}: {exc})"
+            ) from exc
+        try:
+            engine._check_consistency()
+        except StartupError:
+            engine.close()
+            raise
+        return engine
+
+    def _check_consistency(self) -> None:
+        """One tiny forward pass of G and D: shapes must match what config.json promises."""
+        import torch
+
+        cfg_file = Path(self.checkpoint.path) / "config.json"
+        mc = self.model_config
+        for key in ("resolution", "channels"):
+            value = self.config.get(key)
+            if value is not None and value != getattr(mc, key):
+                raise StartupError(
+                    f"{cfg_file}: '{key}' is {value!r} but the 'model' section says "
+                    f"{getattr(mc, key)!r}; the checkpoint is inconsistent"
+                )
+        z = torch.zeros(1, mc.z_dim)
+        images = self._generate_sync(z)
+        expected = (1, mc.channels, mc.resolution, mc.resolution)
+        if tuple(images.shape) != expected:
+            raise StartupError(
+                f"{self.checkpoint.path}/generator.safetensors: the generator makes images of "
+                f"shape {tuple(images.shape)[1:]}, config.json promises {expected[1:]}"
+            )
+        logits = self._score_sync(images)
+        if tuple(logits.shape) != (1,) or not bool(torch.isfinite(logits).all()):
+            raise StartupError(
+                f"{self.checkpoint.path}/discriminator.safetensors: the discriminator returned "
+                f"{tuple(logits.shape)} {logits.tolist()} for one image, expected one finite logit"
+            )
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def z_dim(self) -> int:
+        return self.model_config.z_dim
+
+    @property
+    def resolution(self) -> int:
+        return self.model_config.resolution
+
+    @property
+    def channels(self) -> int:
+        return self.model_config.channels
+
+    # -- execution ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError("the inference engine is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _generate_sync(self, z: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from training.models import to_uint8
+
+        with torch.inference_mode():
+            out = self._generator(z.to(self.device, torch.float32))
+            return to_uint8(out).cpu()
+
+    def _score_sync(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from training.models import to_model_range
+
+        with torch.inference_mode():
+            logits = self._discriminator(to_model_range(x.to(self.device)))
+            return logits.float().cpu()
+
+    async def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """float32 latents ``[B, z_dim]`` -> uint8 images ``[B, C, R, R]`` (CPU)."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim or z.shape[0] < 1:
+            raise ValueError(f"expected latents [B, {self.z_dim}], got {list(z.shape)}")
+        return await self._run(self._generate_sync, z)
+
+    async def score(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 model pixels ``[B, C, R, R]`` -> float32 logits ``[B]`` (CPU)."""
+        import torch
+
+        expected = [self.channels, self.resolution, self.resolution]
+        if x.ndim != 4 or list(x.shape[1:]) != expected or x.dtype != torch.uint8 or x.shape[0] < 1:
+            raise ValueError(
+                f"expected uint8 pixels [B, {', '.join(map(str, expected))}], got "
+                f"{x.dtype} {list(x.shape)}"
+            )
+        return await self._run(self._score_sync, x)
+
+    def close(self) -> None:
+        """Finish the running forward pass (if any) and stop the worker thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

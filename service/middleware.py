@@ -1,0 +1,226 @@
+"""Pure ASGI middleware: request ids + access log + last-resort 500s, and the body-size limit.
+
+Order (outermost first), set up in :func:`service.app.create_app`::
+
+    RequestContextMiddleware  request id, X-Request-ID, JSON access log, JSON 500 on any crash
+    CORSMiddleware            only when GAN_CORS_ORIGINS is set
+    BodySizeLimitMiddleware   413 by Content-Length or by counting body bytes; 408 on stalls
+    (FastAPI routing, exception handlers, routes)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import anyio
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_logger = logging.getLogger("service.access")
+error_logger = logging.getLogger("service.error")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """Send a complete JSON response through a raw ASGI ``send``."""
+    payload = json.dumps(body).encode()
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class RequestContextMiddleware:
+    """Request id, one JSON access-log line per request, and a JSON 500 for any crash.
+
+    An incoming ``X-Request-ID`` is reused when it is 1..128 characters of ``[A-Za-z0-9._:@/+=-]``;
+    otherwise a new one is made. It is stored in ``scope["state"]["request_id"]`` and returned in
+    the ``X-Request-ID`` response header. An exception that escapes the app is logged with the
+    request id and its traceback, and answered with a JSON 500 that carries no stack trace.
+
+    For the lifespan, a failed start-up with a known cause (``app.state.startup_error``) is
+    reported by that one-line message instead of a traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        incoming = None
+        for key, value in scope.get("headers", []):
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status: int | None = None
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = int(message["status"])
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        access_logger.debug(
+            "request start",
+            extra={
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+            },
+        )
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            status = status or 499  # nginx's "client closed request": nobody is listening
+        except Exception:
+            error_logger.exception(
+                "unhandled error while serving %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                extra={"request_id": request_id},
+            )
+            if not response_started:
+                status = 500
+                await send_json(
+                    send,
+                    500,
+                    {
+                        "detail": "internal server error; it has been logged: quote the request "
+                        f"id {request_id} when reporting it",
+                        "request_id": request_id,
+                    },
+                    {REQUEST_ID_HEADER: request_id, "X-Content-Type-Options": "nosniff"},
+                )
+        finally:
+            client = scope.get("client")
+            access_logger.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                },
+            )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                app = scope.get("app")
+                reason = getattr(getattr(app, "state", None), "startup_error", None)
+                if reason:
+                    message = {"type": message["type"], "message": reason}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies above ``max_body_bytes`` with 413, chunked uploads included.
+
+    A declared ``Content-Length`` above the limit is refused before anything is read. Otherwise
+    the bytes of ``http.request`` messages are counted as the app reads them, and the read that
+    crosses the limit raises a 413 ``HTTPException`` (FastAPI and our routes turn it into the
+    response; if it escapes, this middleware answers it). A body whose next chunk does not
+    arrive within ``body_timeout_s`` is answered with 408 the same way.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(
+            413,
+            f"request body is larger than {self.max_body_bytes} bytes (GAN_MAX_BODY_BYTES); "
+            "send fewer or smaller images",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await send_json(send, 400, {"detail": "Content-Length is not an integer"})
+                    return
+                if declared > self.max_body_bytes:
+                    exc = self._too_large()
+                    await send_json(send, 413, {"detail": exc.detail}, {"Connection": "close"})
+                    return
+        received = 0
+        body_complete = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_complete
+            if body_complete:
+                return await receive()
+            try:
+                with anyio.fail_after(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"the request body stalled: no data for {self.body_timeout_s:g} s "
+                    "(GAN_BODY_TIMEOUT_S); send the whole body without pauses",
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise self._too_large()
+                if not message.get("more_body", False):
+                    body_complete = True
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except HTTPException as exc:
+            if exc.status_code not in (408, 413) or response_started:
+                raise
+            await send_json(send, exc.status_code, {"detail": exc.detail}, {"Connection": "close"})

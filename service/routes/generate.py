@@ -1,0 +1,262 @@
+"""POST /generate: images from seeds, explicit latents or an interpolation path."""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from service.deps import EngineDep, SettingsDep, require_api_key
+from service.imaging import encode_png
+from service.latents import (
+    TRUNCATION_MODE,
+    image_seeds,
+    interpolation_weights,
+    latents_for_seeds,
+    random_seed,
+    seed_latent,
+    slerp,
+)
+from service.schemas import (
+    ErrorResponse,
+    GeneratedImage,
+    GenerateRequest,
+    GenerateResponse,
+    InterpolationInfo,
+    ModelRef,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+router = APIRouter(tags=["generate"])
+
+
+def field_error(
+    loc: list[str | int], msg: str, kind: str = "value_error"
+) -> RequestValidationError:
+    """A 422 in FastAPI's own format, naming the field at fault."""
+    return RequestValidationError([{"loc": ["body", *loc], "msg": msg, "type": kind}])
+
+
+@dataclass
+class Plan:
+    """A validated request: which latents to make and how to report them."""
+
+    count: int
+    format: str  # png, grid or json (resolved when the request left it out)
+    request_seed: int | None
+    seeds: list[int | None]
+    truncation: float | None
+    weights: list[float] | None  # interpolation positions
+    z: list[list[float]] | None
+
+
+def _resolve_format(req: GenerateRequest, count: int) -> str:
+    if req.format is None:
+        return "png" if count == 1 else "grid"
+    if req.format == "png" and count != 1:
+        raise field_error(
+            ["format"],
+            f"format 'png' returns exactly one image but this request makes {count}; use n=1, "
+            "or format 'grid' (one PNG of all images) or 'json' (one PNG per image)",
+        )
+    return req.format
+
+
+def plan_request(req: GenerateRequest, *, z_dim: int, max_images: int) -> Plan:
+    """Check the combinations the schema cannot (limits depend on settings and the model)."""
+    limit = f"at most {max_images} images per request (GAN_MAX_IMAGES)"
+    if req.interpolate is not None:
+        given = [name for name in ("n", "seed", "z") if name in req.model_fields_set]
+        if given:
+            raise field_error(
+                ["interpolate"],
+                f"interpolate defines the images itself; remove {', '.join(given)}",
+            )
+        steps = req.interpolate.steps
+        if steps > max_images:
+            raise field_error(
+                ["interpolate", "steps"], f"steps is {steps}, {limit}", "too_many_images"
+            )
+        fmt = _resolve_format(req, steps)
+        return Plan(
+            steps, fmt, None, [None] * steps, req.truncation, interpolation_weights(steps), None
+        )
+    if req.z is not None:
+        if req.seed is not None:
+            raise field_error(["seed"], "give either seed or z, not both (z fixes the images)")
+        if req.truncation is not None:
+            raise field_error(
+                ["truncation"],
+                "truncation applies to latents drawn from seeds; explicit z is used as given "
+                "(clip it yourself)",
+            )
+        rows = len(req.z)
+        if rows == 0:
+            raise field_error(["z"], f"z is empty; give n rows of {z_dim} numbers")
+        if rows > max_images:
+            raise field_error(["z"], f"z has {rows} rows, {limit}", "too_many_images")
+        if "n" in req.model_fields_set and req.n != rows:
+            raise field_error(
+                ["n"], f"n is {req.n} but z has {rows} rows; drop n or make them agree"
+            )
+        for i, row in enumerate(req.z):
+            if len(row) != z_dim:
+                raise field_error(
+                    ["z", i],
+                    f"z[{i}] has {len(row)} numbers; this model's latents have z_dim = {z_dim} "
+                    "(see GET /info)",
+                )
+        fmt = _resolve_format(req, rows)
+        return Plan(rows, fmt, None, [None] * rows, None, None, req.z)
+    if req.n > max_images:
+        raise field_error(["n"], f"n is {req.n}, {limit}", "too_many_images")
+    fmt = _resolve_format(req, req.n)
+    seed = req.seed if req.seed is not None else random_seed()
+    return Plan(req.n, fmt, seed, list(image_seeds(seed, req.n)), req.truncation, None, None)
+
+
+def build_latents(plan: Plan, req: GenerateRequest, z_dim: int) -> torch.Tensor:
+    """float32 ``[count, z_dim]``: per-image seeds, explicit rows, or the slerp path."""
+    import torch
+
+    if plan.z is not None:
+        return torch.tensor(plan.z, dtype=torch.float32)
+    if plan.weights is not None and req.interpolate is not None:
+        z0 = seed_latent(req.interpolate.from_seed, z_dim, plan.truncation)
+        z1 = seed_latent(req.interpolate.to_seed, z_dim, plan.truncation)
+        return slerp(z0, z1, plan.weights)
+    return latents_for_seeds([s for s in plan.seeds if s is not None], z_dim, plan.truncation)
+
+
+def _pngs(images: torch.Tensor) -> list[bytes]:
+    from training.images import to_hwc
+
+    return [encode_png(img) for img in to_hwc(images)]
+
+
+def _grid_png(images: torch.Tensor) -> tuple[bytes, int]:
+    from training.images import make_grid
+
+    columns = max(1, math.ceil(math.sqrt(int(images.shape[0]))))
+    return encode_png(make_grid(images, nrow=columns)), columns
+
+
+GENERATE_EXAMPLES: dict[str, Any] = {
+    "one_png": {
+        "summary": "One PNG from a seed",
+        "description": "image/png; same seed, same bytes. curl: -d '{\"seed\": 42}' -o digit.png",
+        "value": {"seed": 42, "format": "png"},
+    },
+    "grid": {
+        "summary": "A grid of 16 images",
+        "description": "One PNG with 16 images; image i uses seed 7 + i.",
+        "value": {"n": 16, "seed": 7, "format": "grid"},
+    },
+    "json_truncated": {
+        "summary": "JSON with seeds and latents, truncated",
+        "description": "Each image comes with its own seed and latent, so it reproduces alone.",
+        "value": {"n": 4, "seed": 123, "truncation": 0.7, "format": "json"},
+    },
+    "explicit_z": {
+        "summary": "Explicit latent vectors",
+        "description": "Rows of length z_dim (GET /info); here z_dim = 4 for brevity.",
+        "value": {"z": [[0.1, -1.2, 0.5, 0.0]], "format": "json"},
+    },
+    "interpolate": {
+        "summary": "Interpolation between two seeds",
+        "description": "8 images on the slerp path from seed 1 to seed 2.",
+        "value": {"interpolate": {"from_seed": 1, "to_seed": 2, "steps": 8}, "format": "grid"},
+    },
+}
+
+_MODEL_HEADERS = {
+    "X-Model-Id": {"description": "Model that made the image", "schema": {"type": "string"}},
+    "X-Model-Step": {"description": "Its training step", "schema": {"type": "integer"}},
+    "X-Checkpoint-Hash": {"description": "Hash of its weight files", "schema": {"type": "string"}},
+    "X-Seed": {
+        "description": "The request seed (absent for z and interpolation)",
+        "schema": {"type": "integer"},
+    },
+    "X-Image-Count": {"description": "Images in the response", "schema": {"type": "integer"}},
+}
+
+
+@router.post(
+    "/generate",
+    dependencies=[Depends(require_api_key)],
+    summary="Generate images",
+    description="Draw images from the generator. Image i of a request with seed S uses seed "
+    "S + i, so {seed: S + i, n: 1} reproduces it alone; without a seed a random one is drawn "
+    "and reported (X-Seed, and 'seed' in JSON). Formats: png (exactly one image, image/png), "
+    "grid (all images in one image/png, ceil(sqrt(n)) columns, 2 px black padding), json "
+    "(base64 PNGs with each image's seed and latent). Example: "
+    "`curl -s -X POST http://127.0.0.1:8000/generate -H 'Content-Type: application/json' "
+    "-d '{\"seed\": 42}' -o digit.png`.",
+    response_model=GenerateResponse,
+    responses={
+        200: {
+            "description": "image/png for format png and grid, JSON for format json",
+            "headers": _MODEL_HEADERS,
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        401: {"model": ErrorResponse, "description": "API key missing or wrong"},
+        422: {"model": ErrorResponse, "description": "A field is out of range; loc names it"},
+    },
+)
+async def generate(
+    req: Annotated[GenerateRequest, Body(openapi_examples=GENERATE_EXAMPLES)],
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> Response:
+    plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
+    z = await run_in_threadpool(build_latents, plan, req, engine.z_dim)
+    images = await engine.generate(z)  # uint8 [B, C, R, R]
+    headers = engine.info.headers()
+    headers["X-Image-Count"] = str(plan.count)
+    if plan.request_seed is not None:
+        headers["X-Seed"] = str(plan.request_seed)
+    if plan.format == "png":
+        png = (await run_in_threadpool(_pngs, images))[0]
+        return Response(png, media_type="image/png", headers=headers)
+    if plan.format == "grid":
+        png, columns = await run_in_threadpool(_grid_png, images)
+        headers["X-Grid-Columns"] = str(columns)
+        return Response(png, media_type="image/png", headers=headers)
+    pngs = await run_in_threadpool(_pngs, images)
+    latents = z.tolist()
+    weights: list[float | None] = list(plan.weights) if plan.weights else [None] * plan.count
+    body = GenerateResponse(
+        model=ModelRef.model_validate(engine.info.as_dict()),
+        seed=plan.request_seed,
+        truncation=plan.truncation,
+        truncation_mode=TRUNCATION_MODE if plan.truncation is not None else None,
+        interpolation=None
+        if req.interpolate is None
+        else InterpolationInfo(
+            from_seed=req.interpolate.from_seed,
+            to_seed=req.interpolate.to_seed,
+            steps=req.interpolate.steps,
+        ),
+        width=engine.resolution,
+        height=engine.resolution,
+        channels=engine.channels,
+        images=[
+            GeneratedImage(
+                index=i,
+                seed=plan.seeds[i],
+                latent=latents[i],
+                t=weights[i],
+                png_base64=base64.b64encode(pngs[i]).decode("ascii"),
+            )
+            for i in range(plan.count)
+        ],
+    )
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)

@@ -1,0 +1,68 @@
+"""GET /info: the served model, its training record, the limits and the preprocessing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from service.deps import EngineDep, SettingsDep, require_api_key
+from service.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
+from service.routes.score import preprocessing_report
+from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
+
+router = APIRouter(tags=["info"])
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@router.get(
+    "/info",
+    response_model=InfoResponse,
+    dependencies=[Depends(require_api_key)],
+    summary="Model, training record, limits and preprocessing",
+    description="Everything a client needs to call /generate and /score: z_dim, resolution, "
+    "channels, limits, the image preprocessing and the truncation mode. Needs the API key when "
+    "the server has one. Example: `curl -s http://127.0.0.1:8000/info`.",
+    responses={401: {"model": ErrorResponse, "description": "API key missing or wrong"}},
+)
+async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
+    cfg = engine.config
+    rs = engine.real_scores
+    return InfoResponse(
+        model=ModelRef.model_validate(engine.info.as_dict()),
+        architecture=engine.model_config.to_dict(),
+        z_dim=engine.z_dim,
+        resolution=engine.resolution,
+        channels=engine.channels,
+        device=engine.device,
+        dataset=_as_dict(cfg.get("dataset")),
+        metrics=_as_dict(cfg.get("metrics")),
+        training=_as_dict(cfg.get("training")),
+        created_at=cfg.get("created_at") if isinstance(cfg.get("created_at"), str) else None,
+        normalisation=_as_dict(cfg.get("normalisation")),
+        real_scores=None
+        if rs is None
+        else PercentileReference(num_images=rs.num_images, source=rs.source, levels=len(rs.levels)),
+        limits={
+            "max_images": settings.max_images,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_image_pixels": settings.max_image_pixels,
+            "body_timeout_s": settings.body_timeout_s,
+            "seed_range": [0, SEED_LIMIT - 1],
+            "truncation_range": [TRUNCATION_MIN, TRUNCATION_MAX],
+        },
+        preprocessing=preprocessing_report(
+            engine.resolution, engine.channels, settings.max_image_pixels
+        ),
+        generate={
+            "formats": ["png", "grid", "json"],
+            "seed_derivation": "image i of a request with seed S uses seed (S + i) mod 2**53",
+            "latent": "torch.randn(z_dim) from torch.Generator('cpu').manual_seed(seed), float32",
+            "truncation_mode": TRUNCATION_MODE,
+            "interpolation": "slerp",
+        },
+        auth={"api_key_required": settings.api_key is not None},
+    )

@@ -1,0 +1,302 @@
+"""POST /score: the discriminator's opinion of uploaded images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse
+
+from service.deps import EngineDep, SettingsDep, require_api_key
+from service.imaging import ALLOWED_DESCRIPTION, ALLOWED_FORMATS, ImageRejected, decode_image
+from service.inference import sigmoid
+from service.schemas import (
+    ErrorResponse,
+    ModelRef,
+    PercentileReference,
+    ScoredImage,
+    ScoreResponse,
+)
+from training.preprocess import ImageDecodeError, preprocess_description, to_model_pixels
+
+router = APIRouter(tags=["score"])
+
+FIELD = "files"
+_RAW_TYPES_HINT = "image/png, image/jpeg, image/webp, image/bmp, image/gif"
+
+
+@dataclass
+class Upload:
+    index: int
+    filename: str | None
+    data: bytes
+
+
+@dataclass
+class Prepared:
+    upload: Upload
+    format: str
+    width: int
+    height: int
+    mode: str
+    frames: int
+    pixels: np.ndarray  # uint8 [C, R, R]
+
+
+def preprocessing_report(resolution: int, channels: int, max_pixels: int) -> dict[str, Any]:
+    """training.preprocess's description, plus what the service accepts before it."""
+    report = preprocess_description(resolution, channels)
+    report["max_pixels"] = max_pixels  # the service's own limit (GAN_MAX_IMAGE_PIXELS) applies
+    report["accepted_formats"] = list(ALLOWED_FORMATS)
+    report["format_detection"] = "from the file's bytes; file name and content type are ignored"
+    report["animated_images"] = "first frame only"
+    return report
+
+
+def _image_error(
+    index: int, upload: Upload | None, message: str, raw: bool
+) -> RequestValidationError:
+    loc: list[str | int] = ["body"] if raw else ["body", FIELD, index]
+    name = f" ({upload.filename!r})" if upload is not None and upload.filename else ""
+    where = "the request body" if raw else f"{FIELD}[{index}]{name}"
+    return RequestValidationError(
+        [{"loc": loc, "msg": f"{where}: {message}", "type": "image_rejected"}]
+    )
+
+
+async def read_uploads(request: Request, max_images: int) -> tuple[list[Upload], bool]:
+    """The uploaded files, and whether they came as one raw body (vs multipart)."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
+        try:
+            form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
+        except HTTPException as exc:
+            if exc.status_code == 400 and "Too many files" in str(exc.detail):
+                raise _too_many(max_images) from exc
+            raise
+        except Exception as exc:  # python-multipart's errors on malformed bodies
+            raise HTTPException(
+                400,
+                f"malformed multipart/form-data body ({exc}); send the images as form field '{FIELD}'",
+            ) from exc
+        try:
+            items = form.getlist(FIELD)
+            if not items:
+                found = sorted(set(form.keys()))
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ["body", FIELD],
+                            "msg": f"no images: send them as multipart form field '{FIELD}' "
+                            f"(fields received: {found})",
+                            "type": "missing",
+                        }
+                    ]
+                )
+            uploads: list[Upload] = []
+            for i, item in enumerate(items):
+                if not isinstance(item, UploadFile):
+                    raise RequestValidationError(
+                        [
+                            {
+                                "loc": ["body", FIELD, i],
+                                "msg": f"{FIELD}[{i}] is a text field, not a file upload; send "
+                                "the image as a file part (curl: -F 'files=@digit.png')",
+                                "type": "not_a_file",
+                            }
+                        ]
+                    )
+                uploads.append(Upload(i, item.filename, await item.read()))
+            if len(uploads) > max_images:
+                raise _too_many(max_images)
+            return uploads, False
+        finally:
+            await form.close()
+    if media.startswith("image/") or media == "application/octet-stream":
+        return [Upload(0, None, await request.body())], True
+    shown = media or "none"
+    raise HTTPException(
+        415,
+        f"unsupported Content-Type {shown!r}: upload images as multipart/form-data field "
+        f"'{FIELD}', or one image as the raw body with an image content type "
+        f"({_RAW_TYPES_HINT})",
+    )
+
+
+def _too_many(max_images: int) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "loc": ["body", FIELD],
+                "msg": f"more than {max_images} images in one request (GAN_MAX_IMAGES); split them",
+                "type": "too_many_images",
+            }
+        ]
+    )
+
+
+def prepare(
+    uploads: list[Upload], raw: bool, *, resolution: int, channels: int, max_pixels: int
+) -> list[Prepared]:
+    """Decode and convert every upload (runs in a worker thread: it is CPU work)."""
+    out: list[Prepared] = []
+    for up in uploads:
+        try:
+            decoded = decode_image(up.data, max_pixels=max_pixels)
+        except ImageRejected as exc:
+            raise _image_error(up.index, up, str(exc), raw) from exc
+        try:
+            pixels = to_model_pixels(decoded.image, resolution, channels)
+        except ImageDecodeError as exc:
+            raise _image_error(up.index, up, str(exc), raw) from exc
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+            raise _image_error(
+                up.index,
+                up,
+                f"cannot convert this {decoded.format} image (mode {decoded.mode}): {exc}; "
+                f"re-save it as an 8-bit {ALLOWED_DESCRIPTION}",
+                raw,
+            ) from exc
+        finally:
+            decoded.image.close()
+        out.append(
+            Prepared(
+                up,
+                decoded.format,
+                decoded.width,
+                decoded.height,
+                decoded.mode,
+                decoded.frames,
+                pixels,
+            )
+        )
+    return out
+
+
+SCORE_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Either multipart/form-data with one or more image files in the field "
+    f"'{FIELD}', or one image as the raw body with an image Content-Type. Accepted: "
+    f"{ALLOWED_DESCRIPTION}, detected from the bytes.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FIELD],
+                "properties": {
+                    FIELD: {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            },
+            "examples": {
+                "two_files": {
+                    "summary": "Two files (curl -F files=@a.png -F files=@b.jpg)",
+                    "value": {FIELD: ["a.png", "b.jpg"]},
+                }
+            },
+        },
+        "image/png": {
+            "schema": {"type": "string", "format": "binary"},
+            "examples": {
+                "raw_body": {
+                    "summary": "One image as the body (curl --data-binary @digit.png -H "
+                    "'Content-Type: image/png')",
+                    "value": "<PNG bytes>",
+                }
+            },
+        },
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    dependencies=[Depends(require_api_key)],
+    summary="Score images with the discriminator",
+    description="Each image is decoded (format detected from its bytes), converted to the "
+    "model's channels and resolution exactly as the training data was "
+    "(training.preprocess.to_model_pixels, described in the response), and all images of the "
+    "request go through D in one batch. For each: D's logit, its sigmoid, and the realness "
+    "percentile: the share of held-out real images that D scored lower. Example: "
+    "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
+    openapi_extra={"requestBody": SCORE_REQUEST_BODY},
+    responses={
+        200: {"headers": {"X-Model-Id": {"schema": {"type": "string"}}}},
+        401: {"model": ErrorResponse, "description": "API key missing or wrong"},
+        413: {"model": ErrorResponse, "description": "Body larger than GAN_MAX_BODY_BYTES"},
+        415: {"model": ErrorResponse, "description": "Neither multipart nor an image body"},
+        422: {
+            "model": ErrorResponse,
+            "description": "An image was refused (the message names it and says why)",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": [
+                            {
+                                "loc": ["body", FIELD, 0],
+                                "msg": "files[0] ('scan.png'): the PNG data is corrupt or "
+                                "truncated (image file is truncated); send a complete PNG file",
+                                "type": "image_rejected",
+                            }
+                        ]
+                    }
+                }
+            },
+        },
+    },
+)
+async def score(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    import torch
+
+    uploads, raw = await read_uploads(request, settings.max_images)
+    prepared = await run_in_threadpool(
+        prepare,
+        uploads,
+        raw,
+        resolution=engine.resolution,
+        channels=engine.channels,
+        max_pixels=settings.max_image_pixels,
+    )
+    batch = torch.from_numpy(np.stack([p.pixels for p in prepared]))  # uint8 [B, C, R, R]
+    logits = (await engine.score(batch)).tolist()
+    rs = engine.real_scores
+    notes: list[str] = []
+    if rs is None:
+        notes.append(
+            "this checkpoint stores no real_scores (D's logits on held-out real images), so "
+            "realness_percentile is null"
+        )
+    results = [
+        ScoredImage(
+            index=p.upload.index,
+            filename=p.upload.filename,
+            format=p.format,
+            width=p.width,
+            height=p.height,
+            mode=p.mode,
+            frames=p.frames,
+            logit=logit,
+            probability=sigmoid(logit),
+            realness_percentile=None if rs is None else rs.percentile(logit),
+        )
+        for p, logit in zip(prepared, logits, strict=True)
+    ]
+    body = ScoreResponse(
+        model=ModelRef.model_validate(engine.info.as_dict()),
+        preprocessing=preprocessing_report(
+            engine.resolution, engine.channels, settings.max_image_pixels
+        ),
+        percentile_reference=None
+        if rs is None
+        else PercentileReference(num_images=rs.num_images, source=rs.source, levels=len(rs.levels)),
+        notes=notes,
+        results=results,
+    )
+    return JSONResponse(body.model_dump(mode="json"), headers=engine.info.headers())

@@ -1,0 +1,144 @@
+"""Service configuration: environment variables with the prefix ``GAN_`` (pydantic-settings).
+
+Every field below is read from ``GAN_<FIELD NAME>`` (case-insensitive), e.g. ``GAN_CHECKPOINT``,
+``GAN_PORT``, ``GAN_API_KEY``. ``gan-serve --checkpoint/--host/--port`` override the environment.
+docs/api.md has the same table for users; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS (89,478,485 by default) no matter what we
+# allow, and warns above 1 x; the service's own limit stays at or below PIL's default.
+PIL_DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def default_checkpoint_dir() -> Path:
+    """The bundled MNIST checkpoint: ``<repo>/checkpoints/mnist`` beside the ``service`` package."""
+    return Path(__file__).resolve().parent.parent / "checkpoints" / "mnist"
+
+
+class Settings(BaseSettings):
+    """All run-time options of the service (see docs/api.md for the user-facing table)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GAN_", case_sensitive=False, extra="ignore", validate_default=True
+    )
+
+    checkpoint: Path = Field(
+        default_factory=default_checkpoint_dir,
+        description="Checkpoint directory to serve (config.json + generator/discriminator weights).",
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Interface to bind.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="TCP port to bind (0: any free port)."
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes; each loads its own copy of the models.",
+    )
+    device: str = Field(
+        default="cpu",
+        min_length=1,
+        description="torch device for inference, e.g. cpu, cuda, cuda:1.",
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads per worker; 0 keeps torch's default.",
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body in bytes (counted while it is read); larger: 413.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for the next chunk of a request body; longer: 408.",
+    )
+    max_images: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Most images per request: /generate n, rows of z, interpolation steps, /score files.",
+    )
+    max_image_pixels: int = Field(
+        default=16_777_216,
+        ge=1,
+        le=PIL_DEFAULT_MAX_IMAGE_PIXELS,
+        description="Largest uploaded image (width x height, read from its header before decoding).",
+    )
+    log_level: LogLevel = Field(default="info", description="Log level of the JSON logs on stderr.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, /generate, /score and /info need 'Authorization: Bearer <key>'.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (comma-separated or a JSON list); empty: CORS off.",
+    )
+    graceful_shutdown_s: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long in-flight requests may take to finish.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _printable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value()
+            if not key.isascii() or not key.isprintable() or " " in key:
+                raise ValueError("must be printable ASCII without spaces (it travels in a header)")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a valid JSON list ({exc.msg})") from exc
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"origin {origin!r} must start with http:// or https:// (or be '*')"
+                )
+        return [o.rstrip("/") for o in value]
