@@ -57,8 +57,8 @@ DEFAULT_KID_SUBSET_SIZE = 1000
 # Metric keys in display order: (key, label, True when lower is better).
 METRIC_ROWS: tuple[tuple[str, str, bool], ...] = (
     ("fid", "FID", True),
-    ("kid", "KID", True),
-    ("kid_std", "KID std", True),
+    ("kid", "KID ± std", True),
+    ("kid_std", "KID std over subsets", True),
     ("precision", "precision", False),
     ("recall", "recall", False),
     ("coverage_entropy", "class entropy (norm.)", False),
@@ -426,12 +426,16 @@ def sample_images(
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(key: str, value: float) -> str:
-    if key.startswith("kid"):
-        return f"{value:.5f}"
-    if key == "fid":
-        return f"{value:.3f}"
-    return f"{value:.4f}"
+def _cell(key: str, values: dict[str, Any]) -> str:
+    if key == "kid":
+        return f"{values['kid']:.4f} ± {values['kid_std']:.4f}"
+    return f"{values[key]:.3f}" if key == "fid" else f"{values[key]:.4f}"
+
+
+def _ratio(key: str, model: dict[str, Any], base: dict[str, Any]) -> str:
+    # Only meaningful against a baseline clearly above zero (KID: above its own subset noise).
+    floor = max(1e-6, base["kid_std"]) if key == "kid" else 1e-6
+    return f"{model[key] / base[key]:.2f}x" if base[key] > floor else "n/a"
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -454,18 +458,16 @@ def format_report(result: dict[str, Any]) -> str:
     if base:
         lines.append(f"baseline: {base['source']} vs the same reference")
     lines.append("")
-    header = f"{'metric':<24}{'model':>12}{'real-vs-real':>14}{'ratio':>10}"
+    header = f"{'metric':<22}{'model':>20}{'real-vs-real':>20}{'ratio':>10}"
     lines += [header, "-" * len(header)]
     m = result["metrics"]
     for key, label, lower in METRIC_ROWS:
+        if key == "kid_std":
+            continue  # shown with KID
         arrow = "(lower better)" if lower else "(higher better)"
-        model_s = _fmt(key, m[key])
-        base_s, ratio_s = "", ""
-        if base:
-            base_s = _fmt(key, base[key])
-            # A ratio is only meaningful against a clearly positive baseline.
-            ratio_s = f"{m[key] / base[key]:.2f}x" if base[key] > 1e-6 else "n/a"
-        lines.append(f"{label:<24}{model_s:>12}{base_s:>14}{ratio_s:>10}  {arrow}")
+        base_s = _cell(key, base) if base else ""
+        ratio_s = _ratio(key, m, base) if base else ""
+        lines.append(f"{label:<22}{_cell(key, m):>20}{base_s:>20}{ratio_s:>10}  {arrow}")
     lines.append("")
     shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(m["class_shares"]))
     lines.append(f"predicted-digit shares (model): {shares}")

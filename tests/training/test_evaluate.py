@@ -16,8 +16,10 @@ from training.data import ImageData, load_mnist
 from training.evaluate import (
     EvalError,
     Evaluator,
+    _ratio,
     class_coverage,
     fid_from_features,
+    format_report,
     frechet_distance,
     kid_from_features,
     precision_recall,
@@ -159,9 +161,21 @@ def test_one_class_sample_has_low_coverage(evaluator: Evaluator, test_set: Image
 
 
 def test_real_test_images_cover_all_classes(evaluator: Evaluator, test_set: ImageData) -> None:
-    m = evaluator.evaluate_images(test_set.images[:2000], with_baseline=False)["metrics"]
+    res = evaluator.evaluate_images(test_set.images[:2000], with_baseline=False)
+    m = res["metrics"]
     assert m["coverage_entropy"] > 0.99
     assert m["coverage_min_share"] > 0.07
+    report = format_report(res)  # a table without the baseline columns filled
+    assert "baseline:" not in report and f"{m['fid']:.3f}" in report
+
+
+def test_report_ratios() -> None:
+    base = {"fid": 2.0, "kid": 0.01, "kid_std": 0.5, "precision": 0.8}
+    model = {"fid": 10.0, "kid": 5.0, "kid_std": 1.0, "precision": 0.4}
+    assert _ratio("fid", model, base) == "5.00x"
+    assert _ratio("precision", model, base) == "0.50x"
+    assert _ratio("kid", model, base) == "n/a"  # baseline KID within its subset noise
+    assert _ratio("kid", model, {**base, "kid": 1.0}) == "5.00x"
 
 
 def test_result_carries_a_cached_baseline(evaluator: Evaluator) -> None:
