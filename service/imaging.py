@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 #: Pillow format names accepted for uploads, in the order the docs list them.
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
@@ -61,9 +61,16 @@ def _describe_unknown(data: bytes) -> str:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
-    if text and text.isprintable():
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
         return f"it looks like text ({text[:24]!r}…)"
     return f"its first bytes are {head[:8].hex(' ')}"
+
+
+def _too_many_pixels(fmt: str, max_pixels: int, size: str) -> ImageRejected:
+    return ImageRejected(
+        f"the {fmt} image is too large ({size}); the limit is {max_pixels} pixels "
+        "(GAN_MAX_IMAGE_PIXELS), checked before decoding; downscale it before uploading"
+    )
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
@@ -87,7 +94,12 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         # stays in place as a second line of defence above our stricter limit.
         img = Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"{fmt} image is too large to decode safely ({exc})") from exc
+        raise _too_many_pixels(fmt, max_pixels, str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(
+            f"the data starts like a {fmt} file but its header cannot be read; send a complete, "
+            f"valid {fmt} file"
+        ) from exc
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageRejected(
             f"the {fmt} data is corrupt or truncated ({exc}); send a complete {fmt} file"
@@ -96,10 +108,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     if width < 1 or height < 1:
         raise ImageRejected(f"the {fmt} header says the image is {width}x{height}: no pixels")
     if width * height > max_pixels:
-        raise ImageRejected(
-            f"the {fmt} image is {width}x{height} = {width * height} pixels, more than the limit "
-            f"of {max_pixels} (GAN_MAX_IMAGE_PIXELS); downscale it before uploading"
-        )
+        raise _too_many_pixels(fmt, max_pixels, f"{width}x{height} = {width * height} pixels")
     frames = int(getattr(img, "n_frames", 1) or 1)
     mode = img.mode
     try:
@@ -107,7 +116,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             img.seek(0)
         img.load()
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"{fmt} image is too large to decode safely ({exc})") from exc
+        raise _too_many_pixels(fmt, max_pixels, str(exc)) from exc
     except MemoryError as exc:
         raise ImageRejected(
             f"not enough memory to decode this {fmt} image; send a smaller one"

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from service.deps import EngineDep, SettingsDep, require_api_key
@@ -76,7 +77,7 @@ async def read_uploads(request: Request, max_images: int) -> tuple[list[Upload],
     if media == "multipart/form-data":
         try:
             form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
-        except HTTPException as exc:
+        except StarletteHTTPException as exc:
             if exc.status_code == 400 and "Too many files" in str(exc.detail):
                 raise _too_many(max_images) from exc
             raise

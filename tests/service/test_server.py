@@ -1,0 +1,245 @@
+"""The real ``gan-serve`` process: start-up, HTTP calls, graceful SIGTERM, start-up failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.service import imagefiles as F
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 60.0
+
+pytestmark = pytest.mark.slow
+
+
+class ServerProcess:
+    """``python -m service.cli ...`` with its stderr collected line by line in a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GAN_")}
+        full_env.update({"GAN_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = STARTUP_TIMEOUT_S
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for rec in self.records():
+                    if pred(rec):
+                        return rec
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError("log line not seen; output:\n" + "\n".join(self.lines))
+                self._cond.wait(min(left, 0.5))
+
+    def wait_started(self) -> str:
+        rec = self.wait_for(lambda r: "Uvicorn running on" in r.get("msg", ""))
+        url = rec["msg"].split("Uvicorn running on ", 1)[1].split()[0]
+        return url.rstrip("/")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def wait(self, timeout: float = STARTUP_TIMEOUT_S) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(list(args), env)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.kill()
+
+
+def test_real_server_serves_and_stops_cleanly(
+    start_server: Callable[..., ServerProcess], ckpt_dir: Path
+) -> None:
+    server = start_server("--checkpoint", str(ckpt_dir), "--host", "127.0.0.1", "--port", "0")
+    base = server.wait_started()
+    assert base.startswith("http://127.0.0.1:")
+    with httpx.Client(base_url=base, timeout=30) as http:
+        ready = http.get("/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        gen = http.post("/generate", json={"seed": 21}, headers={"X-Request-ID": "real-gen"})
+        assert gen.status_code == 200 and gen.headers["content-type"] == "image/png"
+        assert gen.headers["X-Request-ID"] == "real-gen"
+        sc = http.post("/score", files=[("files", ("a.png", F.GOOD["rgba_png"](), "image/png"))])
+        assert sc.status_code == 200
+        assert sc.json()["results"][0]["format"] == "PNG"
+        bad = http.post("/generate", json={"n": 10_000})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "n"]
+    # Same seed, same bytes: the separate process agrees with an in-process app.
+    with TestClient(create_app(Settings(checkpoint=ckpt_dir))) as local:
+        assert local.post("/generate", json={"seed": 21}).content == gen.content
+    assert server.stop() == 0
+    access = [
+        r
+        for r in server.records()
+        if r.get("logger") == "service.access" and r.get("msg") == "request"
+    ]
+    gen_line = next(r for r in access if r["request_id"] == "real-gen")
+    assert (
+        gen_line["method"] == "POST"
+        and gen_line["path"] == "/generate"
+        and gen_line["status"] == 200
+    )
+    assert gen_line["latency_ms"] > 0 and gen_line["client"].startswith("127.0.0.1:")
+    assert not any("Traceback" in line for line in server.lines)
+
+
+def test_sigterm_lets_an_in_flight_request_finish(
+    start_server: Callable[..., ServerProcess], ckpt_dir: Path
+) -> None:
+    server = start_server("--checkpoint", str(ckpt_dir), "--port", "0", "--log-level", "debug")
+    base = server.wait_started()
+    png = F.GOOD["gray_png"]()
+    release = threading.Event()
+    result: dict[str, Any] = {}
+
+    def body() -> Iterator[bytes]:  # a slow upload: the second half waits for the test
+        yield png[: len(png) // 2]
+        assert release.wait(60)
+        yield png[len(png) // 2 :]
+
+    def call() -> None:
+        try:
+            result["r"] = httpx.post(
+                base + "/score",
+                content=body(),
+                headers={"Content-Type": "image/png", "X-Request-ID": "slow-1"},
+                timeout=60,
+            )
+        except Exception as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    try:
+        server.wait_for(
+            lambda r: r.get("msg") == "request start" and r.get("request_id") == "slow-1"
+        )
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for(lambda r: r.get("msg") == "Shutting down")
+        assert server.proc.poll() is None  # still running: it waits for the request
+    finally:
+        release.set()
+        worker.join(60)
+    assert "error" not in result, result.get("error")
+    assert result["r"].status_code == 200
+    assert result["r"].json()["results"][0]["format"] == "PNG"
+    assert server.stop() == 0
+
+
+def test_bad_checkpoint_exits_nonzero_with_one_line(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing"
+    server = start_server("--checkpoint", str(missing), "--port", "0")
+    assert server.wait() == 1
+    assert server.lines[-1] == f"gan-serve: error: checkpoint directory {missing} does not exist"
+    assert not any("Traceback" in line for line in server.lines)
+    assert not [r for r in server.records() if r.get("level") == "ERROR"]  # no duplicate noise
+
+
+def test_console_script_reports_corrupt_weights(tmp_path: Path, ckpt_dir: Path) -> None:
+    import shutil
+
+    script = Path(sys.executable).parent / "gan-serve"
+    if not script.exists():
+        pytest.skip("gan-serve console script not installed in this environment")
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(ckpt_dir, ckpt)
+    weights = ckpt / "discriminator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"garbage!")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GAN_")}
+    env.update({"GAN_CHECKPOINT": str(ckpt), "GAN_PORT": "0"})
+    proc = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gan-serve: error: {weights}: SHA-256")
+    assert "Traceback" not in proc.stderr
+
+
+def test_workers_setting_starts_several_processes(
+    start_server: Callable[..., ServerProcess], ckpt_dir: Path
+) -> None:
+    server = start_server("--port", "0", env={"GAN_WORKERS": "2", "GAN_CHECKPOINT": str(ckpt_dir)})
+    base = server.wait_started()
+    server.wait_for(
+        lambda r: r.get("msg") == "Application startup complete." and _count(server, r) >= 2
+    )
+    with httpx.Client(base_url=base, timeout=30) as http:
+        assert http.get("/ready").status_code == 200
+        assert http.post("/generate", json={"seed": 3}).status_code == 200
+    assert server.stop() == 0
+    loaded = [r for r in server.records() if r.get("msg") == "model loaded"]
+    assert len(loaded) == 2
+    assert not [r for r in server.records() if r.get("logger") == "uvicorn.access"]
+
+
+def _count(server: ServerProcess, rec: dict[str, Any]) -> int:
+    return sum(1 for r in server.records() if r.get("msg") == rec.get("msg"))

@@ -1,0 +1,182 @@
+"""GAN_ settings, CLI option handling, latents and the engine contract (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from service import cli
+from service.inference import InferenceEngine, RealScores, StartupError, sigmoid
+from service.latents import (
+    image_seeds,
+    interpolation_weights,
+    latents_for_seeds,
+    seed_latent,
+    slerp,
+)
+from service.settings import Settings, default_checkpoint_dir
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.checkpoint == default_checkpoint_dir()
+    assert s.checkpoint == Path(__file__).resolve().parents[2] / "checkpoints" / "mnist"
+    assert (s.host, s.port, s.workers, s.device) == ("127.0.0.1", 8000, 1, "cpu")
+    assert s.api_key is None and s.cors_origins == [] and s.log_level == "info"
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GAN_CHECKPOINT", str(tmp_path))
+    monkeypatch.setenv("GAN_PORT", "9123")
+    monkeypatch.setenv("GAN_HOST", "0.0.0.0")
+    monkeypatch.setenv("GAN_WORKERS", "3")
+    monkeypatch.setenv("GAN_TORCH_THREADS", "2")
+    monkeypatch.setenv("GAN_MAX_BODY_BYTES", "5000")
+    monkeypatch.setenv("GAN_MAX_IMAGES", "7")
+    monkeypatch.setenv("GAN_MAX_IMAGE_PIXELS", "1000000")
+    monkeypatch.setenv("GAN_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("GAN_API_KEY", "k3y")
+    monkeypatch.setenv("GAN_CORS_ORIGINS", "https://a.example, http://b.example:8080/")
+    monkeypatch.setenv("GAN_GRACEFUL_SHUTDOWN_S", "5")
+    s = Settings()
+    assert s.checkpoint == tmp_path and s.port == 9123 and s.host == "0.0.0.0"
+    assert (s.workers, s.torch_threads, s.max_body_bytes, s.max_images) == (3, 2, 5000, 7)
+    assert s.max_image_pixels == 1_000_000 and s.log_level == "debug"
+    assert s.api_key is not None and s.api_key.get_secret_value() == "k3y"
+    assert "k3y" not in repr(s)
+    assert s.cors_origins == ["https://a.example", "http://b.example:8080"]
+    assert s.graceful_shutdown_s == 5
+    monkeypatch.setenv("GAN_CORS_ORIGINS", '["https://c.example"]')
+    monkeypatch.setenv("GAN_API_KEY", "")
+    s = Settings()
+    assert s.cors_origins == ["https://c.example"] and s.api_key is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GAN_PORT", "70000"),
+        ("GAN_MAX_IMAGES", "0"),
+        ("GAN_LOG_LEVEL", "loud"),
+        ("GAN_CORS_ORIGINS", "example.org"),
+        ("GAN_API_KEY", "has space"),
+        ("GAN_MAX_IMAGE_PIXELS", "1000000000"),
+    ],
+)
+def test_invalid_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_cli_reports_bad_settings_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--port", "70000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gan-serve: error: invalid settings: --port:") and "\n" not in err
+    monkeypatch.setenv("GAN_MAX_IMAGES", "0")
+    assert cli.main([]) == 2
+    assert "GAN_MAX_IMAGES" in capsys.readouterr().err
+
+
+def test_cli_help_mentions_the_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--checkpoint", "--host", "--port", "GAN_CHECKPOINT"):
+        assert opt in out
+
+
+def test_cli_workers_checks_the_checkpoint_before_forking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.logconfig
+
+    monkeypatch.setattr(service.logconfig, "configure_logging", lambda level: None)
+    assert cli.main(["--workers", "2", "--checkpoint", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"gan-serve: error: checkpoint directory {tmp_path / 'none'} does not exist"
+
+
+# ----------------------------------------------------------------------------------------------
+# latents
+# ----------------------------------------------------------------------------------------------
+
+
+def test_seed_latents_are_per_image_and_stable() -> None:
+    z = latents_for_seeds([5, 6, 7], 16)
+    assert z.shape == (3, 16) and z.dtype == torch.float32
+    assert torch.equal(z[1], seed_latent(6, 16))
+    assert torch.equal(latents_for_seeds([7, 5], 16)[0], z[2])  # order/batch does not matter
+    # Pinned values: torch's CPU generator is stable, so a seed means the same image forever.
+    assert seed_latent(0, 3).tolist() == pytest.approx(
+        [1.5409960, -0.2934289, -2.1787894], abs=1e-6
+    )
+    assert image_seeds(10, 3) == [10, 11, 12]
+
+
+def test_truncation_bounds_every_component() -> None:
+    for t in (0.05, 0.3, 1.0):
+        z = latents_for_seeds(list(range(20)), 64, truncation=t)
+        assert float(z.abs().max()) <= t
+
+
+def test_slerp_ends_and_fallbacks() -> None:
+    a, b = seed_latent(1, 8), seed_latent(2, 8)
+    path = slerp(a, b, interpolation_weights(3))
+    assert torch.equal(path[0], a) and torch.equal(path[-1], b)
+    same = slerp(a, a, [0.0, 0.5, 1.0])
+    assert torch.allclose(same, a.expand(3, 8))
+    opposite = slerp(a, -a, [0.5])
+    assert torch.allclose(opposite[0], torch.zeros(8), atol=1e-6)
+    with pytest.raises(ValueError):
+        interpolation_weights(1)
+
+
+def test_sigmoid_is_stable() -> None:
+    assert sigmoid(0.0) == 0.5
+    assert sigmoid(1000.0) == 1.0 and sigmoid(-1000.0) == 0.0
+    assert sigmoid(2.0) == pytest.approx(1 / (1 + math.exp(-2.0)))
+
+
+@pytest.mark.parametrize(
+    ("data", "phrase"),
+    [
+        ([1, 2], "must be an object or null"),
+        ({"levels": [0.0, 1.0]}, "needs the lists"),
+        ({"levels": [0.0, 1.0], "quantiles": [0.0, float("nan")]}, "finite numbers"),
+        ({"levels": [0.0, 0.0, 1.0], "quantiles": [0, 1, 2]}, "strictly increasing"),
+        ({"levels": [0.1, 1.0], "quantiles": [0, 1]}, "from 0.0 to 1.0"),
+        ({"levels": [0.0, 1.0], "quantiles": [0, 1], "num_images": 0}, "positive integer"),
+    ],
+)
+def test_real_scores_validation(data: object, phrase: str) -> None:
+    with pytest.raises(StartupError, match=phrase) as info:
+        RealScores.from_config(data, "/x/config.json")
+    assert str(info.value).startswith("/x/config.json: 'real_scores'")
+
+
+def test_engine_contract(ckpt_dir: Path) -> None:
+    engine = InferenceEngine.load(ckpt_dir)
+    try:
+        images = asyncio.run(engine.generate(latents_for_seeds([1, 2], engine.z_dim)))
+        assert images.shape == (2, 1, 28, 28) and images.dtype == torch.uint8
+        logits = asyncio.run(engine.score(images))
+        assert logits.shape == (2,) and logits.dtype == torch.float32
+        with pytest.raises(ValueError, match="expected latents"):
+            asyncio.run(engine.generate(torch.zeros(2, 3)))
+        with pytest.raises(ValueError, match="expected uint8 pixels"):
+            asyncio.run(engine.score(images.float()))
+    finally:
+        engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(engine.generate(latents_for_seeds([1], engine.z_dim)))
