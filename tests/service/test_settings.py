@@ -180,3 +180,32 @@ def test_engine_contract(ckpt_dir: Path) -> None:
         engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(engine.generate(latents_for_seeds([1], engine.z_dim)))
+
+
+def test_docs_table_lists_every_setting_with_its_default() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line.split("|")[2].strip().strip("`")
+        for line in doc.splitlines()
+        if line.startswith("| `GAN_")
+    }
+    defaults = Settings()
+    for name in Settings.model_fields:
+        env = f"GAN_{name.upper()}"
+        assert env in rows, f"{env} missing from docs/api.md"
+        value = getattr(defaults, name)
+        if isinstance(value, float):
+            assert rows[env] == f"{value:g}", env
+        elif isinstance(value, (int, str)):
+            assert rows[env] == str(value), env
+    assert set(rows) == {f"GAN_{n.upper()}" for n in Settings.model_fields}
+
+
+def test_importing_the_service_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, service.app, service.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
