@@ -280,7 +280,7 @@ class InfoResponse(BaseModel):
                 "limits": {
                     "max_images": 64,
                     "max_body_bytes": 10485760,
-                    "max_image_pixels": 16777216,
+                    "max_image_pixels": 4194304,
                 },
                 "preprocessing": {
                     "function": "training.preprocess.to_model_pixels",

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         description="Most images per request: /generate n, rows of z, interpolation steps, /score files.",
     )
     max_image_pixels: int = Field(
-        default=16_777_216,
+        default=4_194_304,
         ge=1,
         le=PIL_DEFAULT_MAX_IMAGE_PIXELS,
         description="Largest uploaded image (width x height, read from its header before decoding).",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
@@ -257,7 +259,7 @@ async def score(request: Request, engine: EngineDep, settings: SettingsDep) -> J
     import torch
 
     uploads, raw = await read_uploads(request, settings.max_images)
-    prepared = await run_in_threadpool(
+    convert = functools.partial(
         prepare,
         uploads,
         raw,
@@ -265,6 +267,7 @@ async def score(request: Request, engine: EngineDep, settings: SettingsDep) -> J
         channels=engine.channels,
         max_pixels=settings.max_image_pixels,
     )
+    prepared = await anyio.to_thread.run_sync(convert, limiter=request.app.state.image_limiter)
     batch = torch.from_numpy(np.stack([p.pixels for p in prepared]))  # uint8 [B, C, R, R]
     logits = (await engine.score(batch)).tolist()
     rs = engine.real_scores

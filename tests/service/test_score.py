@@ -151,7 +151,7 @@ BAD = {
     "truncated_png": (F.truncated_png(), "corrupt or truncated"),
     "truncated_jpeg": (F.truncated_jpeg(), "corrupt or truncated"),
     "bomb_png_huge_header": (F.bomb_png(), "too large"),
-    "bomb_png_over_service_limit": (F.bomb_png(5000, 5000), "limit is 16777216 pixels"),
+    "bomb_png_over_service_limit": (F.bomb_png(2049, 2048), "limit is 4194304 pixels"),
     "gif_bad_header": (b"GIF89a\x00\x00", "header cannot be read"),
     "png_signature_only": (b"\x89PNG\r\n\x1a\n", "PNG"),
 }
