@@ -197,7 +197,9 @@ _MODEL_HEADERS = {
     "S + i, so {seed: S + i, n: 1} reproduces it alone; without a seed a random one is drawn "
     "and reported (X-Seed, and 'seed' in JSON). Formats: png (exactly one image, image/png), "
     "grid (all images in one image/png, ceil(sqrt(n)) columns, 2 px black padding), json "
-    "(base64 PNGs with each image's seed and latent). Example: "
+    "(base64 PNGs with each image's seed and latent); left out: png for one image, grid for "
+    "several. Truncation (mode 'resample') redraws latent components with |z_j| > t; "
+    "interpolate returns the slerp path between two seeds. Example: "
     "`curl -s -X POST http://127.0.0.1:8000/generate -H 'Content-Type: application/json' "
     "-d '{\"seed\": 42}' -o digit.png`.",
     response_model=GenerateResponse,
