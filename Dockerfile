@@ -61,16 +61,18 @@ RUN set -eu; \
     "$VENV/bin/pip" check
 
 # 4. Drop what serving and training never load: torch's C++ headers, CMake files and C++ test
-#    binaries, the packages' own test suites, and the bytecode of sympy, mpmath and networkx
-#    (torch imports them only for torch.compile and symbolic shapes; were they ever imported,
-#    Python compiles them in memory). setuptools stays: torch declares it as a requirement.
+#    binaries, the packages' own test suites, and the bytecode (about 50 MB) of torch's compiler
+#    stack (torch._inductor, torch._dynamo, sympy, mpmath, networkx): gan-serve never imports
+#    it; gan-train does, and Python compiles it in memory at start, a second or two once per run.
+#    setuptools stays: torch declares it as a requirement.
 #    Then prove that what is left still installs cleanly and imports.
 RUN set -eu; \
     site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
     rm -rf "$site/torch/include" "$site/torch/share" "$site/torch/test" \
            "$site"/torch/bin/test_* "$site"/torch/bin/*Test "$site"/torch/bin/protoc*; \
     find "$site" -depth -type d -name tests -not -path "$site/torch/*" -exec rm -rf {} +; \
-    find "$site/sympy" "$site/mpmath" "$site/networkx" -depth -type d -name __pycache__ -exec rm -rf {} +; \
+    find "$site/torch/_inductor" "$site/torch/_dynamo" "$site/sympy" "$site/mpmath" "$site/networkx" \
+         -depth -type d -name __pycache__ -exec rm -rf {} +; \
     "$VENV/bin/pip" check; \
     "$VENV/bin/python" -c "import torch, service, training.checkpoint; torch.zeros(1).sum().item()"
 
