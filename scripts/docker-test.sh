@@ -116,7 +116,8 @@ call() {
   [ "$got" = "$want" ] || { head -c 600 "$out" >&2; echo >&2; die "$label: expected HTTP $want, got $got"; }
 }
 
-json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$@"; }
+# json FILE EXPR: print EXPR evaluated with d = the JSON document in FILE.
+json() { python3 -c 'import json, sys; print(eval(sys.argv[2], {"d": json.load(open(sys.argv[1]))}))' "$@"; }
 
 step "compose: ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || "${compose[@]}" version | head -1)), project $COMPOSE_PROJECT_NAME"
 dc config -q && echo "compose file valid"
@@ -170,7 +171,7 @@ call 200 "$work/one.png" "POST /generate n=1 png" "${auth[@]}" -X POST -H 'Conte
   -d '{"n": 1, "seed": 7, "format": "png"}' "$base/generate"
 echo "grid: $(wc -c <"$work/grid.png") bytes PNG; single: $(wc -c <"$work/one.png") bytes PNG"
 call 200 "$work/score" "POST /score (multipart files=one.png)" "${auth[@]}" -X POST -F "files=@$work/one.png;type=image/png" "$base/score"
-echo "score of the generated image: $(head -c 300 "$work/score")"
+echo "score of the generated image: $(json "$work/score" '{k: d["results"][0][k] for k in ("format", "width", "height", "logit", "probability", "realness_percentile")}')"
 
 step "train $train_steps steps: compose --profile train run --rm train (MNIST from $GAN_DATA_DIR, read-only)"
 [ -e "$GAN_DATA_DIR/train-images-idx3-ubyte.gz" ] || [ -e "$GAN_DATA_DIR/train-images-idx3-ubyte" ] \
