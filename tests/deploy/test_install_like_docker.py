@@ -77,11 +77,14 @@ def replay_builder(builder: Stage, venv: Path, src: Path, wheels: Path, log: Pat
                 src.mkdir(parents=True, exist_ok=True)
             elif ins.keyword == "COPY":
                 _, sources, dest = copy_args(ins)
-                target = paths.get(dest.rstrip("/")) if dest.startswith("/") else None
-                if dest.startswith("/") and target is None:
+                if not dest.startswith("/"):
+                    target = (workdir or src) / dest
+                elif dest.rstrip("/") in paths:
+                    target = paths[dest.rstrip("/")]
+                else:
                     pytest.fail(f"Dockerfile line {ins.line}: map COPY destination {dest} in this test")
-                target = target or (workdir or src) / dest
-                target.mkdir(parents=True, exist_ok=True) if dest.endswith("/") else None
+                if dest.endswith("/"):
+                    target.mkdir(parents=True, exist_ok=True)
                 for pattern in sources:
                     found_any = sorted(glob.glob(str(ROOT / pattern)))
                     if not found_any and not glob.has_magic(pattern):
@@ -109,7 +112,8 @@ def replay_builder(builder: Stage, venv: Path, src: Path, wheels: Path, log: Pat
                 pytest.fail(f"Dockerfile line {ins.line}: teach this test about {ins.keyword}")
 
 
-def get(port: int, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(port: int, path: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path``, or POST ``body`` as JSON to it: (status, headers, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         if body is None:
@@ -189,7 +193,7 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"gan-serve exited with {proc.returncode}:\n{server_log.read_text()[-3000:]}"
             try:
-                status, _, body = get(port, "/ready")
+                status, _, body = request(port, "/ready")
             except OSError:
                 status = 0
             if status == 200:
@@ -197,7 +201,7 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert status == 200, f"/ready never answered 200:\n{server_log.read_text()[-3000:]}"
 
-        status, headers, body = get(port, "/generate", {"n": 4, "seed": 1, "format": "grid"})
+        status, headers, body = request(port, "/generate", {"n": 4, "seed": 1, "format": "grid"})
         assert status == 200, body[:500]
         assert headers.get("content-type") == "image/png"
         assert body[:8] == b"\x89PNG\r\n\x1a\n"
