@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_tiny_checkpoint
 from tests.deploy.dockerfile import ROOT, Stage, copy_args, exec_form, healthcheck_command, stages
+from training.checkpoint import build_config, save_checkpoint
+from training.models import ModelConfig, build_models
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +157,8 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     if (BUNDLED / "config.json").is_file():
         shutil.copytree(BUNDLED, ckpt)
     else:
-        make_tiny_checkpoint(ckpt, step=3)
+        mc = ModelConfig(z_dim=8, g_width=8, d_width=8)
+        save_checkpoint(ckpt, *build_models(mc, seed=0), build_config(mc, step=3))
     mapped = {
         "/models/current": str(ckpt),
         "/opt/gan/mnist-classifier": str(CLASSIFIER),
