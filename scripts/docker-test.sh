@@ -26,8 +26,10 @@ command -v docker >/dev/null || die "no docker client; on the project's machines
 docker info >/dev/null 2>&1 || die "no Docker engine answers; start it (here: bash ../shared/tools/docker-local.sh)"
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
+  build_opts=()
 elif command -v docker-compose >/dev/null; then
   compose=(docker-compose)
+  build_opts=(--force-rm)  # v1's classic builder otherwise keeps the container of a failed step
 else
   die "neither 'docker compose' (v2) nor 'docker-compose' (v1) is installed"
 fi
@@ -129,7 +131,7 @@ fi
 
 step "build $GAN_IMAGE (WHEELS=$GAN_WHEELS)"
 start=$SECONDS
-dc build api >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "image build failed"; }
+dc build "${build_opts[@]}" api >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "image build failed"; }
 grep -cE '^ ---> Using cache|CACHED' "$work/build.log" | sed 's/^/cached steps: /' || true
 echo "built in $((SECONDS - start)) s"
 size=$(docker image inspect -f '{{.Size}}' "$GAN_IMAGE")
