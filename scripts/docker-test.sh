@@ -132,7 +132,6 @@ fi
 step "build $GAN_IMAGE (WHEELS=$GAN_WHEELS)"
 start=$SECONDS
 dc build "${build_opts[@]}" api >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "image build failed"; }
-grep -cE '^ ---> Using cache|CACHED' "$work/build.log" | sed 's/^/cached steps: /' || true
 echo "built in $((SECONDS - start)) s"
 size=$(docker image inspect -f '{{.Size}}' "$GAN_IMAGE")
 base_size=$(docker image inspect -f '{{.Size}}' python:3.11-slim 2>/dev/null || echo 0)
