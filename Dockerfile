@@ -61,7 +61,7 @@ RUN set -eu; \
     "$VENV/bin/pip" check
 
 # 4. Drop what serving and training never load: torch's C++ headers, CMake files and C++ test
-#    binaries, the packages' own test suites, and the bytecode (about 50 MB) of torch's compiler
+#    binaries, the packages' own test suites, and the bytecode (about 80 MB) of torch's compiler
 #    stack (torch._inductor, torch._dynamo, sympy, mpmath, networkx): gan-serve never imports
 #    it; gan-train does, and Python compiles it in memory at start, a second or two once per run.
 #    setuptools stays: torch declares it as a requirement.
