@@ -1,0 +1,60 @@
+# One-command set-up: every target creates .venv and installs what it needs first.
+# TORCH_SPEC picks the torch build (default: the CPU build of 2.13.0); e.g.
+#   make serve TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve docker-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip >/dev/null
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install $(TORCH_SPEC)
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## serve: start the API on the bundled MNIST model at http://$(HOST):$(PORT)
+serve: install
+	$(BIN)/gan-serve --checkpoint checkpoints/mnist --host $(HOST) --port $(PORT)
+
+## sample: write a grid of 64 digits from the bundled model to samples.png
+sample: install
+	$(BIN)/gan-sample --checkpoint checkpoints/mnist --num 64 --seed 0 --out samples.png
+
+## test: lint, type-check and run the whole test suite
+test: install-dev
+	$(BIN)/ruff check training service tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check training service tests bench
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+bench-train: install-dev
+	$(BIN)/python bench/train_budget.py
+
+bench-serve: install-dev
+	$(BIN)/python bench/serve_load.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+## docker-test: build the image, compose up, call the API, train through compose, down -v
+docker-test:
+	bash scripts/docker-test.sh

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny checkpoints built in tmp_path, the shared MNIST folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint import build_config, save_checkpoint
+from training.models import ModelConfig, build_models
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_threads() -> None:
+    # The CI machine has 2 cores; tests are small, so one thread avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    env = os.environ.get("GAN_DATA_DIR")
+    path = Path(env) if env else ROOT.parent / "shared" / "data" / "mnist"
+    if not (path / "train-images-idx3-ubyte.gz").is_file() and not (
+        path / "train-images-idx3-ubyte"
+    ).is_file():
+        pytest.fail(f"MNIST not found at {path}; set GAN_DATA_DIR")
+    return path
+
+
+def make_tiny_checkpoint(
+    path: Path, *, resolution: int = 28, channels: int = 1, z_dim: int = 8, width: int = 8,
+    step: int = 0, seed: int = 0, real_scores: dict | None = None,
+) -> Path:
+    cfg = ModelConfig(
+        resolution=resolution, channels=channels, z_dim=z_dim, g_width=width, d_width=width
+    )
+    g, d = build_models(cfg, seed=seed)
+    g.eval()
+    d.eval()
+    config = build_config(
+        cfg, step=step, seed=seed, dataset={"name": "tiny-test"}, real_scores=real_scores
+    )
+    return save_checkpoint(path, g, d, config)
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    return make_tiny_checkpoint(tmp_path / "ckpt")
