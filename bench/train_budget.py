@@ -1,0 +1,134 @@
+"""Same wall-clock training budget, two recipes, one run: the default config vs the classic DCGAN.
+
+(a) the project's default config (training/loop.py TrainConfig + ModelConfig defaults);
+(b) the classic 32x32 DCGAN MNIST recipe: Linear to 128x8x8, two upsample+conv blocks with
+    BatchNorm; D of four stride-2 conv blocks with LeakyReLU, dropout 0.25 and BatchNorm; BCE
+    loss; Adam 2e-4 (0.5, 0.999); batch 64; no EMA; contiguous tensors.
+
+Both train *interleaved* in short time slices until each has spent ``--budget`` seconds in its
+own training steps, so background noise on a shared machine hits both alike. Both are then
+evaluated with ``gan-eval`` (the project's MNIST-classifier FID/KID/precision/recall/coverage,
+10,000 samples) and the script prints it/s, images/s, FID at budget and the ratios.
+
+    python bench/train_budget.py                # 8 minutes each (about 17 minutes in all)
+    python bench/train_budget.py --budget 60    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from training.cli import load_training_data
+from training.evaluate import run_eval_cli
+from training.images import save_grid
+from training.loop import TrainConfig, Trainer, configure_torch, generate_uint8
+from training.models import ModelConfig
+
+
+def recipes(seed: int) -> dict[str, TrainConfig]:
+    return {
+        "default": TrainConfig(seed=seed, steps=10**9, log_every=10**9, model=ModelConfig()),
+        "classic": TrainConfig(
+            seed=seed, steps=10**9, log_every=10**9, batch_size=64, loss="nonsat",
+            lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.0, channels_last=False,
+            model=ModelConfig(resolution=32, channels=1, z_dim=100, arch="classic"),
+        ),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=float, default=480.0, help="training seconds per recipe")
+    p.add_argument("--slice", type=float, default=5.0, help="seconds per interleaved turn")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-num", type=int, default=10000)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/bench-train-budget"))
+    args = p.parse_args()
+    configure_torch(args.threads)
+
+    trainers: dict[str, Trainer] = {}
+    for name, cfg in recipes(args.seed).items():
+        data, held = load_training_data(
+            "mnist", args.data_dir, cfg.model.resolution, cfg.model.channels, seed=cfg.seed,
+            progress=False,
+        )
+        trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
+        trainers[name].out.mkdir(parents=True, exist_ok=True)
+
+    print(f"training both recipes for {args.budget:.0f} s each, interleaved in {args.slice:.0f} s slices")
+    t_start = time.perf_counter()
+    last_report = 0.0
+    while any(t.train_seconds < args.budget for t in trainers.values()):
+        for t in trainers.values():
+            if t.train_seconds >= args.budget:
+                continue
+            end = time.perf_counter() + min(args.slice, args.budget - t.train_seconds)
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                t.train_step()
+                t.train_seconds += time.perf_counter() - t0
+        if time.perf_counter() - last_report > 60:
+            last_report = time.perf_counter()
+            print("  " + "  ".join(f"{n}: step {t.step} ({t.train_seconds:.0f} s)" for n, t in trainers.items()), flush=True)
+    wall = time.perf_counter() - t_start
+
+    results: dict[str, dict] = {}
+    for name, t in trainers.items():
+        ckpt = t.save_checkpoint()
+        z = torch.randn(64, t.mc.z_dim, generator=torch.Generator().manual_seed(0))
+        save_grid(generate_uint8(t.export_generator(), z), args.out / f"{name}-samples.png", nrow=8)
+        out_json = args.out / f"{name}-eval.json"
+        rc = run_eval_cli([
+            "--checkpoint", str(ckpt), "--num", str(args.eval_num), "--json", str(out_json),
+            *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+        ])
+        if rc != 0:
+            raise SystemExit(f"gan-eval failed for {name}")
+        ev = json.loads(out_json.read_text())
+        imgs_per_it = t.cfg.batch_size * (t.cfg.d_steps + 1)
+        results[name] = {
+            "steps": t.step,
+            "train_seconds": round(t.train_seconds, 1),
+            "it_per_s": t.step / t.train_seconds,
+            "images_per_s": t.step * imgs_per_it / t.train_seconds,
+            "eval": ev,
+        }
+
+    def metric(name: str, key: str) -> float:
+        ev = results[name]["eval"]
+        return float(ev["metrics"][key] if "metrics" in ev else ev[key])
+
+    a, b = "default", "classic"
+    print(f"\nwall time {wall:.0f} s; budget {args.budget:.0f} s of training per recipe; "
+          f"{torch.get_num_threads()} torch threads")
+    print(f"{'':28}{'default':>12}{'classic':>12}{'ratio':>10}")
+    rows = [
+        ("iterations", results[a]["steps"], results[b]["steps"]),
+        ("iterations/s", results[a]["it_per_s"], results[b]["it_per_s"]),
+        ("images/s (D+G forwards)", results[a]["images_per_s"], results[b]["images_per_s"]),
+    ]
+    for key in ("fid", "kid", "precision", "recall", "coverage_entropy"):
+        rows.append((key, metric(a, key), metric(b, key)))
+    for label, va, vb in rows:
+        ratio = (va / vb) if vb else float("nan")
+        print(f"{label:28}{va:>12.4g}{vb:>12.4g}{ratio:>10.3g}")
+    fid_ratio = metric(b, "fid") / metric(a, "fid")
+    print(f"\nFID at budget: classic / default = {fid_ratio:.2f}x (higher is better for default)")
+    (args.out / "summary.json").write_text(json.dumps(
+        {"budget_s": args.budget, "wall_s": wall, "threads": torch.get_num_threads(),
+         "results": {k: {kk: vv for kk, vv in v.items() if kk != "eval"} | {
+             m: metric(k, m) for m in ("fid", "kid", "precision", "recall", "coverage_entropy")}
+             for k, v in results.items()},
+         "fid_ratio_classic_over_default": fid_ratio}, indent=2))
+    print(f"samples and JSON in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
