@@ -105,6 +105,12 @@ def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``final`` only when the block succeeds."""
@@ -113,7 +119,12 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        # mkdtemp and safetensors create owner-only entries; use the usual umask-based modes
+        # so a checkpoint written by one user (or container) can be served by another.
+        umask = _current_umask()
+        os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         old: Path | None = None
@@ -349,7 +360,8 @@ class Checkpoint:
 
     @property
     def model_id(self) -> str:
-        ds = self.config.get("dataset", {}).get("name", "custom")
+        dataset = self.config.get("dataset")
+        ds = str(dataset.get("name", "custom")) if isinstance(dataset, dict) else "custom"
         mc = self.model_config
         return f"{ds}-{mc.arch}-{mc.resolution}px-step{self.step}-{self.checkpoint_hash[:8]}"
 

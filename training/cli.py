@@ -17,16 +17,10 @@ from typing import Any
 from training.errors import UserError
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from training.data import DataError
-
-    return (UserError, DataError)
-
-
 def _run(fn: Callable[[], int]) -> int:
     try:
         return fn()
-    except _user_errors() as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -179,7 +173,10 @@ def train(argv: list[str] | None = None) -> int:
                 raise TrainingError(f"--resume {src}: neither a checkpoint nor a run folder with checkpoints/latest")
             src = latest
         run_dir = args.out or (src.parent.parent if src.parent.name == "checkpoints" else src.parent)
-        state_cfg = load_checkpoint(src, with_train_state=True).train_state["train_config"]
+        state = load_checkpoint(src, with_train_state=True).train_state
+        if not isinstance(state, dict) or "train_config" not in state:
+            raise TrainingError(f"--resume {src}: its training state lacks train_config")
+        state_cfg = state["train_config"]
         mc = state_cfg["model"]
         data, held = load_training_data(
             args.data, args.data_dir, mc["resolution"], mc["channels"], download=args.download,

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from training import preprocess
+from training.errors import UserError
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A dataset cannot be read; the message says what to fix."""
 
 

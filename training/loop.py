@@ -112,6 +112,11 @@ def configure_torch(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
+def with_memory_format(module: nn.Module, fmt: torch.memory_format) -> nn.Module:
+    """``module.to(memory_format=fmt)`` (torch's stubs lack that overload)."""
+    return module.to(memory_format=fmt)  # type: ignore[call-overload,no-any-return]
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
@@ -263,8 +268,8 @@ class Trainer:
         self.g, self.d = build_models(self.mc, seed=cfg.seed)
         torch.manual_seed(cfg.seed)  # everything after init draws from a known state
         if cfg.channels_last:
-            self.g = self.g.to(memory_format=torch.channels_last)
-            self.d = self.d.to(memory_format=torch.channels_last)
+            self.g = with_memory_format(self.g, torch.channels_last)
+            self.d = with_memory_format(self.d, torch.channels_last)
         self.g_ema = copy.deepcopy(self.g).eval() if cfg.ema_decay > 0 else None
         for p in self.g_ema.parameters() if self.g_ema is not None else []:
             p.requires_grad_(False)
@@ -368,7 +373,7 @@ class Trainer:
     def export_generator(self) -> nn.Module:
         source = self.g_ema if self.g_ema is not None else self.g
         g = recalibrate_batchnorm(source, self.mc.z_dim, seed=self.cfg.seed + 3)
-        return g.to(memory_format=torch.contiguous_format)
+        return with_memory_format(g, torch.contiguous_format)
 
     def save_samples(self, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
@@ -389,7 +394,7 @@ class Trainer:
 
     def save_checkpoint(self, metric: float | None = None, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
-        d = copy.deepcopy(self.d).to(memory_format=torch.contiguous_format).eval()
+        d = with_memory_format(copy.deepcopy(self.d), torch.contiguous_format).eval()
         real_scores = None
         if self.heldout is not None and len(self.heldout) > 0:
             real_scores = real_score_quantiles(
@@ -541,6 +546,8 @@ def resume_trainer(
     """Rebuild a Trainer from a checkpoint's training state (optionally extending ``steps``)."""
     ckpt = load_checkpoint(checkpoint_dir, with_train_state=True)
     state = ckpt.train_state
+    if not isinstance(state, dict) or "train_config" not in state:
+        raise TrainingError(f"{checkpoint_dir}: training state lacks its train_config")
     cfg = TrainConfig.from_dict(state["train_config"])
     if steps is not None:
         cfg.steps = steps
