@@ -222,26 +222,43 @@ def train_main(argv: list[str] | None = None) -> int:
 def sample(argv: list[str] | None = None) -> int:
     import torch
 
+    from service.latents import (
+        SEED_LIMIT,
+        TRUNCATION_MAX,
+        TRUNCATION_MIN,
+        image_seeds,
+        latents_for_seeds,
+    )
     from training.checkpoint import load_checkpoint
     from training.images import save_images
     from training.loop import generate_uint8
 
     p = argparse.ArgumentParser(
         prog="gan-sample",
-        description="Sample images from a checkpoint's generator. Same seed, same bytes.",
+        description=(
+            "Sample images from a checkpoint's generator. Same seed, same bytes. Image i uses "
+            "the image seed (seed + i), exactly as POST /generate does, so the API and the CLI "
+            "give the same images for the same seed."
+        ),
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
     p.add_argument("--num", type=int, default=64, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image (0 .. 2**53-1)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="redraw latent components with |z| > t (0.05 .. 10)")
     p.add_argument("--out", type=Path, required=True,
                    help="FILE.npy (uint8 [N,H,W] or [N,H,W,C]), FILE.png (grid) or a folder of PNGs")
     args = p.parse_args(argv)
     if not 1 <= args.num <= 100_000:
         raise UserError(f"--num must be in 1..100000, got {args.num}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise UserError(f"--seed must be in 0..{SEED_LIMIT - 1}, got {args.seed}")
+    if args.truncation is not None and not TRUNCATION_MIN <= args.truncation <= TRUNCATION_MAX:
+        raise UserError(f"--truncation must be in {TRUNCATION_MIN}..{TRUNCATION_MAX}")
     if args.out.suffix.lower() not in (".npy", ".png", ""):
         raise UserError(f"--out {args.out}: use a .npy file, a .png file, or a folder name")
     ck = load_checkpoint(args.checkpoint)
-    z = torch.randn(args.num, ck.model_config.z_dim, generator=torch.Generator().manual_seed(args.seed))
+    z = latents_for_seeds(image_seeds(args.seed, args.num), ck.model_config.z_dim, args.truncation)
     with torch.inference_mode():
         images = generate_uint8(ck.generator, z)
     out = save_images(images, args.out)

@@ -148,3 +148,25 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert "use a .npy file" in capsys.readouterr().err
     assert train_main(["--resume", str(tmp_path), "--no-progress"]) == 2
     assert "neither a checkpoint nor a run folder" in capsys.readouterr().err
+
+
+def test_gan_sample_matches_the_api_for_the_same_seed(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    out = tmp_path / "s.npy"
+    assert sample_main(["--checkpoint", str(tiny_checkpoint), "--num", "3", "--seed", "41",
+                        "--out", str(out)]) == 0
+    cli = np.load(out, allow_pickle=False)
+    with TestClient(create_app(Settings(checkpoint=tiny_checkpoint))) as client:
+        r = client.post("/generate", json={"n": 3, "seed": 41, "format": "json"})
+        assert r.status_code == 200, r.text
+        images = r.json()["images"]
+    api = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png_base64"])))) for i in images])
+    assert api.shape == cli.shape
+    assert np.array_equal(api, cli)
