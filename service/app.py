@@ -18,9 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from service.inference import InferenceEngine, StartupError
-from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from service.routes import generate, health, info, score
+from service.batching import QueueFull, QueueTimeout
+from service.inference import BatchingOptions, InferenceEngine, StartupError
+from service.metrics import Metrics
+from service.middleware import (
+    AdmissionMiddleware,
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+)
+from service.routes import generate, health, info, metrics, score
 from service.settings import Settings
 
 logger = logging.getLogger("service")
@@ -35,7 +41,11 @@ Generate images with a trained GAN generator and score images with its discrimin
 
 * `POST /generate`: images from seeds (reproducible), explicit latents or a slerp path.
 * `POST /score`: D's logit, probability and realness percentile for uploaded images.
-* `GET /health`, `GET /ready`, `GET /info`.
+* `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
+
+Concurrent requests share batched forward passes. When `GAN_QUEUE_SIZE` requests are in progress
+further ones get 503 with `Retry-After` at once; a request that waits longer than
+`GAN_REQUEST_TIMEOUT_S` for the model gets 504.
 
 Every generate/score response names the model that produced it (`X-Model-Id`, `X-Model-Step`,
 `X-Checkpoint-Hash`). Errors are JSON `{"detail": ...}` saying what to fix; every response
@@ -60,21 +70,63 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or request.url.path
+
+
+async def _queue_full_handler(request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After: the batch queue is full (admission normally answers this earlier)."""
+    metrics: Metrics = request.app.state.metrics
+    metrics.rejected.labels(_route_of(request), "queue_full").inc()
+    return JSONResponse(
+        {"detail": f"the server is at capacity: {exc}; retry after 1 s"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _queue_timeout_handler(request: Request, exc: Exception) -> JSONResponse:
+    """504: the request waited for the model longer than GAN_REQUEST_TIMEOUT_S."""
+    metrics: Metrics = request.app.state.metrics
+    metrics.rejected.labels(_route_of(request), "timeout").inc()
+    return JSONResponse(
+        {
+            "detail": f"the server is overloaded: this request {exc}; retry later or send fewer images"
+        },
+        status_code=504,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
     settings = settings if settings is not None else Settings()
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.startup_error = None
         try:
             engine = InferenceEngine.load(
-                settings.checkpoint, device=settings.device, torch_threads=settings.torch_threads
+                settings.checkpoint,
+                device=settings.device,
+                torch_threads=settings.torch_threads,
+                interop_threads=settings.torch_interop_threads,
+                batching=BatchingOptions(
+                    max_batch=settings.max_batch,
+                    max_delay_ms=settings.max_delay_ms,
+                    queue_size=settings.queue_size,
+                    timeout_s=settings.request_timeout_s,
+                ),
+                metrics=app_metrics,
             )
         except StartupError as exc:
             app.state.startup_error = str(exc)
             raise
         app.state.engine = engine
+        app_metrics.set_model(
+            engine.info.model_id, engine.info.step, engine.info.checkpoint_hash, engine.device
+        )
         app.state.image_limiter = anyio.CapacityLimiter(IMAGE_CONVERSION_THREADS)
         logger.info(
             "model loaded",
@@ -90,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.engine = None
+            app_metrics.clear_model()
             engine.close()
 
     app = FastAPI(
@@ -101,7 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = None
     app.state.startup_error = None
+    app.state.metrics = app_metrics
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(QueueFull, _queue_full_handler)
+    app.add_exception_handler(QueueTimeout, _queue_timeout_handler)
 
     # add_middleware: the last one added is the outermost.
     app.add_middleware(
@@ -109,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
     )
+    app.add_middleware(AdmissionMiddleware, limit=settings.queue_size, metrics=app_metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -125,10 +182,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Grid-Columns",
             ],
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
     for module in (health, info, generate, score):
         app.include_router(module.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     return app
 
 

@@ -5,36 +5,75 @@ images or logits back. The engine owns one worker thread; every forward pass run
 ``torch.inference_mode``, so the event loop stays free (``/health`` answers while a large
 request runs) and at most one forward pass runs at a time per process.
 
-Contract (kept when dynamic batching replaces the internals):
+Contract:
 
 * ``await engine.generate(z)``: float32 ``[B, z_dim]`` -> uint8 ``[B, C, R, R]`` on the CPU.
 * ``await engine.score(x)``: uint8 ``[B, C, R, R]`` -> float32 logits ``[B]`` on the CPU.
 * Results for one row never depend on the other rows: G and D run in eval mode (BatchNorm uses
   its running statistics), and latents are drawn per image before they reach the engine.
 
-A batching implementation can queue the rows of concurrent calls, run them together up to a
-batch limit and split the outputs back, without any change to the callers.
+Concurrent calls are batched by :class:`service.batching.BatchScheduler`: their rows are queued,
+run together up to ``max_batch`` rows per forward and split back; see that module for the policy,
+the back-pressure (:class:`~service.batching.QueueFull`) and the timeout
+(:class:`~service.batching.QueueTimeout`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
+import logging
 import math
-from collections.abc import Callable
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
+
+from service.batching import DISCRIMINATOR, GENERATOR, Arrival, BatchScheduler
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import torch
 
+    from service.metrics import Metrics
     from training.checkpoint import Checkpoint
     from training.models import ModelConfig
 
-T = TypeVar("T")
+logger = logging.getLogger("service")
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """How concurrent requests share forward passes (GAN_MAX_BATCH, GAN_MAX_DELAY_MS, ...)."""
+
+    max_batch: int = 64
+    max_delay_ms: float = 5.0
+    queue_size: int = 64
+    timeout_s: float = 30.0
+
+
+def configure_torch_threads(intra: int, interop: int) -> None:
+    """Apply GAN_TORCH_THREADS / GAN_TORCH_INTEROP_THREADS (0: keep torch's default).
+
+    torch accepts the inter-op count only before its first parallel work, once per process; a
+    second engine in the same process (tests) keeps the first value, with a log line.
+    """
+    import torch
+
+    if intra > 0 and torch.get_num_threads() != intra:
+        torch.set_num_threads(intra)
+    if interop > 0 and torch.get_num_interop_threads() != interop:
+        try:
+            torch.set_num_interop_threads(interop)
+        except RuntimeError as exc:
+            logger.warning(
+                "GAN_TORCH_INTEROP_THREADS=%d not applied: %s; torch keeps %d",
+                interop,
+                exc,
+                torch.get_num_interop_threads(),
+            )
 
 
 class StartupError(Exception):
@@ -143,7 +182,15 @@ def sigmoid(x: float) -> float:
 class InferenceEngine:
     """Owns G and D of one checkpoint and runs them on a single worker thread."""
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: str = "cpu",
+        batching: BatchingOptions | None = None,
+        metrics: Metrics | None = None,
+        torch_threads: int = 0,
+    ) -> None:
         self.checkpoint = checkpoint
         self.device = device
         self.config: dict[str, Any] = checkpoint.config
@@ -154,15 +201,37 @@ class InferenceEngine:
         )
         self._generator = checkpoint.generator
         self._discriminator = checkpoint.discriminator
+        self.batching = batching if batching is not None else BatchingOptions()
+        self.metrics = metrics
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="gan-inference"
+            max_workers=1,
+            thread_name_prefix="gan-inference",
+            initializer=_init_inference_thread,
+            initargs=(torch_threads,),
+        )
+        opts = self.batching
+        self.scheduler = BatchScheduler(
+            self._run_batch,
+            self._executor,
+            max_batch=opts.max_batch,
+            max_delay_s=opts.max_delay_ms / 1000.0,
+            queue_size=opts.queue_size,
+            timeout_s=opts.timeout_s,
+            metrics=metrics,
         )
 
     # -- loading ---------------------------------------------------------------------------
 
     @classmethod
     def load(
-        cls, path: str | Path, *, device: str = "cpu", torch_threads: int = 0
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        torch_threads: int = 0,
+        interop_threads: int = 0,
+        batching: BatchingOptions | None = None,
+        metrics: Metrics | None = None,
     ) -> InferenceEngine:
         """Load, validate and warm up a checkpoint; raise :class:`StartupError` on any problem."""
         import torch
@@ -177,8 +246,7 @@ class InferenceEngine:
             raise StartupError(f"GAN_DEVICE={device!r}, but CUDA is not available here; use cpu")
         if dev.type == "mps" and not torch.backends.mps.is_available():
             raise StartupError(f"GAN_DEVICE={device!r}, but MPS is not available here; use cpu")
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
+        configure_torch_threads(torch_threads, interop_threads)
         try:
             ckpt = load_checkpoint(path, device=dev)
         except CheckpointError as exc:
@@ -186,7 +254,13 @@ class InferenceEngine:
         except (RuntimeError, OSError) as exc:  # e.g. a device that exists but cannot be used
             raise StartupError(f"{path}: cannot load the checkpoint on {device}: {exc}") from exc
         try:
-            engine = cls(ckpt, device=str(dev))
+            engine = cls(
+                ckpt,
+                device=str(dev),
+                batching=batching,
+                metrics=metrics,
+                torch_threads=torch_threads,
+            )
         except StartupError:
             raise
         except (AttributeError, TypeError, KeyError, ValueError) as exc:
@@ -198,6 +272,7 @@ class InferenceEngine:
         except StartupError:
             engine.close()
             raise
+        engine._warm_up()
         return engine
 
     def _check_consistency(self) -> None:
@@ -228,6 +303,17 @@ class InferenceEngine:
                 f"{tuple(logits.shape)} {logits.tolist()} for one image, expected one finite logit"
             )
 
+    def _warm_up(self) -> None:
+        """Run G and D once at the largest batch, so the first full batch is not slow."""
+        import torch
+
+        n = min(self.batching.max_batch, 64)
+        if n > 1:
+            started = time.perf_counter()
+            images = self._generate_sync(torch.zeros(n, self.z_dim))
+            self._score_sync(images)
+            logger.debug("warm-up at batch %d took %.3f s", n, time.perf_counter() - started)
+
     # -- properties --------------------------------------------------------------------------
 
     @property
@@ -244,11 +330,14 @@ class InferenceEngine:
 
     # -- execution ---------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise RuntimeError("the inference engine is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+    def _run_batch(self, kind: str, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """One forward of the rows of several requests (runs on the inference thread)."""
+        import torch
+
+        x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        if kind == GENERATOR:
+            return self._generate_sync(x)
+        return self._score_sync(x)
 
     def _generate_sync(self, z: torch.Tensor) -> torch.Tensor:
         import torch
@@ -268,15 +357,25 @@ class InferenceEngine:
             logits = self._discriminator(to_model_range(x.to(self.device)))
             return logits.float().cpu()
 
-    async def generate(self, z: torch.Tensor) -> torch.Tensor:
+    def arriving(self, kind: str) -> AbstractContextManager[Arrival]:
+        """Announce a request that will call :meth:`generate` (``"generator"``) or :meth:`score`
+        (``"discriminator"``) once its input is ready; pass the arrival to that call."""
+        return self.scheduler.arriving(kind)
+
+    async def generate(self, z: torch.Tensor, *, arrival: Arrival | None = None) -> torch.Tensor:
         """float32 latents ``[B, z_dim]`` -> uint8 images ``[B, C, R, R]`` (CPU)."""
+        if self._executor is None:
+            raise RuntimeError("the inference engine is closed")
         if z.ndim != 2 or z.shape[1] != self.z_dim or z.shape[0] < 1:
             raise ValueError(f"expected latents [B, {self.z_dim}], got {list(z.shape)}")
-        return await self._run(self._generate_sync, z)
+        return await self.scheduler.submit(GENERATOR, z, arrival=arrival)
 
-    async def score(self, x: torch.Tensor) -> torch.Tensor:
+    async def score(self, x: torch.Tensor, *, arrival: Arrival | None = None) -> torch.Tensor:
         """uint8 model pixels ``[B, C, R, R]`` -> float32 logits ``[B]`` (CPU)."""
         import torch
+
+        if self._executor is None:
+            raise RuntimeError("the inference engine is closed")
 
         expected = [self.channels, self.resolution, self.resolution]
         if x.ndim != 4 or list(x.shape[1:]) != expected or x.dtype != torch.uint8 or x.shape[0] < 1:
@@ -284,10 +383,19 @@ class InferenceEngine:
                 f"expected uint8 pixels [B, {', '.join(map(str, expected))}], got "
                 f"{x.dtype} {list(x.shape)}"
             )
-        return await self._run(self._score_sync, x)
+        return await self.scheduler.submit(DISCRIMINATOR, x, arrival=arrival)
 
     def close(self) -> None:
         """Finish the running forward pass (if any) and stop the worker thread."""
+        self.scheduler.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _init_inference_thread(torch_threads: int) -> None:
+    """The inference thread uses the configured intra-op thread count."""
+    if torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(torch_threads)

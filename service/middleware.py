@@ -2,8 +2,10 @@
 
 Order (outermost first), set up in :func:`service.app.create_app`::
 
-    RequestContextMiddleware  request id, X-Request-ID, JSON access log, JSON 500 on any crash
+    RequestContextMiddleware  request id, X-Request-ID, JSON access log, JSON 500 on any crash,
+                              request count and latency metrics
     CORSMiddleware            only when GAN_CORS_ORIGINS is set
+    AdmissionMiddleware       at most GAN_QUEUE_SIZE /generate + /score requests; more: 503 at once
     BodySizeLimitMiddleware   413 by Content-Length or by counting body bytes; 408 on stalls
     (FastAPI routing, exception handlers, routes)
 """
@@ -15,13 +17,16 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from service.metrics import Metrics
 
 access_logger = logging.getLogger("service.access")
 error_logger = logging.getLogger("service.error")
@@ -61,8 +66,9 @@ class RequestContextMiddleware:
     reported by that one-line message instead of a traceback.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -125,6 +131,7 @@ class RequestContextMiddleware:
                     {REQUEST_ID_HEADER: request_id, "X-Content-Type-Options": "nosniff"},
                 )
         finally:
+            elapsed = time.perf_counter() - start
             client = scope.get("client")
             access_logger.info(
                 "request",
@@ -133,10 +140,19 @@ class RequestContextMiddleware:
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - start) * 1000.0, 3),
+                    "latency_ms": round(elapsed * 1000.0, 3),
                     "client": f"{client[0]}:{client[1]}" if client else None,
                 },
             )
+            if self.metrics is not None:
+                route = (
+                    getattr(scope.get("route"), "path", None)
+                    or scope["state"].get("route")  # set by AdmissionMiddleware's 503
+                    or "unmatched"
+                )
+                labels = (route, str(scope.get("method")), str(status))
+                self.metrics.requests.labels(*labels).inc()
+                self.metrics.latency.labels(*labels).observe(elapsed)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_wrapper(message: Message) -> None:
@@ -224,3 +240,61 @@ class BodySizeLimitMiddleware:
             if exc.status_code not in (408, 413) or response_started:
                 raise
             await send_json(send, exc.status_code, {"detail": exc.detail}, {"Connection": "close"})
+
+
+class AdmissionMiddleware:
+    """Admit at most ``limit`` model requests (``POST`` to ``paths``) at once; 503 beyond.
+
+    A request holds its slot from arrival until its response is sent: while its body is read,
+    its images are decoded, it waits in the batch queue and runs. When all slots are taken the
+    request is answered at once with 503 and ``Retry-After``, before its body is read, so a burst
+    costs the server almost nothing and it recovers by itself when the burst ends.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        paths: tuple[str, ...] = ("/generate", "/score"),
+        retry_after_s: int = 1,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.paths = paths
+        self.retry_after_s = retry_after_s
+        self.metrics = metrics
+        self.in_progress = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in self.paths
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.limit:
+            scope.setdefault("state", {})["route"] = scope["path"]
+            if self.metrics is not None:
+                self.metrics.rejected.labels(scope["path"], "queue_full").inc()
+            await send_json(
+                send,
+                503,
+                {
+                    "detail": f"the server is at capacity: {self.in_progress} requests are in "
+                    f"progress (GAN_QUEUE_SIZE={self.limit}); retry after {self.retry_after_s} s"
+                },
+                {"Retry-After": str(self.retry_after_s)},
+            )
+            return
+        self.in_progress += 1
+        if self.metrics is not None:
+            self.metrics.in_progress.set(self.in_progress)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+            if self.metrics is not None:
+                self.metrics.in_progress.set(self.in_progress)

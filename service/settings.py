@@ -57,6 +57,45 @@ class Settings(BaseSettings):
         le=256,
         description="torch intra-op threads per worker; 0 keeps torch's default.",
     )
+    torch_interop_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch inter-op threads per worker; 0 keeps torch's default. Forward passes "
+        "run one at a time on one thread, so inter-op parallelism has nothing to do.",
+    )
+    max_batch: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Most images in one batched forward pass; larger requests are split into "
+        "chunks of this size. 1 turns batching off.",
+    )
+    max_delay_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Longest an idle batch worker waits for more images while other requests "
+        "are on their way (being read or decoded); a lone request starts at once.",
+    )
+    queue_size: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Most /generate and /score requests in the server at once (being read, "
+        "decoded, queued or run); more: 503 with Retry-After, at once.",
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest a request waits for the model (queued plus its forward passes); "
+        "longer: 504 and its queued work is dropped.",
+    )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics (open even with GAN_API_KEY).",
+    )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024,
         ge=1024,

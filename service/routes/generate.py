@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from service.batching import GENERATOR
 from service.deps import EngineDep, SettingsDep, require_api_key
 from service.imaging import encode_png
 from service.latents import (
@@ -219,8 +220,9 @@ async def generate(
     settings: SettingsDep,
 ) -> Response:
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
-    z = await run_in_threadpool(build_latents, plan, req, engine.z_dim)
-    images = await engine.generate(z)  # uint8 [B, C, R, R]
+    with engine.arriving(GENERATOR) as arrival:
+        z = await run_in_threadpool(build_latents, plan, req, engine.z_dim)
+        images = await engine.generate(z, arrival=arrival)  # uint8 [B, C, R, R]
     headers = engine.info.headers()
     headers["X-Image-Count"] = str(plan.count)
     if plan.request_seed is not None:

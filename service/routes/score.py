@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from service.batching import DISCRIMINATOR
 from service.deps import EngineDep, SettingsDep, require_api_key
 from service.imaging import ALLOWED_DESCRIPTION, ALLOWED_FORMATS, ImageRejected, decode_image
 from service.inference import sigmoid
@@ -226,7 +227,8 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
     description="Each image is decoded (format detected from its bytes), converted to the "
     "model's channels and resolution exactly as the training data was "
     "(training.preprocess.to_model_pixels, described in the response), and all images of the "
-    "request go through D in one batch. For each: D's logit, its sigmoid, and the realness "
+    "request go through D in batched forward passes (shared with concurrent requests, at most "
+    "GAN_MAX_BATCH images each; results do not depend on the batch). For each: D's logit, its sigmoid, and the realness "
     "percentile: the share of held-out real images that D scored lower. Example: "
     "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
     openapi_extra={"requestBody": SCORE_REQUEST_BODY},
@@ -258,18 +260,19 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
 async def score(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     import torch
 
-    uploads, raw = await read_uploads(request, settings.max_images)
-    convert = functools.partial(
-        prepare,
-        uploads,
-        raw,
-        resolution=engine.resolution,
-        channels=engine.channels,
-        max_pixels=settings.max_image_pixels,
-    )
-    prepared = await anyio.to_thread.run_sync(convert, limiter=request.app.state.image_limiter)
-    batch = torch.from_numpy(np.stack([p.pixels for p in prepared]))  # uint8 [B, C, R, R]
-    logits = (await engine.score(batch)).tolist()
+    with engine.arriving(DISCRIMINATOR) as arrival:
+        uploads, raw = await read_uploads(request, settings.max_images)
+        convert = functools.partial(
+            prepare,
+            uploads,
+            raw,
+            resolution=engine.resolution,
+            channels=engine.channels,
+            max_pixels=settings.max_image_pixels,
+        )
+        prepared = await anyio.to_thread.run_sync(convert, limiter=request.app.state.image_limiter)
+        batch = torch.from_numpy(np.stack([p.pixels for p in prepared]))  # uint8 [B, C, R, R]
+        logits = (await engine.score(batch, arrival=arrival)).tolist()
     rs = engine.real_scores
     notes: list[str] = []
     if rs is None:

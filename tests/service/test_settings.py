@@ -194,7 +194,9 @@ def test_docs_table_lists_every_setting_with_its_default() -> None:
         env = f"GAN_{name.upper()}"
         assert env in rows, f"{env} missing from docs/api.md"
         value = getattr(defaults, name)
-        if isinstance(value, float):
+        if isinstance(value, bool):
+            assert rows[env] == str(value).lower(), env
+        elif isinstance(value, float):
             assert rows[env] == f"{value:g}", env
         elif isinstance(value, (int, str)):
             assert rows[env] == str(value), env

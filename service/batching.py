@@ -1,0 +1,320 @@
+"""Dynamic batching: concurrent requests' images run through G or D together.
+
+:class:`BatchScheduler` keeps one queue per model (``generator``, ``discriminator``). A request
+submits all its rows (latents or model pixels) as one *job* and awaits its result. One worker
+task on the event loop forms batches and runs each forward pass on the single inference thread
+(``run_batch``), so the event loop never computes and at most one forward runs at a time:
+
+* A batch holds rows of one model, at most ``max_batch`` of them. Jobs are served round-robin:
+  each job gives at most ``max_batch`` rows to a batch and, if rows are left, goes to the back of
+  its queue, so one large request is run as chunks and cannot starve the others. Between the two
+  queues the worker picks the one whose first job has waited longest.
+* When the worker is idle and rows arrive, it starts at once if the batch is full or no other
+  request is on its way; otherwise (requests are being read or decoded: :meth:`arriving`) it waits
+  up to ``max_delay_s`` for them to join. Rows that arrive while a forward runs join the next
+  batch, so under load batches fill up without any waiting.
+* The outputs are split back by row: every job gets exactly its rows, in order. Rows never
+  depend on the other rows of a batch (G and D run in eval mode); the forward's floating-point
+  result can still differ in the last bits between batch sizes (different BLAS/oneDNN kernels),
+  which shows as at most one gray level in generated uint8 images.
+* Back-pressure: at most ``queue_size`` jobs wait at once (:class:`QueueFull` beyond). A job that
+  is not finished ``timeout_s`` after it was submitted raises :class:`QueueTimeout`; its rows
+  that have not started are dropped (a chunk already running finishes, its output is discarded).
+
+The worker task exists only while there is work: it starts on a submit and ends when the queues
+are empty, so the scheduler works on whichever event loop calls it (tests use several).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from service.metrics import Metrics
+
+GENERATOR = "generator"
+DISCRIMINATOR = "discriminator"
+KINDS = (GENERATOR, DISCRIMINATOR)
+
+
+class QueueFull(Exception):
+    """Too many requests are waiting for the model; answer 503 with Retry-After."""
+
+
+class QueueTimeout(Exception):
+    """A request waited for the model longer than its timeout; answer 504."""
+
+
+@dataclass(eq=False)
+class _Job:
+    kind: str
+    rows: torch.Tensor
+    future: asyncio.Future[torch.Tensor]
+    submitted: float  # loop time
+    queued: float  # loop time of its last (re)queueing: round-robin order between the queues
+    next_row: int = 0  # rows handed to batches so far
+    finished_rows: int = 0
+    started: bool = False
+    parts: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return int(self.rows.shape[0])
+
+
+class Arrival:
+    """A request of one model that is being read or decoded (see :meth:`BatchScheduler.arriving`)."""
+
+    def __init__(self, scheduler: BatchScheduler, kind: str) -> None:
+        self._scheduler = scheduler
+        self.kind = kind
+        self._open = True
+        scheduler._arriving[kind] += 1
+
+    def settle(self) -> None:
+        """It has arrived (submitted) or gave up: the worker stops waiting for it."""
+        if self._open:
+            self._open = False
+            self._scheduler._arriving[self.kind] -= 1
+            self._scheduler._wake()
+
+
+RunBatch = Callable[[str, "list[torch.Tensor]"], "torch.Tensor"]
+
+
+class BatchScheduler:
+    """Queues rows per model and runs them as batched forwards on ``executor`` (one thread)."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        executor: Executor,
+        *,
+        max_batch: int = 64,
+        max_delay_s: float = 0.005,
+        queue_size: int = 64,
+        timeout_s: float = 30.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if max_batch < 1 or queue_size < 1 or max_delay_s < 0 or timeout_s <= 0:
+            raise ValueError("max_batch and queue_size >= 1, max_delay_s >= 0, timeout_s > 0")
+        self._run_batch = run_batch
+        self._executor = executor
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self._queues: dict[str, collections.deque[_Job]] = {k: collections.deque() for k in KINDS}
+        self._arriving = dict.fromkeys(KINDS, 0)
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._closed = False
+
+    # -- state -------------------------------------------------------------------------------
+
+    def queued_jobs(self, kind: str | None = None) -> int:
+        kinds = KINDS if kind is None else (kind,)
+        return sum(1 for k in kinds for j in self._queues[k] if not j.future.done())
+
+    def queued_rows(self, kind: str) -> int:
+        return sum(j.total - j.next_row for j in self._queues[kind] if not j.future.done())
+
+    def _update_gauges(self) -> None:
+        if self.metrics is not None:
+            for kind in KINDS:
+                self.metrics.queue_depth.labels(kind).set(self.queued_jobs(kind))
+                self.metrics.queue_images.labels(kind).set(self.queued_rows(kind))
+
+    @contextmanager
+    def arriving(self, kind: str) -> Iterator[Arrival]:
+        """Announce a request of ``kind`` that will submit soon (its body is being read or
+        decoded): an idle worker may wait up to ``max_delay_s`` for it to join the batch."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown model {kind!r}")
+        arrival = Arrival(self, kind)
+        try:
+            yield arrival
+        finally:
+            arrival.settle()
+
+    # -- submitting --------------------------------------------------------------------------
+
+    async def submit(
+        self, kind: str, rows: torch.Tensor, *, arrival: Arrival | None = None
+    ) -> torch.Tensor:
+        """Run ``rows`` (``[B, ...]``) through model ``kind``; the outputs ``[B, ...]`` in order."""
+        if arrival is not None:
+            arrival.settle()
+        if self._closed:
+            raise RuntimeError("the inference engine is closed")
+        if kind not in KINDS:
+            raise ValueError(f"unknown model {kind!r}")
+        if int(rows.shape[0]) < 1:
+            raise ValueError("no rows to run")
+        if self.queued_jobs() >= self.queue_size:
+            raise QueueFull(
+                f"{self.queued_jobs()} requests are waiting for the model (GAN_QUEUE_SIZE="
+                f"{self.queue_size})"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        job = _Job(kind, rows, loop.create_future(), now, now)
+        self._queues[kind].append(job)
+        self._update_gauges()
+        self._ensure_worker(loop)
+        try:
+            return await asyncio.wait_for(job.future, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise QueueTimeout(
+                f"waited {self.timeout_s:g} s for the model (GAN_REQUEST_TIMEOUT_S); its "
+                "queued work was dropped"
+            ) from None
+        finally:
+            if not job.future.done():  # cancelled from outside: drop it too
+                job.future.cancel()
+            if job.next_row < job.total:
+                self._drop(job)
+
+    def _drop(self, job: _Job) -> None:
+        with suppress(ValueError):
+            self._queues[job.kind].remove(job)
+        self._update_gauges()
+        self._wake()
+
+    # -- the worker --------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._work(), name="gan-batch-worker")
+        else:
+            self._wake()
+
+    def _next_kind(self) -> str | None:
+        best: tuple[float, str] | None = None
+        for kind in KINDS:
+            queue = self._queues[kind]
+            while queue and queue[0].future.done():  # timed out or cancelled
+                queue.popleft()
+            if queue and (best is None or queue[0].queued < best[0]):
+                best = (queue[0].queued, kind)
+        return None if best is None else best[1]
+
+    async def _gather(self, kind: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait (at most ``max_delay_s`` after the oldest job) while more rows are expected."""
+        if self.max_delay_s <= 0 or self._wakeup is None:
+            return
+        oldest = min((j.queued for j in self._queues[kind] if not j.future.done()), default=None)
+        if oldest is None:
+            return
+        deadline = oldest + self.max_delay_s
+        while self._arriving[kind] > 0 and self.queued_rows(kind) < self.max_batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self, kind: str, now: float) -> list[tuple[_Job, int, int]]:
+        """Up to ``max_batch`` rows, round-robin over the jobs: ``(job, first row, count)``."""
+        queue = self._queues[kind]
+        taken: list[tuple[_Job, int, int]] = []
+        requeue: list[_Job] = []
+        space = self.max_batch
+        while space and queue:
+            job = queue.popleft()
+            if job.future.done():
+                continue
+            count = min(job.total - job.next_row, space)
+            taken.append((job, job.next_row, count))
+            job.next_row += count
+            space -= count
+            if job.next_row < job.total:
+                job.queued = now
+                requeue.append(job)
+        queue.extend(requeue)
+        return taken
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            kind = self._next_kind()
+            if kind is None:
+                break
+            await self._gather(kind, loop)
+            taken = self._take(kind, loop.time())
+            self._update_gauges()
+            if not taken:
+                continue
+            if self.metrics is not None:
+                start = loop.time()
+                for job, _, _ in taken:
+                    if not job.started:
+                        self.metrics.queue_wait.labels(kind).observe(start - job.submitted)
+            for job, _, _ in taken:
+                job.started = True
+            chunks = [job.rows[first : first + count] for job, first, count in taken]
+            t0 = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(self._executor, self._run_batch, kind, chunks)
+            except Exception as exc:
+                for job, _, _ in taken:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            if self.metrics is not None:
+                self.metrics.inference.labels(kind).observe(time.perf_counter() - t0)
+                self.metrics.batch_size.labels(kind).observe(sum(c for _, _, c in taken))
+            offset = 0
+            for job, _, count in taken:
+                part = out[offset : offset + count]
+                offset += count
+                if job.future.done():
+                    continue  # timed out while its chunk ran: discard
+                job.parts.append(part)
+                job.finished_rows += count
+                if job.finished_rows == job.total:
+                    result = job.parts[0] if len(job.parts) == 1 else _cat(job.parts)
+                    job.future.set_result(result)
+        self._update_gauges()
+
+    def close(self) -> None:
+        """Refuse new work and fail what is still queued (nothing is, after a graceful stop)."""
+        self._closed = True
+        for queue in self._queues.values():
+            while queue:
+                job = queue.popleft()
+                if not job.future.done():
+                    with suppress(RuntimeError):  # RuntimeError: its loop is closed already
+                        job.future.get_loop().call_soon_threadsafe(
+                            _fail, job.future, RuntimeError("the inference engine is closed")
+                        )
+        self._wake()
+
+
+def _fail(future: asyncio.Future[torch.Tensor], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    return torch.cat(parts)

@@ -1,0 +1,117 @@
+"""Prometheus metrics of one app (``GET /metrics``), on a registry of its own.
+
+Every :func:`service.app.create_app` builds a :class:`Metrics` with its own
+``CollectorRegistry``, so several apps in one process (tests) never collide and a scrape shows
+only the app that answers it. With ``GAN_WORKERS > 1`` each worker process keeps its own
+numbers: a scrape reaches one worker, chosen by the kernel (see docs/api.md, "Metrics").
+
+Names (all prefixed ``gan_``):
+
+* ``http_requests_total{route,method,status}`` and ``http_request_duration_seconds{...}``:
+  every HTTP request, by route template (``unmatched`` for unknown paths);
+* ``requests_in_progress``: /generate and /score requests admitted (GAN_QUEUE_SIZE bounds it);
+* ``queue_depth{model}`` / ``queue_images{model}``: requests and images waiting for a forward;
+* ``batch_size{model}``, ``inference_seconds{model}``: each batched forward pass;
+* ``queue_wait_seconds{model}``: from a request's enqueue to its first forward starting;
+* ``rejected_requests_total{route,reason}``: 503 (``queue_full``) and 504 (``timeout``);
+* ``model_info{model_id,step,checkpoint_hash,device}``: 1 for the served model.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+INFERENCE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+MODELS = ("generator", "discriminator")
+
+
+class Metrics:
+    """The collectors of one app, registered on ``self.registry``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gan_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gan_http_request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "gan_requests_in_progress",
+            "/generate and /score requests admitted and not yet answered (bounded by "
+            "GAN_QUEUE_SIZE).",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gan_queue_depth",
+            "Requests with images waiting for a forward pass.",
+            ["model"],
+            registry=r,
+        )
+        self.queue_images = Gauge(
+            "gan_queue_images",
+            "Images waiting for a forward pass.",
+            ["model"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "gan_batch_size",
+            "Images per batched forward pass.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "gan_inference_seconds",
+            "Duration of one batched forward pass (incl. batch assembly and output conversion).",
+            ["model"],
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "gan_queue_wait_seconds",
+            "Time from a request's enqueue to the start of its first forward pass.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gan_rejected_requests",
+            "Requests refused for load: 503 queue_full (GAN_QUEUE_SIZE), 504 timeout "
+            "(GAN_REQUEST_TIMEOUT_S).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "gan_model_info",
+            "The served model (value 1).",
+            ["model_id", "step", "checkpoint_hash", "device"],
+            registry=r,
+        )
+        for model in MODELS:  # present from the start, at 0
+            self.queue_depth.labels(model)
+            self.queue_images.labels(model)
+        for route in ("/generate", "/score"):
+            for reason in ("queue_full", "timeout"):
+                self.rejected.labels(route, reason)
+
+    def set_model(self, model_id: str, step: int, checkpoint_hash: str, device: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(model_id, str(step), checkpoint_hash, device).set(1)
+
+    def clear_model(self) -> None:
+        self.model_info.clear()
