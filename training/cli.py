@@ -77,7 +77,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/<time>)")
     g.add_argument("--resume", type=Path, default=None,
-                   help="continue from a run folder or a checkpoint with training state")
+                   help="continue from a run folder or a checkpoint with training state (its "
+                   "options are kept; --steps and --time-budget given here override them)")
     g.add_argument("--export", type=Path, default=None,
                    help="also write the final (best, else latest) checkpoint here, without training state")
     g.add_argument("--sample-every", type=int, default=d.sample_every)
@@ -153,6 +154,12 @@ def _make_evaluator(kind: str, disabled: bool, data_dir: Path | None) -> Callabl
     return ev.quick_fid
 
 
+def _given(flag: str, argv: list[str] | None) -> bool:
+    """Whether ``flag`` was on the command line (resume keeps the run's value otherwise)."""
+    args = sys.argv[1:] if argv is None else argv
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
 def train(argv: list[str] | None = None) -> int:
     from training.checkpoint import (
         CheckpointManager,
@@ -185,7 +192,9 @@ def train(argv: list[str] | None = None) -> int:
         evaluator = _make_evaluator(args.data, args.no_eval, args.data_dir)
         trainer = resume_trainer(
             src, data, run_dir, heldout=held, evaluator=evaluator,
-            steps=args.steps if "--steps" in (argv or sys.argv) else None, progress=progress,
+            steps=args.steps if _given("--steps", argv) else None,
+            time_budget_s=args.time_budget if _given("--time-budget", argv) else None,
+            progress=progress,
         )
         print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
     else:

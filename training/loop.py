@@ -541,6 +541,7 @@ def resume_trainer(
     heldout: torch.Tensor | None = None,
     evaluator: Evaluator | None = None,
     steps: int | None = None,
+    time_budget_s: float | None = None,
     progress: bool = True,
 ) -> Trainer:
     """Rebuild a Trainer from a checkpoint's training state (optionally extending ``steps``)."""
@@ -551,6 +552,8 @@ def resume_trainer(
     cfg = TrainConfig.from_dict(state["train_config"])
     if steps is not None:
         cfg.steps = steps
+    if time_budget_s is not None:
+        cfg.time_budget_s = time_budget_s
     trainer = Trainer(cfg, data, out_dir, heldout=heldout, evaluator=evaluator, progress=progress)
     trainer.load_state(state)
     return trainer

@@ -136,6 +136,15 @@ def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -
         "--steps", "8", "--no-progress", "--no-eval",
     ]) == 0
     assert load_checkpoint(run / "checkpoints" / "latest").step == 8
+    # A run that stopped on its time budget continues when resumed with a larger one.
+    state = load_checkpoint(run / "checkpoints" / "latest", with_train_state=True).train_state
+    assert state["train_config"]["time_budget_s"] == 0.0
+    assert train_main([
+        "--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "512", "--resume", str(run),
+        "--steps", "9", "--time-budget", "3600", "--no-progress", "--no-eval",
+    ]) == 0
+    state = load_checkpoint(run / "checkpoints" / "latest", with_train_state=True).train_state
+    assert state["step"] == 9 and state["train_config"]["time_budget_s"] == 3600
 
 
 def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
