@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,99 +18,9 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from tests.service import imagefiles as F
-
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 60.0
+from tests.service.conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-
-class ServerProcess:
-    """``python -m service.cli ...`` with its stderr collected line by line in a thread."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GAN_")}
-        full_env.update({"GAN_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *args],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in list(self.lines):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
-
-    def wait_for(
-        self, pred: Callable[[dict[str, Any]], bool], timeout: float = STARTUP_TIMEOUT_S
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for rec in self.records():
-                    if pred(rec):
-                        return rec
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError("log line not seen; output:\n" + "\n".join(self.lines))
-                self._cond.wait(min(left, 0.5))
-
-    def wait_started(self) -> str:
-        rec = self.wait_for(lambda r: "Uvicorn running on" in r.get("msg", ""))
-        url = rec["msg"].split("Uvicorn running on ", 1)[1].split()[0]
-        return url.rstrip("/")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
-
-    def wait(self, timeout: float = STARTUP_TIMEOUT_S) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def factory(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(list(args), env)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.kill()
 
 
 def test_real_server_serves_and_stops_cleanly(
