@@ -115,6 +115,9 @@ class BatchScheduler:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self._queues: dict[str, collections.deque[_Job]] = {k: collections.deque() for k in KINDS}
+        # Kept in step with the queues (jobs in a queue have rows left to hand to a batch).
+        self._jobs = dict.fromkeys(KINDS, 0)
+        self._rows = dict.fromkeys(KINDS, 0)
         self._arriving = dict.fromkeys(KINDS, 0)
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -123,17 +126,17 @@ class BatchScheduler:
     # -- state -------------------------------------------------------------------------------
 
     def queued_jobs(self, kind: str | None = None) -> int:
-        kinds = KINDS if kind is None else (kind,)
-        return sum(1 for k in kinds for j in self._queues[k] if not j.future.done())
+        """Requests with rows waiting for a batch (of one model, or of both)."""
+        return sum(self._jobs[k] for k in (KINDS if kind is None else (kind,)))
 
     def queued_rows(self, kind: str) -> int:
-        return sum(j.total - j.next_row for j in self._queues[kind] if not j.future.done())
+        """Rows waiting for a batch."""
+        return self._rows[kind]
 
-    def _update_gauges(self) -> None:
+    def _update_gauges(self, kind: str) -> None:
         if self.metrics is not None:
-            for kind in KINDS:
-                self.metrics.queue_depth.labels(kind).set(self.queued_jobs(kind))
-                self.metrics.queue_images.labels(kind).set(self.queued_rows(kind))
+            self.metrics.queue_depth.labels(kind).set(self._jobs[kind])
+            self.metrics.queue_images.labels(kind).set(self._rows[kind])
 
     @contextmanager
     def arriving(self, kind: str) -> Iterator[Arrival]:
@@ -170,7 +173,9 @@ class BatchScheduler:
         now = loop.time()
         job = _Job(kind, rows, loop.create_future(), now, now)
         self._queues[kind].append(job)
-        self._update_gauges()
+        self._jobs[kind] += 1
+        self._rows[kind] += job.total
+        self._update_gauges(kind)
         self._ensure_worker(loop)
         try:
             return await asyncio.wait_for(job.future, self.timeout_s)
@@ -186,9 +191,13 @@ class BatchScheduler:
                 self._drop(job)
 
     def _drop(self, job: _Job) -> None:
+        """Take a job that will not be finished out of its queue (timeout, cancellation)."""
         with suppress(ValueError):
             self._queues[job.kind].remove(job)
-        self._update_gauges()
+            self._jobs[job.kind] -= 1
+            self._rows[job.kind] -= job.total - job.next_row
+            job.next_row = job.total
+        self._update_gauges(job.kind)
         self._wake()
 
     # -- the worker --------------------------------------------------------------------------
@@ -208,8 +217,6 @@ class BatchScheduler:
         best: tuple[float, str] | None = None
         for kind in KINDS:
             queue = self._queues[kind]
-            while queue and queue[0].future.done():  # timed out or cancelled
-                queue.popleft()
             if queue and (best is None or queue[0].queued < best[0]):
                 best = (queue[0].queued, kind)
         return None if best is None else best[1]
@@ -218,11 +225,11 @@ class BatchScheduler:
         """Wait (at most ``max_delay_s`` after the oldest job) while more rows are expected."""
         if self.max_delay_s <= 0 or self._wakeup is None:
             return
-        oldest = min((j.queued for j in self._queues[kind] if not j.future.done()), default=None)
-        if oldest is None:
+        queue = self._queues[kind]
+        if not queue:
             return
-        deadline = oldest + self.max_delay_s
-        while self._arriving[kind] > 0 and self.queued_rows(kind) < self.max_batch:
+        deadline = min(j.queued for j in queue) + self.max_delay_s
+        while self._arriving[kind] > 0 and self._rows[kind] < self.max_batch and queue:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -240,15 +247,21 @@ class BatchScheduler:
         space = self.max_batch
         while space and queue:
             job = queue.popleft()
-            if job.future.done():
+            if job.future.done():  # timed out or failed, its submit() has not dropped it yet
+                self._jobs[kind] -= 1
+                self._rows[kind] -= job.total - job.next_row
+                job.next_row = job.total
                 continue
             count = min(job.total - job.next_row, space)
             taken.append((job, job.next_row, count))
             job.next_row += count
+            self._rows[kind] -= count
             space -= count
             if job.next_row < job.total:
                 job.queued = now
                 requeue.append(job)
+            else:
+                self._jobs[kind] -= 1
         queue.extend(requeue)
         return taken
 
@@ -260,7 +273,7 @@ class BatchScheduler:
                 break
             await self._gather(kind, loop)
             taken = self._take(kind, loop.time())
-            self._update_gauges()
+            self._update_gauges(kind)
             if not taken:
                 continue
             if self.metrics is not None:
@@ -293,12 +306,12 @@ class BatchScheduler:
                 if job.finished_rows == job.total:
                     result = job.parts[0] if len(job.parts) == 1 else _cat(job.parts)
                     job.future.set_result(result)
-        self._update_gauges()
 
     def close(self) -> None:
         """Refuse new work and fail what is still queued (nothing is, after a graceful stop)."""
         self._closed = True
-        for queue in self._queues.values():
+        for kind, queue in self._queues.items():
+            self._jobs[kind] = self._rows[kind] = 0
             while queue:
                 job = queue.popleft()
                 if not job.future.done():

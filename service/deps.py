@@ -17,12 +17,16 @@ _bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a
+# worker thread, and a thread hop per dependency costs more than what they do.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> InferenceEngine:
+async def get_engine(request: Request) -> InferenceEngine:
     engine: InferenceEngine | None = getattr(request.app.state, "engine", None)
     if engine is None:
         raise HTTPException(
@@ -34,12 +38,12 @@ def get_engine(request: Request) -> InferenceEngine:
     return engine
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """With GAN_API_KEY set, demand ``Authorization: Bearer <key>`` (constant-time compare)."""
-    settings = get_settings(request)
+    settings: Settings = request.app.state.settings
     if settings.api_key is None:
         return
     expected = settings.api_key.get_secret_value().encode()

@@ -235,3 +235,38 @@ def test_percentile_interpolation_and_ends() -> None:
     assert rs.percentile(0.0) == pytest.approx(25.0)
     assert rs.percentile(1.0) == pytest.approx(50.0)  # a run of equal quantiles: jump across it
     assert rs.percentile(1.0001) == 100.0
+
+
+def test_small_pngs_are_decoded_on_the_loop_others_in_a_thread(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio.to_thread
+
+    from service.routes import score as score_route
+
+    small = F.GOOD["gray_png"]()
+    big = F.save(F.gradient("L", (200, 100)), "PNG")
+    jpeg = F.GOOD["rgb_jpeg"]()
+    assert score_route.decode_inline([score_route.Upload(0, None, small)])
+    assert not score_route.decode_inline([score_route.Upload(0, None, big)])
+    assert not score_route.decode_inline([score_route.Upload(0, None, jpeg)])
+    assert not score_route.decode_inline([score_route.Upload(0, None, small[:20])])
+    threaded: list[int] = []
+    original = anyio.to_thread.run_sync
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "func", None) is score_route.prepare:
+            threaded.append(1)
+        return await original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", spy)
+    inline = client.post("/score", files=multipart(small, small))
+    assert inline.status_code == 200 and threaded == []
+    mixed = client.post("/score", files=multipart(small, big))
+    assert mixed.status_code == 200 and threaded == [1]
+    # Same results either way: the small image scored inline and in a thread.
+    assert inline.json()["results"][0]["logit"] == mixed.json()["results"][0]["logit"]
+    truncated = F.truncated_png()
+    assert score_route.decode_inline([score_route.Upload(0, None, truncated)])
+    bad = client.post("/score", files=multipart(truncated))
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "files", 0]
