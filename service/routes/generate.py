@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +37,18 @@ from service.schemas import (
 if TYPE_CHECKING:
     import torch
 
+T = TypeVar("T")
+
 router = APIRouter(tags=["generate"])
+
+# Requests with at most this many output pixels draw their latents and encode their PNGs on the
+# event loop: for one 28x28 image that is ~10 us of latents and ~40 us of PNG (measured), less
+# than a hop to a worker thread and back. Larger requests use worker threads.
+INLINE_MAX_PIXELS = 8 * 28 * 28
+
+
+async def _off_loop(inline: bool, fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args) if inline else await run_in_threadpool(fn, *args)
 
 
 def field_error(
@@ -220,21 +232,22 @@ async def generate(
     settings: SettingsDep,
 ) -> Response:
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
+    inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     with engine.arriving(GENERATOR) as arrival:
-        z = await run_in_threadpool(build_latents, plan, req, engine.z_dim)
+        z = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
         images = await engine.generate(z, arrival=arrival)  # uint8 [B, C, R, R]
     headers = engine.info.headers()
     headers["X-Image-Count"] = str(plan.count)
     if plan.request_seed is not None:
         headers["X-Seed"] = str(plan.request_seed)
     if plan.format == "png":
-        png = (await run_in_threadpool(_pngs, images))[0]
+        png = (await _off_loop(inline, _pngs, images))[0]
         return Response(png, media_type="image/png", headers=headers)
     if plan.format == "grid":
-        png, columns = await run_in_threadpool(_grid_png, images)
+        png, columns = await _off_loop(inline, _grid_png, images)
         headers["X-Grid-Columns"] = str(columns)
         return Response(png, media_type="image/png", headers=headers)
-    pngs = await run_in_threadpool(_pngs, images)
+    pngs = await _off_loop(inline, _pngs, images)
     latents = z.tolist()
     weights: list[float | None] = list(plan.weights) if plan.weights else [None] * plan.count
     body = GenerateResponse(

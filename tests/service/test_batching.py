@@ -437,3 +437,31 @@ def test_thread_settings_are_applied_in_a_fresh_process() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1"]  # the second inter-op value is refused, with a log
+
+
+def test_a_failing_forward_fails_its_requests_and_leaves_the_queue_clean() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(1)
+    calls: list[int] = []
+
+    def run(kind: str, chunks: list[torch.Tensor]) -> torch.Tensor:
+        calls.append(sum(int(c.shape[0]) for c in chunks))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return torch.cat(chunks)
+
+    sched = BatchScheduler(run, executor, max_batch=2, max_delay_s=0)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            await sched.submit("discriminator", torch.zeros(5, 3))  # chunks of 2, 2, 1
+        assert sched.queued_jobs() == 0 and sched.queued_rows("discriminator") == 0
+        out = await sched.submit("discriminator", torch.ones(3, 3))  # still serving
+        assert out.shape == (3, 3) and float(out.sum()) == 9.0
+
+    try:
+        asyncio.run(main())
+    finally:
+        executor.shutdown()
+    assert calls == [2, 2, 1]  # the failed job's other chunks never ran
