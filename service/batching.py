@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     import torch
 
     from service.metrics import Metrics
+
+logger = logging.getLogger("service")
 
 GENERATOR = "generator"
 DISCRIMINATOR = "discriminator"
@@ -265,7 +268,20 @@ class BatchScheduler:
         queue.extend(requeue)
         return taken
 
+    def _timed_run(self, kind: str, chunks: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """``run_batch`` and its duration (runs on the inference thread)."""
+        start = time.perf_counter()
+        out = self._run_batch(kind, chunks)
+        return out, time.perf_counter() - start
+
     async def _work(self) -> None:
+        try:
+            await self._work_loop()
+        except Exception as exc:  # a bug here must not leave requests waiting for nothing
+            logger.exception("the batch worker failed; failing the queued requests")
+            self._fail_queued(exc)
+
+    async def _work_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
             kind = self._next_kind()
@@ -284,16 +300,17 @@ class BatchScheduler:
             for job, _, _ in taken:
                 job.started = True
             chunks = [job.rows[first : first + count] for job, first, count in taken]
-            t0 = time.perf_counter()
             try:
-                out = await loop.run_in_executor(self._executor, self._run_batch, kind, chunks)
+                out, seconds = await loop.run_in_executor(
+                    self._executor, self._timed_run, kind, chunks
+                )
             except Exception as exc:
                 for job, _, _ in taken:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
             if self.metrics is not None:
-                self.metrics.inference.labels(kind).observe(time.perf_counter() - t0)
+                self.metrics.inference.labels(kind).observe(seconds)
                 self.metrics.batch_size.labels(kind).observe(sum(c for _, _, c in taken))
             offset = 0
             for job, _, count in taken:
@@ -307,18 +324,20 @@ class BatchScheduler:
                     result = job.parts[0] if len(job.parts) == 1 else _cat(job.parts)
                     job.future.set_result(result)
 
-    def close(self) -> None:
-        """Refuse new work and fail what is still queued (nothing is, after a graceful stop)."""
-        self._closed = True
+    def _fail_queued(self, exc: BaseException) -> None:
         for kind, queue in self._queues.items():
             self._jobs[kind] = self._rows[kind] = 0
             while queue:
                 job = queue.popleft()
                 if not job.future.done():
                     with suppress(RuntimeError):  # RuntimeError: its loop is closed already
-                        job.future.get_loop().call_soon_threadsafe(
-                            _fail, job.future, RuntimeError("the inference engine is closed")
-                        )
+                        job.future.get_loop().call_soon_threadsafe(_fail, job.future, exc)
+            self._update_gauges(kind)
+
+    def close(self) -> None:
+        """Refuse new work and fail what is still queued (nothing is, after a graceful stop)."""
+        self._closed = True
+        self._fail_queued(RuntimeError("the inference engine is closed"))
         self._wake()
 
 

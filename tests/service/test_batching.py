@@ -465,3 +465,29 @@ def test_a_failing_forward_fails_its_requests_and_leaves_the_queue_clean() -> No
     finally:
         executor.shutdown()
     assert calls == [2, 2, 1]  # the failed job's other chunks never ran
+
+
+def test_a_bug_in_the_batch_worker_fails_requests_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(1)
+    sched = BatchScheduler(lambda kind, chunks: torch.cat(chunks), executor, timeout_s=30)
+
+    def broken(kind: str, now: float) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(sched, "_take", broken)
+
+    async def main() -> float:
+        start = time.perf_counter()
+        with pytest.raises(KeyError, match="bug"):
+            await sched.submit("generator", torch.zeros(2, 3))
+        return time.perf_counter() - start
+
+    try:
+        assert asyncio.run(main()) < 5.0  # not the 30 s timeout
+    finally:
+        executor.shutdown()
+    assert sched.queued_jobs() == 0
