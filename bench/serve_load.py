@@ -1,0 +1,744 @@
+"""Load benchmark of ``gan-serve`` over loopback, side by side with its baselines.
+
+One run (``make bench-serve`` or ``python bench/serve_load.py``) measures, on this machine:
+
+1. raw in-process G and D forwards (no HTTP) at the batch sizes the HTTP scenarios use;
+2. the HTTP floor: a minimal FastAPI endpoint defined here (not in the product) that accepts the
+   same multipart upload, decodes it with Pillow and returns a constant, run by uvicorn the same
+   way as gan-serve; for a 28x28 model HTTP dominates, so ``/score`` over the floor is the honest
+   measure of the service's own overhead;
+3. the real ``gan-serve`` process with batching on (the default settings) and off
+   (``GAN_MAX_BATCH=1``): single-image ``/score`` at several concurrencies (the plot), ``/score``
+   with 64 images per request, ``/generate`` with ``n=64``, and an overload burst above
+   ``GAN_QUEUE_SIZE`` (503s with Retry-After, then recovery);
+4. the same single-image ``/score`` on a 4x wider model (g_width = d_width = 256 at 28 px,
+   random weights: the timing does not depend on them), where the forward dominates.
+
+Clients are closed-loop: each of N clients (one async httpx client, one connection each) sends a
+request, waits for the answer and sends the next, for T seconds (bounded in time and count; a
+503 is retried after its Retry-After, at most 1 s). Reported: req/s, images/s, p50/p95/p99
+latency of the 2xx answers, the count of every status, the server's peak RSS (VmHWM) and the time
+from process start to a 200 on ``/ready``. Everything listens on 127.0.0.1 only; servers are
+stopped with SIGTERM (then SIGKILL) whatever happens.
+
+Finally (unless ``--no-profile``) the single-image ``/score`` load runs once more with py-spy (a
+dev tool, ``pip install py-spy``) attached to the server, and the share of its samples per part
+(forward, event loop, multipart parsing, decoding, response, ...) is printed. Results go to
+stdout, ``--json`` and the ``--plot`` PNG (docs/serve_load.png by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HOST = "127.0.0.1"
+MAX_REQUESTS_PER_CLIENT = 200_000  # a bound on every client loop, besides its time limit
+REQUEST_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 60.0
+
+# ------------------------------------------------------------------------------------------
+# The HTTP floor: the same upload, decoded with Pillow, a constant answer
+# ------------------------------------------------------------------------------------------
+
+
+def floor_app() -> Any:
+    """FastAPI app: POST /score reads the multipart files, decodes each with Pillow."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from PIL import Image
+
+    app = FastAPI()
+    answer = {"ok": True}
+
+    @app.post("/score")
+    async def score(request: Request) -> JSONResponse:
+        form = await request.form(max_files=1000)
+        try:
+            for item in form.getlist("files"):
+                data = await item.read()  # type: ignore[union-attr]
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()
+        finally:
+            await form.close()
+        return JSONResponse(answer)
+
+    @app.get("/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    return app
+
+
+def run_floor_server(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app(), host=HOST, port=port, log_level="warning", access_log=False)
+
+
+# ------------------------------------------------------------------------------------------
+# Server processes
+# ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (peak resident set size) of a process, in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class Server:
+    """A server process on 127.0.0.1:port, its log in a file, stopped on exit."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        logdir: Path,
+        port: int,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.base = f"http://{HOST}:{port}"
+        self.log_path = logdir / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.ready_s: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, path: str = "/ready") -> float:
+        import httpx
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}; log:\n"
+                        + self.log_path.read_text()[-3000:]
+                    )
+                try:
+                    if http.get(self.base + path).status_code == 200:
+                        self.ready_s = time.perf_counter() - self.started
+                        return self.ready_s
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.02)
+        raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(wait)
+        self._log.close()
+
+    @contextlib.contextmanager
+    def profiled(self, out: Path, seconds: float) -> Iterator[None]:
+        """Sample this server with py-spy (attached, all threads, idle ones left out) for
+        ``seconds``; the collapsed stacks go to ``out``."""
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(self.pid),
+                "--duration",
+                str(max(1, round(seconds))),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(0.5)  # let it attach
+            yield
+        finally:
+            try:
+                spy.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(10)
+
+
+@contextlib.contextmanager
+def running(server: Server, ready_path: str = "/ready") -> Iterator[Server]:
+    try:
+        server.wait_ready(ready_path)
+        yield server
+    finally:
+        server.stop()
+
+
+def gan_serve(name: str, checkpoint: Path, logdir: Path, settings: dict[str, str]) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GAN_")}
+    env.update({"GAN_LOG_LEVEL": "warning", **settings})
+    argv = [sys.executable, "-m", "service.cli", "--checkpoint", str(checkpoint)]
+    argv += ["--host", HOST, "--port", str(port)]
+    return Server(name, argv, env, logdir, port)
+
+
+def floor_server(logdir: Path) -> Server:
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)]
+    return Server("floor", argv, dict(os.environ), logdir, port)
+
+
+# ------------------------------------------------------------------------------------------
+# Requests and the load client
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestSpec:
+    """One request, encoded once (so the client spends its time sending, not encoding)."""
+
+    path: str
+    body: bytes
+    content_type: str
+    images: int  # images per request
+
+
+def score_spec(pngs: list[bytes]) -> RequestSpec:
+    import httpx
+
+    files = [("files", (f"d{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
+    req = httpx.Request("POST", "http://x/score", files=files)
+    return RequestSpec("/score", req.read(), req.headers["content-type"], len(pngs))
+
+
+def generate_spec(n: int, fmt: str = "grid") -> RequestSpec:
+    body = json.dumps({"n": n, "seed": 1234, "format": fmt}).encode()
+    return RequestSpec("/generate", body, "application/json", n)
+
+
+@dataclass
+class LoadResult:
+    scenario: str
+    server: str
+    concurrency: int
+    images_per_request: int
+    seconds: float
+    requests_ok: int
+    req_s: float
+    images_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    statuses: dict[str, int]
+    peak_rss_mb: float | None = None
+    ready_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float | None:
+    if not sorted_ms:
+        return None
+    k = min(len(sorted_ms) - 1, max(0, round(q / 100.0 * (len(sorted_ms) - 1))))
+    return round(sorted_ms[k], 2)
+
+
+async def _drive(
+    base: str, spec: RequestSpec, concurrency: int, seconds: float, warmup_s: float
+) -> tuple[float, list[float], Counter[str]]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Content-Type": spec.content_type}
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+
+        async def one(record: bool) -> None:
+            start = time.perf_counter()
+            try:
+                r = await client.post(spec.path, content=spec.body, headers=headers)
+            except httpx.HTTPError as exc:
+                if record:
+                    statuses[type(exc).__name__] += 1
+                await asyncio.sleep(0.05)
+                return
+            elapsed = time.perf_counter() - start
+            if record:
+                statuses[str(r.status_code)] += 1
+                if 200 <= r.status_code < 300:
+                    latencies.append(elapsed * 1000.0)
+            if r.status_code == 503:  # back off as the server asks, at most 1 s
+                with contextlib.suppress(ValueError):
+                    await asyncio.sleep(min(1.0, float(r.headers.get("Retry-After", "1"))))
+
+        async def client_loop(until: float, record: bool) -> None:
+            for _ in range(MAX_REQUESTS_PER_CLIENT):
+                if time.perf_counter() >= until:
+                    return
+                await one(record)
+
+        if warmup_s > 0:
+            until = time.perf_counter() + warmup_s
+            await asyncio.gather(*(client_loop(until, False) for _ in range(concurrency)))
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(start + seconds, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return elapsed, latencies, statuses
+
+
+def _event_loop_runner() -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run
+
+
+def run_load(
+    server: Server,
+    scenario: str,
+    spec: RequestSpec,
+    concurrency: int,
+    seconds: float,
+    warmup_s: float = 1.0,
+) -> LoadResult:
+    elapsed, latencies, statuses = _event_loop_runner()(
+        _drive(server.base, spec, concurrency, seconds, warmup_s)
+    )
+    ok = len(latencies)
+    lat = sorted(latencies)
+    return LoadResult(
+        scenario=scenario,
+        server=server.name,
+        concurrency=concurrency,
+        images_per_request=spec.images,
+        seconds=round(elapsed, 2),
+        requests_ok=ok,
+        req_s=round(ok / elapsed, 1),
+        images_s=round(ok * spec.images / elapsed, 1),
+        p50_ms=_percentile(lat, 50),
+        p95_ms=_percentile(lat, 95),
+        p99_ms=_percentile(lat, 99),
+        statuses=dict(sorted(statuses.items())),
+        peak_rss_mb=peak_rss_mb(server.pid),
+        ready_s=None if server.ready_s is None else round(server.ready_s, 2),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Raw in-process forwards, checkpoints and test images
+# ------------------------------------------------------------------------------------------
+
+
+def raw_forward(
+    checkpoint: Path, batch_sizes: list[int], threads: int, min_seconds: float = 1.0
+) -> dict[str, dict[int, float]]:
+    """images/s of G(z) and D(x) alone (eval, inference_mode), per batch size."""
+    import torch
+
+    from training.checkpoint import load_checkpoint
+    from training.models import to_model_range
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    ckpt = load_checkpoint(checkpoint)
+    g, d = ckpt.generator.eval(), ckpt.discriminator.eval()
+    z_dim = ckpt.model_config.z_dim
+    out: dict[str, dict[int, float]] = {"generator": {}, "discriminator": {}}
+    with torch.inference_mode():
+        for b in batch_sizes:
+            z = torch.randn(b, z_dim, generator=torch.Generator().manual_seed(b))
+            x = to_model_range(((g(z) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+            for name, net, inp in (("generator", g, z), ("discriminator", d, x)):
+                for _ in range(3):
+                    net(inp)
+                reps, start = 0, time.perf_counter()
+                while reps < 10_000 and (reps < 5 or time.perf_counter() - start < min_seconds):
+                    net(inp)
+                    reps += 1
+                out[name][b] = round(b * reps / (time.perf_counter() - start), 1)
+    return out
+
+
+def wide_checkpoint(path: Path, width: int = 256) -> Path:
+    from training.checkpoint import build_config, save_checkpoint
+    from training.models import ModelConfig, build_models
+
+    cfg = ModelConfig(resolution=28, channels=1, z_dim=64, g_width=width, d_width=width)
+    g, d = build_models(cfg, seed=0)
+    config = build_config(cfg, step=0, seed=0, dataset={"name": f"bench-width{width}"})
+    return save_checkpoint(path, g.eval(), d.eval(), config)
+
+
+def sample_pngs(checkpoint: Path, count: int) -> list[bytes]:
+    """``count`` 28x28 PNGs drawn by the checkpoint's own generator (realistic uploads)."""
+    import torch
+
+    from service.imaging import encode_png
+    from training.checkpoint import load_checkpoint
+    from training.images import to_hwc
+    from training.models import to_uint8
+
+    ckpt = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        z = torch.randn(count, ckpt.model_config.z_dim, generator=torch.Generator().manual_seed(7))
+        images = to_uint8(ckpt.generator.eval()(z))
+    return [encode_png(img) for img in to_hwc(images)]
+
+
+# ------------------------------------------------------------------------------------------
+# Profile summary (py-spy raw / collapsed stacks)
+# ------------------------------------------------------------------------------------------
+
+# A sample whose innermost Python frame is the event loop's run() is time spent in uvloop's and
+# httptools' C code (socket reads and writes, HTTP parsing, callbacks): "event loop (C)".
+LOOP_LEAF = re.compile(r"^(Runner\.run|asyncio_run|Server\.run|run_until_complete) ")
+# Otherwise the first match from the leaf up decides the category of a sample.
+CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
+    ("forward (torch)", re.compile(r"torch/|_run_batch|_score_sync|_generate_sync")),
+    ("PNG encoding", re.compile(r"encode_png|PngImagePlugin.*_save|_grid_png|_pngs")),
+    ("image decoding + conversion", re.compile(r"decode_image|to_model_pixels|PIL/")),
+    ("multipart parsing", re.compile(r"multipart|formparsers|UploadFile|datastructures")),
+    ("response (pydantic + JSON)", re.compile(r"pydantic|json/|JSONResponse|model_dump|render")),
+    ("logging + metrics", re.compile(r"logging/|logconfig|prometheus_client")),
+    ("latents (seeds)", re.compile(r"latents\.py")),
+    ("batching (scheduler)", re.compile(r"service/batching")),
+    ("thread hand-offs", re.compile(r"concurrent/|threading|anyio/|asyncio/")),
+    ("HTTP protocol (uvicorn, Python part)", re.compile(r"uvicorn/|httptools|h11")),
+    ("middleware, routing, endpoint code", re.compile(r"service/|starlette/|fastapi/|uuid")),
+]  # fmt: skip
+
+
+def summarize_profile(path: Path) -> dict[str, float]:
+    """Share (%) of the server's non-idle samples per category."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(n)
+        if LOOP_LEAF.match(frames[-1]):
+            counts["event loop (uvloop + httptools, C)"] += int(n)
+            continue
+        for frame in reversed(frames):
+            name = next((cat for cat, rx in CATEGORIES if rx.search(frame)), None)
+            if name is not None:
+                counts[name] += int(n)
+                break
+        else:
+            counts["other"] += int(n)
+    return {k: round(100.0 * v / total, 1) for k, v in counts.most_common()} if total else {}
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+
+
+def fmt_row(r: LoadResult) -> str:
+    codes = " ".join(f"{k}:{v}" for k, v in r.statuses.items())
+    rss = "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
+    return (
+        f"{r.scenario:<14} {r.server:<14} {r.concurrency:>4} {r.images_per_request:>4} "
+        f"{r.req_s:>8.1f} {r.images_s:>9.1f} {r.p50_ms or 0:>8.1f} {r.p95_ms or 0:>8.1f} "
+        f"{r.p99_ms or 0:>8.1f} {rss:>6}  {codes}"
+    )
+
+
+HEADER = (
+    f"{'scenario':<14} {'server':<14} {'conc':>4} {'img':>4} {'req/s':>8} {'img/s':>9} "
+    f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'RSS MB':>6}  statuses"
+)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = round(int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024, 1)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def plot(results: list[LoadResult], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for server, style in (("floor", "k--o"), ("batching-on", "b-o"), ("batching-off", "r-s")):
+        rows = sorted(
+            (r for r in results if r.scenario == "score-1" and r.server == server),
+            key=lambda r: r.concurrency,
+        )
+        if not rows:
+            continue
+        xs = [r.concurrency for r in rows]
+        ax1.plot(xs, [r.req_s for r in rows], style, label=server)
+        ax2.plot(xs, [r.p99_ms or float("nan") for r in rows], style, label=server)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients (single-image /score)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax1.set_ylabel("requests / s")
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylabel("p99 latency (ms)")
+    ax2.set_yscale("log")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist")
+    p.add_argument("--seconds", type=float, default=6.0, help="measured seconds per load run")
+    p.add_argument("--concurrency", default="1,4,16,32,64", help="single-image /score sweep")
+    p.add_argument("--batch-clients", type=int, default=4, help="clients for 64-image requests")
+    p.add_argument("--overload-clients", type=int, default=128)
+    p.add_argument("--wide-width", type=int, default=256, help="0 skips the wide-model runs")
+    p.add_argument("--torch-threads", type=int, default=None, help="GAN_TORCH_THREADS to use")
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="profile the server under single-image /score with py-spy (skipped without it)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write all results here")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "serve_load.png")
+    p.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.floor_server is not None:
+        run_floor_server(args.floor_server)
+        return 0
+
+    from service.settings import Settings
+
+    settings_env: dict[str, str] = {}
+    if args.torch_threads is not None:
+        settings_env["GAN_TORCH_THREADS"] = str(args.torch_threads)
+    defaults = Settings(**({"torch_threads": args.torch_threads} if args.torch_threads else {}))
+    threads = defaults.torch_threads
+    sweep = sorted({int(c) for c in args.concurrency.split(",")} | {32})
+    started = time.perf_counter()
+    results: list[LoadResult] = []
+    notes: list[str] = []
+
+    def show(r: LoadResult) -> None:
+        results.append(r)
+        print(fmt_row(r), flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        tmpdir = Path(tmp)
+        checkpoint = args.checkpoint
+        if not (checkpoint / "config.json").is_file():
+            notes.append(
+                f"{checkpoint} has no checkpoint: used a randomly initialised one of the default "
+                "config (g_width = d_width = 64; forward timings do not depend on the weights)"
+            )
+            checkpoint = wide_checkpoint(tmpdir / "default", width=64)
+        info = machine()
+        print(f"machine: {info}")
+        print(f"settings: defaults of service/settings.py, GAN_TORCH_THREADS={threads}")
+        for note in notes:
+            print(f"note: {note}")
+
+        pngs = sample_pngs(checkpoint, 64)
+        one = score_spec(pngs[:1])
+        many = score_spec(pngs)
+        gen64 = generate_spec(64)
+
+        raw = raw_forward(checkpoint, [1, 64], threads)
+        print(f"raw in-process forwards (images/s, {threads or 'default'} torch threads): {raw}")
+
+        print(HEADER)
+        on: dict[int, LoadResult] = {}
+        off: dict[int, LoadResult] = {}
+        floor: dict[int, LoadResult] = {}
+        with running(floor_server(tmpdir), "/ready") as srv:
+            for c in sweep:
+                r = run_load(srv, "score-1", one, c, args.seconds)
+                floor[c] = r
+                show(r)
+            show(run_load(srv, "score-64", many, args.batch_clients, args.seconds))
+        with running(
+            gan_serve("batching-off", checkpoint, tmpdir, {**settings_env, "GAN_MAX_BATCH": "1"})
+        ) as srv:
+            for c in sweep:
+                r = run_load(srv, "score-1", one, c, args.seconds)
+                off[c] = r
+                show(r)
+        with running(gan_serve("batching-on", checkpoint, tmpdir, settings_env)) as srv:
+            for c in sweep:
+                r = run_load(srv, "score-1", one, c, args.seconds)
+                on[c] = r
+                show(r)
+            score64 = run_load(srv, "score-64", many, args.batch_clients, args.seconds)
+            show(score64)
+            gen = run_load(srv, "generate-64", gen64, args.batch_clients, args.seconds)
+            show(gen)
+            burst = run_load(srv, "overload", one, args.overload_clients, args.seconds, 0.0)
+            import httpx
+
+            after = httpx.post(
+                srv.base + "/score", content=one.body, headers={"Content-Type": one.content_type}
+            )
+            burst.extra["status_after_burst"] = after.status_code
+            show(burst)
+
+        wide_on = wide_off = None
+        wide_raw: dict[str, dict[int, float]] = {}
+        if args.wide_width:
+            wide = wide_checkpoint(tmpdir / "wide", args.wide_width)
+            wide_raw = raw_forward(wide, [1, 64], threads)
+            print(f"raw wide-model forwards (images/s): {wide_raw}")
+            with running(
+                gan_serve("wide-off", wide, tmpdir, {**settings_env, "GAN_MAX_BATCH": "1"})
+            ) as srv:
+                wide_off = run_load(srv, "wide-score-1", one, 32, args.seconds)
+                show(wide_off)
+            with running(gan_serve("wide-on", wide, tmpdir, settings_env)) as srv:
+                wide_on = run_load(srv, "wide-score-1", one, 32, args.seconds)
+                show(wide_on)
+
+        profile: dict[str, float] = {}
+        spy = Path(sys.executable).parent / "py-spy"
+        if args.profile and not spy.exists():
+            print(f"profile: skipped, {spy} not found (pip install py-spy)")
+        elif args.profile:
+            prof = tmpdir / "profile.txt"
+            with running(gan_serve("profiled", checkpoint, tmpdir, settings_env)) as srv:
+                run_load(srv, "warm-up", one, 32, 1.0, 0.0)
+                with srv.profiled(prof, args.seconds):
+                    show(run_load(srv, "score-1-prof", one, 32, args.seconds, 0.0))
+            if prof.exists():
+                profile = summarize_profile(prof)
+                print(f"profile of the server under single-image /score, 32 clients: {profile}")
+            else:
+                print("profile: py-spy wrote nothing (is ptrace allowed here?)")
+
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 2) if b else float("nan")
+
+    servers = [r for r in results if r.server not in ("floor",)]
+    checks = {
+        "score-1 c=32: batching-on / floor >= 0.8": ratio(on[32].req_s, floor[32].req_s),
+        "score-1 c=32: batching-on / batching-off >= 1": ratio(on[32].req_s, off[32].req_s),
+        "score-1 any c: min batching-on / batching-off >= 1": min(
+            ratio(on[c].req_s, off[c].req_s) for c in sweep
+        ),
+        "score-64: images/s / raw D@64 >= 0.7": ratio(score64.images_s, raw["discriminator"][64]),
+        "generate-64: images/s / raw G@64 >= 0.7": ratio(gen.images_s, raw["generator"][64]),
+    }
+    if wide_on is not None and wide_off is not None:
+        checks["wide score-1 c=32: on / off >= 2"] = ratio(wide_on.req_s, wide_off.req_s)
+    limits = {">= 0.8": 0.8, ">= 1": 1.0, ">= 0.7": 0.7, ">= 2": 2.0}
+    print("\nratios (target):")
+    verdicts: dict[str, bool] = {}
+    for name, value in checks.items():
+        need = next(v for k, v in limits.items() if name.endswith(k))
+        verdicts[name] = value >= need
+        print(f"  {name:<52} {value:>6}  {'ok' if value >= need else 'MISS'}")
+    ready = max((r.ready_s or 0.0) for r in servers)
+    rss = max((r.peak_rss_mb or 0.0) for r in servers)
+    print(
+        f"  {'slowest ready after start <= 3 s':<52} {ready:>6}  {'ok' if ready <= 3 else 'MISS'}"
+    )
+    print(f"  {'largest peak RSS <= 500 MB':<52} {rss:>6.0f}  {'ok' if rss <= 500 else 'MISS'}")
+    print(f"  overload burst: statuses {burst.statuses}, then /score -> {after.status_code}")
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    title = (
+        f"single-image /score, {info['cores']} cores ({info['cpu']}), client on the same "
+        f"machine, {args.seconds:g} s per point"
+    )
+    plot(results, args.plot, title)
+    print(f"plot: {args.plot}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "notes": notes,
+                    "torch_threads": threads,
+                    "raw": raw,
+                    "wide_raw": wide_raw,
+                    "results": [asdict(r) for r in results],
+                    "ratios": checks,
+                    "verdicts": verdicts,
+                    "ready_s_max": ready,
+                    "peak_rss_mb_max": rss,
+                    "profile": profile,
+                },
+                indent=1,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
