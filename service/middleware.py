@@ -12,15 +12,16 @@ Order (outermost first), set up in :func:`service.app.create_app`::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +33,24 @@ access_logger = logging.getLogger("service.access")
 error_logger = logging.getLogger("service.error")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_RID_KEY = b"x-request-id"
+_NOSNIFF_KEY = b"x-content-type-options"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, receive: Receive) -> Message:
+        """``await receive()``, or TimeoutError after ``seconds`` (asyncio.timeout: a few
+        microseconds per call, several times cheaper than anyio's cancel scopes)."""
+        async with asyncio.timeout(seconds):
+            return await receive()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, receive: Receive) -> Message:
+        with anyio.fail_after(seconds):
+            return await receive()
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -85,6 +103,7 @@ class RequestContextMiddleware:
                 break
         request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        rid_value = request_id.encode("latin-1")
         start = time.perf_counter()
         status: int | None = None
         response_started = False
@@ -94,9 +113,14 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = int(message["status"])
-                headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id
-                headers.setdefault("X-Content-Type-Options", "nosniff")
+                # Raw header list (MutableHeaders re-parses it on every access).
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != _RID_KEY
+                ]
+                headers.append((_RID_KEY, rid_value))
+                if not any(k.lower() == _NOSNIFF_KEY for k, _ in headers):
+                    headers.append((_NOSNIFF_KEY, b"nosniff"))
+                message = {**message, "headers": headers}
             await send(message)
 
         access_logger.debug(
@@ -212,8 +236,7 @@ class BodySizeLimitMiddleware:
             if body_complete:
                 return await receive()
             try:
-                with anyio.fail_after(self.body_timeout_s):
-                    message = await receive()
+                message = await _within(self.body_timeout_s, receive)
             except TimeoutError:
                 raise HTTPException(
                     408,

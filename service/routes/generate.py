@@ -8,13 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.batching import GENERATOR
-from service.deps import EngineDep, SettingsDep, require_api_key
+from service.deps import BEARER_SECURITY, api_key, engine_of
 from service.imaging import encode_png
 from service.latents import (
     TRUNCATION_MODE,
@@ -204,7 +204,8 @@ _MODEL_HEADERS = {
 
 @router.post(
     "/generate",
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(api_key)],
+    openapi_extra=BEARER_SECURITY,
     summary="Generate images",
     description="Draw images from the generator. Image i of a request with seed S uses seed "
     "S + i, so {seed: S + i, n: 1} reproduces it alone; without a seed a random one is drawn "
@@ -228,9 +229,9 @@ _MODEL_HEADERS = {
 )
 async def generate(
     req: Annotated[GenerateRequest, Body(openapi_examples=GENERATE_EXAMPLES)],
-    engine: EngineDep,
-    settings: SettingsDep,
+    request: Request,
 ) -> Response:
+    engine, settings = engine_of(request), request.app.state.settings
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     with engine.arriving(GENERATOR) as arrival:
@@ -276,4 +277,4 @@ async def generate(
             for i in range(plan.count)
         ],
     )
-    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
