@@ -39,6 +39,7 @@ import platform
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -63,12 +69,8 @@ READY_TIMEOUT_S = 60.0
 # ------------------------------------------------------------------------------------------
 
 
-def floor_app() -> Any:
+def floor_app() -> FastAPI:
     """FastAPI app: POST /score reads the multipart files, decodes each with Pillow."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    from PIL import Image
-
     app = FastAPI()
     answer = {"ok": True}
 
@@ -106,6 +108,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process (all its threads) has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -146,7 +157,6 @@ class Server:
         return self.proc.pid
 
     def wait_ready(self, path: str = "/ready") -> float:
-        import httpx
 
         deadline = time.monotonic() + READY_TIMEOUT_S
         with httpx.Client(timeout=2.0) as http:
@@ -189,6 +199,7 @@ class Server:
                 "--rate",
                 "250",
                 "--nonblocking",
+                *(["--gil"] if os.environ.get("SERVE_LOAD_GIL") else []),
                 "--format",
                 "raw",
                 "-o",
@@ -248,7 +259,6 @@ class RequestSpec:
 
 
 def score_spec(pngs: list[bytes]) -> RequestSpec:
-    import httpx
 
     files = [("files", (f"d{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
     req = httpx.Request("POST", "http://x/score", files=files)
@@ -289,7 +299,6 @@ def _percentile(sorted_ms: list[float], q: float) -> float | None:
 async def _drive(
     base: str, spec: RequestSpec, concurrency: int, seconds: float, warmup_s: float
 ) -> tuple[float, list[float], Counter[str]]:
-    import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Content-Type": spec.content_type}
@@ -347,9 +356,18 @@ def run_load(
     seconds: float,
     warmup_s: float = 1.0,
 ) -> LoadResult:
+    server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
     elapsed, latencies, statuses = _event_loop_runner()(
         _drive(server.base, spec, concurrency, seconds, warmup_s)
     )
+    server_cpu1, client_cpu1 = cpu_seconds(server.pid), time.process_time()
+    total = elapsed + warmup_s
+    cpu = {
+        "server_cpu_pct": None
+        if server_cpu0 is None or server_cpu1 is None
+        else round(100 * (server_cpu1 - server_cpu0) / total),
+        "client_cpu_pct": round(100 * (client_cpu1 - client_cpu0) / total),
+    }
     ok = len(latencies)
     lat = sorted(latencies)
     return LoadResult(
@@ -367,6 +385,7 @@ def run_load(
         statuses=dict(sorted(statuses.items())),
         peak_rss_mb=peak_rss_mb(server.pid),
         ready_s=None if server.ready_s is None else round(server.ready_s, 2),
+        extra=cpu,
     )
 
 
@@ -485,16 +504,17 @@ def summarize_profile(path: Path) -> dict[str, float]:
 def fmt_row(r: LoadResult) -> str:
     codes = " ".join(f"{k}:{v}" for k, v in r.statuses.items())
     rss = "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
+    cpu = f"{r.extra.get('server_cpu_pct', '-')}/{r.extra.get('client_cpu_pct', '-')}"
     return (
         f"{r.scenario:<14} {r.server:<14} {r.concurrency:>4} {r.images_per_request:>4} "
         f"{r.req_s:>8.1f} {r.images_s:>9.1f} {r.p50_ms or 0:>8.1f} {r.p95_ms or 0:>8.1f} "
-        f"{r.p99_ms or 0:>8.1f} {rss:>6}  {codes}"
+        f"{r.p99_ms or 0:>8.1f} {rss:>6} {cpu:>9}  {codes}"
     )
 
 
 HEADER = (
     f"{'scenario':<14} {'server':<14} {'conc':>4} {'img':>4} {'req/s':>8} {'img/s':>9} "
-    f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'RSS MB':>6}  statuses"
+    f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'RSS MB':>6} {'CPU% s/c':>9}  statuses"
 )
 
 
@@ -528,15 +548,16 @@ def plot(results: list[LoadResult], path: Path, title: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for server, style in (("floor", "k--o"), ("batching-on", "b-o"), ("batching-off", "r-s")):
-        rows = sorted(
-            (r for r in results if r.scenario == "score-1" and r.server == server),
-            key=lambda r: r.concurrency,
-        )
-        if not rows:
+        runs: dict[int, list[LoadResult]] = {}
+        for r in results:
+            if r.scenario == "score-1" and r.server == server:
+                runs.setdefault(r.concurrency, []).append(r)
+        if not runs:
             continue
-        xs = [r.concurrency for r in rows]
-        ax1.plot(xs, [r.req_s for r in rows], style, label=server)
-        ax2.plot(xs, [r.p99_ms or float("nan") for r in rows], style, label=server)
+        xs = sorted(runs)  # medians where a point was measured more than once
+        ax1.plot(xs, [_median([r.req_s for r in runs[c]]) for c in xs], style, label=server)
+        p99 = [_median([r.p99_ms or float("nan") for r in runs[c]]) for c in xs]
+        ax2.plot(xs, p99, style, label=server)
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients (single-image /score)")
@@ -553,11 +574,16 @@ def plot(results: list[LoadResult], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist")
-    p.add_argument("--seconds", type=float, default=6.0, help="measured seconds per load run")
+    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per load run")
     p.add_argument("--concurrency", default="1,4,16,32,64", help="single-image /score sweep")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of each side-by-side comparison")
     p.add_argument("--batch-clients", type=int, default=4, help="clients for 64-image requests")
     p.add_argument("--overload-clients", type=int, default=128)
     p.add_argument("--wide-width", type=int, default=256, help="0 skips the wide-model runs")
@@ -584,15 +610,30 @@ def main(argv: list[str] | None = None) -> int:
     defaults = Settings(**({"torch_threads": args.torch_threads} if args.torch_threads else {}))
     threads = defaults.torch_threads
     sweep = sorted({int(c) for c in args.concurrency.split(",")} | {32})
+    seconds = args.seconds
     started = time.perf_counter()
     results: list[LoadResult] = []
     notes: list[str] = []
 
-    def show(r: LoadResult) -> None:
+    def show(r: LoadResult) -> LoadResult:
         results.append(r)
         print(fmt_row(r), flush=True)
+        return r
 
-    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+    def runs_of(scenario: str, server: str, concurrency: int) -> list[float]:
+        return [
+            r.images_s
+            for r in results
+            if (r.scenario, r.server, r.concurrency) == (scenario, server, concurrency)
+        ]
+
+    def paired(scenario: str, a: str, b: str, concurrency: int) -> float:
+        """Median over rounds of a/b, each round's runs taken back to back (this machine's
+        speed drifts by tens of percent over minutes; within a round it mostly cancels)."""
+        ra, rb = runs_of(scenario, a, concurrency), runs_of(scenario, b, concurrency)
+        return round(_median([x / y for x, y in zip(ra, rb, strict=True) if y]), 2)
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp, contextlib.ExitStack() as stack:
         tmpdir = Path(tmp)
         checkpoint = args.checkpoint
         if not (checkpoint / "config.json").is_file():
@@ -603,7 +644,11 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = wide_checkpoint(tmpdir / "default", width=64)
         info = machine()
         print(f"machine: {info}")
-        print(f"settings: defaults of service/settings.py, GAN_TORCH_THREADS={threads}")
+        print(
+            f"gan-serve: default settings (GAN_TORCH_THREADS={threads}, GAN_MAX_BATCH="
+            f"{defaults.max_batch}, GAN_MAX_DELAY_MS={defaults.max_delay_ms:g}, GAN_QUEUE_SIZE="
+            f"{defaults.queue_size}); batching off: GAN_MAX_BATCH=1"
+        )
         for note in notes:
             print(f"note: {note}")
 
@@ -613,57 +658,59 @@ def main(argv: list[str] | None = None) -> int:
         gen64 = generate_spec(64)
 
         raw = raw_forward(checkpoint, [1, 64], threads)
-        print(f"raw in-process forwards (images/s, {threads or 'default'} torch threads): {raw}")
+        raw_default = raw_forward(checkpoint, [64], 0)
+        print(f"raw in-process forwards, images/s, {threads} torch thread(s): {raw}")
+        print(f"raw in-process forwards, images/s, torch's default threads: {raw_default}")
 
-        print(HEADER)
-        on: dict[int, LoadResult] = {}
-        off: dict[int, LoadResult] = {}
-        floor: dict[int, LoadResult] = {}
-        with running(floor_server(tmpdir), "/ready") as srv:
-            for c in sweep:
-                r = run_load(srv, "score-1", one, c, args.seconds)
-                floor[c] = r
-                show(r)
-            show(run_load(srv, "score-64", many, args.batch_clients, args.seconds))
-        with running(
-            gan_serve("batching-off", checkpoint, tmpdir, {**settings_env, "GAN_MAX_BATCH": "1"})
-        ) as srv:
-            for c in sweep:
-                r = run_load(srv, "score-1", one, c, args.seconds)
-                off[c] = r
-                show(r)
-        with running(gan_serve("batching-on", checkpoint, tmpdir, settings_env)) as srv:
-            for c in sweep:
-                r = run_load(srv, "score-1", one, c, args.seconds)
-                on[c] = r
-                show(r)
-            score64 = run_load(srv, "score-64", many, args.batch_clients, args.seconds)
-            show(score64)
-            gen = run_load(srv, "generate-64", gen64, args.batch_clients, args.seconds)
-            show(gen)
-            burst = run_load(srv, "overload", one, args.overload_clients, args.seconds, 0.0)
-            import httpx
-
-            after = httpx.post(
-                srv.base + "/score", content=one.body, headers={"Content-Type": one.content_type}
+        # All three servers run at once (idle ones cost nothing) and take turns, so slow drifts
+        # of this shared machine hit them alike.
+        floor = stack.enter_context(running(floor_server(tmpdir)))
+        off = stack.enter_context(
+            running(
+                gan_serve(
+                    "batching-off", checkpoint, tmpdir, {**settings_env, "GAN_MAX_BATCH": "1"}
+                )
             )
-            burst.extra["status_after_burst"] = after.status_code
-            show(burst)
+        )
+        on = stack.enter_context(
+            running(gan_serve("batching-on", checkpoint, tmpdir, settings_env))
+        )
+        print(HEADER)
+        for c in sweep:
+            for srv in (floor, off, on):
+                show(run_load(srv, "score-1", one, c, seconds))
+        for _ in range(args.rounds - 1):  # the c = 32 comparison, repeated
+            for srv in (floor, off, on):
+                show(run_load(srv, "score-1", one, 32, seconds))
+        show(run_load(floor, "score-64", many, args.batch_clients, seconds))
+        for _ in range(max(1, args.rounds // 2)):
+            show(run_load(on, "score-64", many, args.batch_clients, seconds))
+            show(run_load(on, "generate-64", gen64, args.batch_clients, seconds))
+        score64 = _median(runs_of("score-64", "batching-on", args.batch_clients))
+        gen = _median(runs_of("generate-64", "batching-on", args.batch_clients))
+        burst = run_load(on, "overload", one, args.overload_clients, seconds, 0.0)
+        after = httpx.post(
+            on.base + "/score", content=one.body, headers={"Content-Type": one.content_type}
+        )
+        burst.extra["status_after_burst"] = after.status_code
+        show(burst)
+        for srv in (floor, off, on):
+            srv.stop()
 
-        wide_on = wide_off = None
         wide_raw: dict[str, dict[int, float]] = {}
         if args.wide_width:
             wide = wide_checkpoint(tmpdir / "wide", args.wide_width)
-            wide_raw = raw_forward(wide, [1, 64], threads)
-            print(f"raw wide-model forwards (images/s): {wide_raw}")
-            with running(
-                gan_serve("wide-off", wide, tmpdir, {**settings_env, "GAN_MAX_BATCH": "1"})
-            ) as srv:
-                wide_off = run_load(srv, "wide-score-1", one, 32, args.seconds)
-                show(wide_off)
-            with running(gan_serve("wide-on", wide, tmpdir, settings_env)) as srv:
-                wide_on = run_load(srv, "wide-score-1", one, 32, args.seconds)
-                show(wide_on)
+            wide_raw = raw_forward(wide, [1, 16, 64], threads)
+            print(f"raw wide-model forwards, images/s: {wide_raw}")
+            w_off = stack.enter_context(
+                running(gan_serve("wide-off", wide, tmpdir, {**settings_env, "GAN_MAX_BATCH": "1"}))
+            )
+            w_on = stack.enter_context(running(gan_serve("wide-on", wide, tmpdir, settings_env)))
+            for _ in range(args.rounds):
+                for srv in (w_on, w_off):
+                    show(run_load(srv, "wide-score-1", one, 32, seconds))
+            w_off.stop()
+            w_on.stop()
 
         profile: dict[str, float] = {}
         spy = Path(sys.executable).parent / "py-spy"
@@ -673,8 +720,8 @@ def main(argv: list[str] | None = None) -> int:
             prof = tmpdir / "profile.txt"
             with running(gan_serve("profiled", checkpoint, tmpdir, settings_env)) as srv:
                 run_load(srv, "warm-up", one, 32, 1.0, 0.0)
-                with srv.profiled(prof, args.seconds):
-                    show(run_load(srv, "score-1-prof", one, 32, args.seconds, 0.0))
+                with srv.profiled(prof, seconds):
+                    show(run_load(srv, "score-1-prof", one, 32, seconds, 0.0))
             if prof.exists():
                 profile = summarize_profile(prof)
                 print(f"profile of the server under single-image /score, 32 clients: {profile}")
@@ -684,25 +731,29 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(a: float, b: float) -> float:
         return round(a / b, 2) if b else float("nan")
 
-    servers = [r for r in results if r.server not in ("floor",)]
     checks = {
-        "score-1 c=32: batching-on / floor >= 0.8": ratio(on[32].req_s, floor[32].req_s),
-        "score-1 c=32: batching-on / batching-off >= 1": ratio(on[32].req_s, off[32].req_s),
-        "score-1 any c: min batching-on / batching-off >= 1": min(
-            ratio(on[c].req_s, off[c].req_s) for c in sweep
+        "score-1 c=32: batching-on / floor >= 0.8": paired("score-1", "batching-on", "floor", 32),
+        "score-1 c=32: batching-on / batching-off >= 1": paired(
+            "score-1", "batching-on", "batching-off", 32
         ),
-        "score-64: images/s / raw D@64 >= 0.7": ratio(score64.images_s, raw["discriminator"][64]),
-        "generate-64: images/s / raw G@64 >= 0.7": ratio(gen.images_s, raw["generator"][64]),
+        "score-1 any c: min batching-on / batching-off >= 1": min(
+            paired("score-1", "batching-on", "batching-off", c) for c in sweep
+        ),
+        "score-64: images/s / raw D@64 >= 0.7": ratio(score64, raw["discriminator"][64]),
+        "generate-64: images/s / raw G@64 >= 0.7": ratio(gen, raw["generator"][64]),
     }
-    if wide_on is not None and wide_off is not None:
-        checks["wide score-1 c=32: on / off >= 2"] = ratio(wide_on.req_s, wide_off.req_s)
+    if args.wide_width:
+        checks["wide score-1 c=32: on / off >= 2"] = paired(
+            "wide-score-1", "wide-on", "wide-off", 32
+        )
     limits = {">= 0.8": 0.8, ">= 1": 1.0, ">= 0.7": 0.7, ">= 2": 2.0}
-    print("\nratios (target):")
+    print(f"\nratios (side by side: median of {args.rounds} paired rounds where repeated; target):")
     verdicts: dict[str, bool] = {}
     for name, value in checks.items():
         need = next(v for k, v in limits.items() if name.endswith(k))
         verdicts[name] = value >= need
         print(f"  {name:<52} {value:>6}  {'ok' if value >= need else 'MISS'}")
+    servers = [r for r in results if r.server != "floor"]
     ready = max((r.ready_s or 0.0) for r in servers)
     rss = max((r.peak_rss_mb or 0.0) for r in servers)
     print(
@@ -712,8 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  overload burst: statuses {burst.statuses}, then /score -> {after.status_code}")
     print(f"total time {time.perf_counter() - started:.0f} s")
     title = (
-        f"single-image /score, {info['cores']} cores ({info['cpu']}), client on the same "
-        f"machine, {args.seconds:g} s per point"
+        f"single-image /score, {info['cores']} cores ({info['cpu']}), load client on the same "
+        f"machine, {seconds:g} s per point"
     )
     plot(results, args.plot, title)
     print(f"plot: {args.plot}")
@@ -726,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
                     "notes": notes,
                     "torch_threads": threads,
                     "raw": raw,
+                    "raw_default_threads": raw_default,
                     "wide_raw": wide_raw,
                     "results": [asdict(r) for r in results],
                     "ratios": checks,

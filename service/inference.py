@@ -49,7 +49,7 @@ class BatchingOptions:
     """How concurrent requests share forward passes (GAN_MAX_BATCH, GAN_MAX_DELAY_MS, ...)."""
 
     max_batch: int = 64
-    max_delay_ms: float = 5.0
+    max_delay_ms: float = 2.0
     queue_size: int = 64
     timeout_s: float = 30.0
 

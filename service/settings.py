@@ -52,10 +52,13 @@ class Settings(BaseSettings):
         description="torch device for inference, e.g. cpu, cuda, cuda:1.",
     )
     torch_threads: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=256,
-        description="torch intra-op threads per worker; 0 keeps torch's default.",
+        description="torch intra-op threads per worker; 0 keeps torch's default (one per core). "
+        "1 leaves the other cores to HTTP, decoding and PNG encoding: on 2 cores it served more "
+        "requests per second than 2, for the bundled model and a 4x wider one "
+        "(docs/benchmarks.md).",
     )
     torch_interop_threads: int = Field(
         default=1,
@@ -72,7 +75,7 @@ class Settings(BaseSettings):
         "chunks of this size. 1 turns batching off.",
     )
     max_delay_ms: float = Field(
-        default=5.0,
+        default=2.0,
         ge=0,
         le=10_000,
         description="Longest an idle batch worker waits for more images while other requests "

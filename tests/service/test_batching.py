@@ -491,3 +491,14 @@ def test_a_bug_in_the_batch_worker_fails_requests_instead_of_hanging(
     finally:
         executor.shutdown()
     assert sched.queued_jobs() == 0
+
+
+def test_the_gil_switch_interval_is_shortened_while_serving(ckpt_dir: Path) -> None:
+    from service.app import GIL_SWITCH_INTERVAL_S, create_app
+    from service.settings import Settings
+
+    before = sys.getswitchinterval()
+    with TestClient(create_app(Settings(checkpoint=ckpt_dir))) as client:
+        assert client.get("/ready").status_code == 200
+        assert sys.getswitchinterval() == min(before, GIL_SWITCH_INTERVAL_S)
+    assert sys.getswitchinterval() == before
