@@ -184,10 +184,26 @@ class Server:
                 self.proc.wait(wait)
         self._log.close()
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each thread of the server, by thread name."""
+        out: dict[str, float] = {}
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                name = (task / "comm").read_text().strip()
+                if task.name == str(self.pid):
+                    name = "event loop (main thread)"
+                elif name == "python" or name.startswith("python"):
+                    name = "other threads (decoding, PNG, ...)"
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                out[name] = out.get(name, 0.0) + used
+        return out
+
     @contextlib.contextmanager
     def profiled(self, out: Path, seconds: float) -> Iterator[None]:
-        """Sample this server with py-spy (attached, all threads, idle ones left out) for
-        ``seconds``; the collapsed stacks go to ``out``."""
+        """Sample this server with py-spy for ``seconds``: the thread holding the GIL only
+        (``--gil``), so the samples show where the Python time goes; collapsed stacks to
+        ``out``."""
         spy = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "py-spy"),
@@ -199,7 +215,7 @@ class Server:
                 "--rate",
                 "250",
                 "--nonblocking",
-                *(["--gil"] if os.environ.get("SERVE_LOAD_GIL") else []),
+                "--gil",
                 "--format",
                 "raw",
                 "-o",
@@ -689,10 +705,10 @@ def main(argv: list[str] | None = None) -> int:
         score64 = _median(runs_of("score-64", "batching-on", args.batch_clients))
         gen = _median(runs_of("generate-64", "batching-on", args.batch_clients))
         burst = run_load(on, "overload", one, args.overload_clients, seconds, 0.0)
-        after = httpx.post(
+        after_burst = httpx.post(
             on.base + "/score", content=one.body, headers={"Content-Type": one.content_type}
         )
-        burst.extra["status_after_burst"] = after.status_code
+        burst.extra["status_after_burst"] = after_burst.status_code
         show(burst)
         for srv in (floor, off, on):
             srv.stop()
@@ -713,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
             w_on.stop()
 
         profile: dict[str, float] = {}
+        per_request_us: dict[str, int] = {}
         spy = Path(sys.executable).parent / "py-spy"
         if args.profile and not spy.exists():
             print(f"profile: skipped, {spy} not found (pip install py-spy)")
@@ -720,11 +737,19 @@ def main(argv: list[str] | None = None) -> int:
             prof = tmpdir / "profile.txt"
             with running(gan_serve("profiled", checkpoint, tmpdir, settings_env)) as srv:
                 run_load(srv, "warm-up", one, 32, 1.0, 0.0)
+                before = srv.thread_cpu()
                 with srv.profiled(prof, seconds):
-                    show(run_load(srv, "score-1-prof", one, 32, seconds, 0.0))
+                    prof_run = show(run_load(srv, "score-1-prof", one, 32, seconds, 0.0))
+                after = srv.thread_cpu()
+            per_request_us = {
+                name: round(1e6 * (after[name] - before.get(name, 0.0)) / prof_run.requests_ok)
+                for name in after
+                if prof_run.requests_ok and after[name] - before.get(name, 0.0) > 0
+            }
+            print(f"server CPU per request by thread (us): {per_request_us}")
             if prof.exists():
                 profile = summarize_profile(prof)
-                print(f"profile of the server under single-image /score, 32 clients: {profile}")
+                print(f"where the GIL-holding (Python) time goes, single-image /score: {profile}")
             else:
                 print("profile: py-spy wrote nothing (is ptrace allowed here?)")
 
@@ -760,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  {'slowest ready after start <= 3 s':<52} {ready:>6}  {'ok' if ready <= 3 else 'MISS'}"
     )
     print(f"  {'largest peak RSS <= 500 MB':<52} {rss:>6.0f}  {'ok' if rss <= 500 else 'MISS'}")
-    print(f"  overload burst: statuses {burst.statuses}, then /score -> {after.status_code}")
+    print(f"  overload burst: statuses {burst.statuses}, then /score -> {after_burst.status_code}")
     print(f"total time {time.perf_counter() - started:.0f} s")
     title = (
         f"single-image /score, {info['cores']} cores ({info['cpu']}), load client on the same "
@@ -785,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ready_s_max": ready,
                     "peak_rss_mb_max": rss,
                     "profile": profile,
+                    "cpu_per_request_us_by_thread": per_request_us,
                 },
                 indent=1,
             )
