@@ -247,7 +247,7 @@ def running(server: Server, ready_path: str = "/ready") -> Iterator[Server]:
 def gan_serve(name: str, checkpoint: Path, logdir: Path, settings: dict[str, str]) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GAN_")}
-    env.update({"GAN_LOG_LEVEL": "warning", **settings})
+    env.update(settings)  # the service's defaults otherwise, JSON access log included
     argv = [sys.executable, "-m", "service.cli", "--checkpoint", str(checkpoint)]
     argv += ["--host", HOST, "--port", str(port)]
     return Server(name, argv, env, logdir, port)
@@ -370,7 +370,7 @@ def run_load(
     spec: RequestSpec,
     concurrency: int,
     seconds: float,
-    warmup_s: float = 1.0,
+    warmup_s: float = 0.5,
 ) -> LoadResult:
     server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
     elapsed, latencies, statuses = _event_loop_runner()(
@@ -386,6 +386,11 @@ def run_load(
     }
     ok = len(latencies)
     lat = sorted(latencies)
+    unexpected = set(statuses) - {"200", "503"}
+    if unexpected:  # show what the server said about it
+        lines = server.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if '"level": "ERROR"' in line or "Traceback" in line]
+        print(f"{server.name}: unexpected {sorted(unexpected)}; server errors: {errors[-5:]}")
     return LoadResult(
         scenario=scenario,
         server=server.name,
@@ -410,34 +415,51 @@ def run_load(
 # ------------------------------------------------------------------------------------------
 
 
+class RawForward:
+    """G(z) and D(x) of a checkpoint in this process (eval, inference_mode): images/s."""
+
+    def __init__(self, checkpoint: Path, threads: int) -> None:
+        import torch
+
+        from training.checkpoint import load_checkpoint
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        ckpt = load_checkpoint(checkpoint)
+        self.nets = {"generator": ckpt.generator.eval(), "discriminator": ckpt.discriminator.eval()}
+        self.z_dim = ckpt.model_config.z_dim
+
+    def images_per_s(self, name: str, batch: int, min_seconds: float = 1.0) -> float:
+        import torch
+
+        from training.models import to_model_range
+
+        gen = torch.Generator().manual_seed(batch)
+        with torch.inference_mode():
+            if name == "generator":
+                inp = torch.randn(batch, self.z_dim, generator=gen)
+            else:
+                pixels = torch.randint(0, 256, (batch, 1, 28, 28), generator=gen)
+                inp = to_model_range(pixels.to(torch.uint8))
+            net = self.nets[name]
+            for _ in range(3):
+                net(inp)
+            reps, start = 0, time.perf_counter()
+            while reps < 10_000 and (reps < 5 or time.perf_counter() - start < min_seconds):
+                net(inp)
+                reps += 1
+            return round(batch * reps / (time.perf_counter() - start), 1)
+
+
 def raw_forward(
     checkpoint: Path, batch_sizes: list[int], threads: int, min_seconds: float = 1.0
 ) -> dict[str, dict[int, float]]:
-    """images/s of G(z) and D(x) alone (eval, inference_mode), per batch size."""
-    import torch
-
-    from training.checkpoint import load_checkpoint
-    from training.models import to_model_range
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    ckpt = load_checkpoint(checkpoint)
-    g, d = ckpt.generator.eval(), ckpt.discriminator.eval()
-    z_dim = ckpt.model_config.z_dim
-    out: dict[str, dict[int, float]] = {"generator": {}, "discriminator": {}}
-    with torch.inference_mode():
-        for b in batch_sizes:
-            z = torch.randn(b, z_dim, generator=torch.Generator().manual_seed(b))
-            x = to_model_range(((g(z) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
-            for name, net, inp in (("generator", g, z), ("discriminator", d, x)):
-                for _ in range(3):
-                    net(inp)
-                reps, start = 0, time.perf_counter()
-                while reps < 10_000 and (reps < 5 or time.perf_counter() - start < min_seconds):
-                    net(inp)
-                    reps += 1
-                out[name][b] = round(b * reps / (time.perf_counter() - start), 1)
-    return out
+    """images/s of G(z) and D(x) alone, per batch size."""
+    raw = RawForward(checkpoint, threads)
+    return {
+        name: {b: raw.images_per_s(name, b, min_seconds) for b in batch_sizes}
+        for name in ("generator", "discriminator")
+    }
 
 
 def wide_checkpoint(path: Path, width: int = 256) -> Path:
@@ -597,9 +619,10 @@ def _median(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist")
-    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per load run")
+    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run")
     p.add_argument("--concurrency", default="1,4,16,32,64", help="single-image /score sweep")
-    p.add_argument("--rounds", type=int, default=5, help="rounds of each side-by-side comparison")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of the c=32 and wide comparisons")
+    p.add_argument("--sweep-rounds", type=int, default=3, help="rounds of the other comparisons")
     p.add_argument("--batch-clients", type=int, default=4, help="clients for 64-image requests")
     p.add_argument("--overload-clients", type=int, default=128)
     p.add_argument("--wide-width", type=int, default=256, help="0 skips the wide-model runs")
@@ -692,18 +715,23 @@ def main(argv: list[str] | None = None) -> int:
             running(gan_serve("batching-on", checkpoint, tmpdir, settings_env))
         )
         print(HEADER)
-        for c in sweep:
-            for srv in (floor, off, on):
-                show(run_load(srv, "score-1", one, c, seconds))
-        for _ in range(args.rounds - 1):  # the c = 32 comparison, repeated
-            for srv in (floor, off, on):
-                show(run_load(srv, "score-1", one, 32, seconds))
+        for c in sweep:  # each point: rounds of floor, off, on back to back
+            for _ in range(args.rounds if c == 32 else args.sweep_rounds):
+                for srv in (floor, off, on):
+                    show(run_load(srv, "score-1", one, c, seconds))
         show(run_load(floor, "score-64", many, args.batch_clients, seconds))
-        for _ in range(max(1, args.rounds // 2)):
-            show(run_load(on, "score-64", many, args.batch_clients, seconds))
-            show(run_load(on, "generate-64", gen64, args.batch_clients, seconds))
-        score64 = _median(runs_of("score-64", "batching-on", args.batch_clients))
-        gen = _median(runs_of("generate-64", "batching-on", args.batch_clients))
+        # 64 images per request against the raw forward at batch 64, measured right before.
+        rawer = RawForward(checkpoint, threads)
+        paired_raw: dict[str, list[float]] = {"score-64": [], "generate-64": []}
+        for _ in range(args.sweep_rounds):
+            for scenario, spec, net in (
+                ("score-64", many, "discriminator"),
+                ("generate-64", gen64, "generator"),
+            ):
+                raw_now = rawer.images_per_s(net, 64)
+                r = show(run_load(on, scenario, spec, args.batch_clients, seconds))
+                r.extra["raw_images_s"] = raw_now
+                paired_raw[scenario].append(r.images_s / raw_now)
         burst = run_load(on, "overload", one, args.overload_clients, seconds, 0.0)
         after_burst = httpx.post(
             on.base + "/score", content=one.body, headers={"Content-Type": one.content_type}
@@ -753,9 +781,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("profile: py-spy wrote nothing (is ptrace allowed here?)")
 
-    def ratio(a: float, b: float) -> float:
-        return round(a / b, 2) if b else float("nan")
-
     checks = {
         "score-1 c=32: batching-on / floor >= 0.8": paired("score-1", "batching-on", "floor", 32),
         "score-1 c=32: batching-on / batching-off >= 1": paired(
@@ -764,8 +789,8 @@ def main(argv: list[str] | None = None) -> int:
         "score-1 any c: min batching-on / batching-off >= 1": min(
             paired("score-1", "batching-on", "batching-off", c) for c in sweep
         ),
-        "score-64: images/s / raw D@64 >= 0.7": ratio(score64, raw["discriminator"][64]),
-        "generate-64: images/s / raw G@64 >= 0.7": ratio(gen, raw["generator"][64]),
+        "score-64: images/s / raw D@64 >= 0.7": round(_median(paired_raw["score-64"]), 2),
+        "generate-64: images/s / raw G@64 >= 0.7": round(_median(paired_raw["generate-64"]), 2),
     }
     if args.wide_width:
         checks["wide score-1 c=32: on / off >= 2"] = paired(

@@ -114,9 +114,7 @@ class RequestContextMiddleware:
                 response_started = True
                 status = int(message["status"])
                 # Raw header list (MutableHeaders re-parses it on every access).
-                headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != _RID_KEY
-                ]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _RID_KEY]
                 headers.append((_RID_KEY, rid_value))
                 if not any(k.lower() == _NOSNIFF_KEY for k, _ in headers):
                     headers.append((_NOSNIFF_KEY, b"nosniff"))
