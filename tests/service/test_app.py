@@ -95,6 +95,11 @@ def test_openapi_docs_have_an_example_for_every_endpoint(client: TestClient) -> 
     assert {"one_png", "grid", "json_truncated", "explicit_z", "interpolate"} <= set(gen_examples)
     score_body = spec["paths"]["/score"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/png"} <= set(score_body)
+    # The key-protected routes show the bearer scheme (the lock in /docs).
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, method in (("/generate", "post"), ("/score", "post"), ("/info", "get")):
+        assert spec["paths"][path][method]["security"] == [{"HTTPBearer": []}], path
+    assert "security" not in spec["paths"]["/metrics"]["get"]
 
 
 # ----------------------------------------------------------------------------------------------
