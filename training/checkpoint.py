@@ -246,6 +246,25 @@ def save_checkpoint(
     return final
 
 
+def copy_checkpoint(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, with_train_state: bool = True
+) -> Path:
+    """Atomically copy a checkpoint directory byte for byte (its recorded hashes stay valid).
+
+    ``with_train_state=False`` leaves out the training state: the copy can be served, sampled
+    and evaluated, but not resumed.
+    """
+    names = [CONFIG_FILE, *WEIGHT_FILES]
+    if with_train_state:
+        names += [TRAIN_STATE_TENSORS, TRAIN_STATE_JSON]
+    source, final = Path(src), Path(dst)
+    with atomic_directory(final) as tmp:
+        for name in names:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+    return final
+
+
 def checkpoint_hash_from_files(files: dict[str, dict[str, str]]) -> str:
     h = hashlib.sha256()
     for name in WEIGHT_FILES:
@@ -303,9 +322,10 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return cfg
 
 
-def _load_weights(
+def load_weights(
     file: Path, module: nn.Module, expected_sha: str | None, verify_hash: bool
 ) -> None:
+    """Load a safetensors file into ``module`` after checking hash, names, shapes, finiteness."""
     if not file.is_file():
         raise CheckpointError(f"{file}: missing")
     if verify_hash and expected_sha is not None:
@@ -380,8 +400,8 @@ def load_checkpoint(
     files = cfg.get("files", {}) if isinstance(cfg.get("files"), dict) else {}
     g = build_generator(model_config)
     d = build_discriminator(model_config)
-    _load_weights(ckpt / GENERATOR_FILE, g, files.get(GENERATOR_FILE, {}).get("sha256"), verify_hash)
-    _load_weights(
+    load_weights(ckpt / GENERATOR_FILE, g, files.get(GENERATOR_FILE, {}).get("sha256"), verify_hash)
+    load_weights(
         ckpt / DISCRIMINATOR_FILE, d, files.get(DISCRIMINATOR_FILE, {}).get("sha256"), verify_hash
     )
     g.to(device).eval()
@@ -452,13 +472,9 @@ class CheckpointManager:
         metric: float | None = None,
     ) -> Path:
         path = save_checkpoint(self.step_dir(step), generator, discriminator, config, train_state)
-        save_checkpoint(self.root / "latest", generator, discriminator, config, train_state)
+        copy_checkpoint(path, self.root / "latest")
         if metric is not None and self._is_better(metric):
-            shutil.copytree(path, self.root / ".best.incoming", dirs_exist_ok=True)
-            with atomic_directory(self.root / "best") as tmp:
-                for f in (self.root / ".best.incoming").iterdir():
-                    shutil.move(str(f), tmp / f.name)
-            shutil.rmtree(self.root / ".best.incoming", ignore_errors=True)
+            copy_checkpoint(path, self.root / "best")
         for old in self.step_dirs()[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         return path

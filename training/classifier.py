@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
-from training.checkpoint import CheckpointError, _load_weights, atomic_directory, sha256_file
+from training.checkpoint import CheckpointError, atomic_directory, load_weights, sha256_file
 from training.data import load_mnist
 
 CLASSIFIER_FORMAT = "mnist-classifier"
@@ -284,7 +284,7 @@ def load_classifier(path: str | os.PathLike[str] | None = None) -> Classifier:
         raise ClassifierError(f"{cfg_path}: no SHA-256 recorded for {WEIGHTS_FILE}")
     model = MnistCNN(arch)
     try:  # hash, safetensors parsing, tensor names/shapes, finiteness: the checkpoint rules
-        _load_weights(weights, model, expected_sha, verify_hash=True)
+        load_weights(weights, model, expected_sha, verify_hash=True)
     except CheckpointError as exc:
         raise ClassifierError(f"{exc} ({hint})") from exc
     return Classifier(directory, cfg, model)

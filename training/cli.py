@@ -163,9 +163,9 @@ def _given(flag: str, argv: list[str] | None) -> bool:
 def train(argv: list[str] | None = None) -> int:
     from training.checkpoint import (
         CheckpointManager,
+        copy_checkpoint,
         is_checkpoint,
         load_checkpoint,
-        save_checkpoint,
     )
     from training.loop import Trainer, TrainingError, resume_trainer
 
@@ -213,8 +213,8 @@ def train(argv: list[str] | None = None) -> int:
     if args.export is not None:
         best = trainer.manager.root / "best"
         src = best if is_checkpoint(best) else last
-        ck = load_checkpoint(src)
-        save_checkpoint(args.export, ck.generator, ck.discriminator, ck.config)
+        load_checkpoint(src)  # validate before publishing it
+        copy_checkpoint(src, args.export, with_train_state=False)
         print(f"exported {src} -> {args.export}")
     return 0
 
