@@ -329,7 +329,7 @@ class Trainer:
         stats: dict[str, float] = {}
         # ---- fix G, update D: maximise log D(x) + log(1 - D(G(z))) ----
         self.d.requires_grad_(True)
-        for _ in range(cfg.d_steps):
+        for k in range(cfg.d_steps):
             real = self._prep(self.batches.next())
             with torch.no_grad():
                 fake = self.g(self._z(cfg.batch_size))
@@ -337,7 +337,7 @@ class Trainer:
             fake_logits = self.d(fake)
             loss = d_loss(cfg.loss, real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
-            d_iter = self.step * cfg.d_steps + _
+            d_iter = self.step * cfg.d_steps + k
             if cfg.r1_gamma > 0 and d_iter % cfg.r1_every == 0:
                 r1 = r1_penalty(self.d, real)
                 loss = loss + 0.5 * cfg.r1_gamma * cfg.r1_every * r1

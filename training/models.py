@@ -115,7 +115,7 @@ class Generator(nn.Module):
         )
         blocks: list[nn.Module] = []
         ch = top
-        for i in range(n_up - 1):
+        for _ in range(n_up - 1):
             # [B, ch, s, s] -> [B, ch/2, 2s, 2s]
             blocks += [
                 nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
@@ -123,7 +123,6 @@ class Generator(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             ch //= 2
-            del i
         # [B, g_width, R/2, R/2] -> [B, C, R, R]
         blocks += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1), nn.Tanh()]
         self.body = nn.Sequential(*blocks)
