@@ -53,6 +53,7 @@ RUN set -eu; \
     "$VENV/bin/pip" install --no-cache-dir "$@" -r requirements.txt
 
 # 3. The project itself, as a regular (non-editable) install.
+COPY gan/ gan/
 COPY training/ training/
 COPY service/ service/
 RUN set -eu; \
@@ -74,7 +75,7 @@ RUN set -eu; \
     find "$site/torch/_inductor" "$site/torch/_dynamo" "$site/sympy" "$site/mpmath" "$site/networkx" \
          -depth -type d -name __pycache__ -exec rm -rf {} +; \
     "$VENV/bin/pip" check; \
-    "$VENV/bin/python" -c "import torch, service, training.checkpoint; torch.zeros(1).sum().item()"
+    "$VENV/bin/python" -c "import torch, gan.checkpoint, service, training; torch.zeros(1).sum().item()"
 
 FROM python:3.11-slim
 

@@ -36,12 +36,14 @@ sample: install
 
 ## test: lint, type-check and run the whole test suite
 test: install-dev
-	$(BIN)/ruff check training service tests bench
+	$(BIN)/ruff check gan training service tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: install-dev
-	$(BIN)/ruff check training service tests bench
+	$(BIN)/ruff check gan training service tests bench
+	$(BIN)/lint-imports
 
 typecheck: install-dev
 	$(BIN)/mypy

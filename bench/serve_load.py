@@ -421,7 +421,7 @@ class RawForward:
     def __init__(self, checkpoint: Path, threads: int) -> None:
         import torch
 
-        from training.checkpoint import load_checkpoint
+        from gan.checkpoint import load_checkpoint
 
         if threads > 0:
             torch.set_num_threads(threads)
@@ -432,7 +432,7 @@ class RawForward:
     def images_per_s(self, name: str, batch: int, min_seconds: float = 1.0) -> float:
         import torch
 
-        from training.models import to_model_range
+        from gan.models import to_model_range
 
         gen = torch.Generator().manual_seed(batch)
         with torch.inference_mode():
@@ -463,8 +463,8 @@ def raw_forward(
 
 
 def wide_checkpoint(path: Path, width: int = 256) -> Path:
-    from training.checkpoint import build_config, save_checkpoint
-    from training.models import ModelConfig, build_models
+    from gan.checkpoint import build_config, save_checkpoint
+    from gan.models import ModelConfig, build_models
 
     cfg = ModelConfig(resolution=28, channels=1, z_dim=64, g_width=width, d_width=width)
     g, d = build_models(cfg, seed=0)
@@ -474,18 +474,12 @@ def wide_checkpoint(path: Path, width: int = 256) -> Path:
 
 def sample_pngs(checkpoint: Path, count: int) -> list[bytes]:
     """``count`` 28x28 PNGs drawn by the checkpoint's own generator (realistic uploads)."""
-    import torch
-
-    from service.imaging import encode_png
-    from training.checkpoint import load_checkpoint
-    from training.images import to_hwc
-    from training.models import to_uint8
+    from gan.checkpoint import load_checkpoint
+    from gan.io import encode_pngs
+    from gan.sampling import sample
 
     ckpt = load_checkpoint(checkpoint)
-    with torch.inference_mode():
-        z = torch.randn(count, ckpt.model_config.z_dim, generator=torch.Generator().manual_seed(7))
-        images = to_uint8(ckpt.generator.eval()(z))
-    return [encode_png(img) for img in to_hwc(images)]
+    return encode_pngs(sample(ckpt.generator, ckpt.model_config.z_dim, seed=7, n=count))
 
 
 # ------------------------------------------------------------------------------------------

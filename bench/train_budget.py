@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 
-from training.cli import load_training_data
-from training.evaluate import run_eval_cli
-from training.images import save_grid
-from training.loop import TrainConfig, Trainer, configure_torch, generate_uint8
-from training.models import ModelConfig
+from gan.io import save_grid
+from gan.models import ModelConfig
+from gan.sampling import sample
+from training.cli import eval_main
+from training.config import TrainConfig
+from training.data import load_training_data
+from training.loop import Trainer, configure_torch
 
 
 def recipes(seed: int) -> dict[str, TrainConfig]:
@@ -82,10 +84,10 @@ def main() -> None:
     results: dict[str, dict] = {}
     for name, t in trainers.items():
         ckpt = t.save_checkpoint()
-        z = torch.randn(64, t.mc.z_dim, generator=torch.Generator().manual_seed(0))
-        save_grid(generate_uint8(t.export_generator(), z), args.out / f"{name}-samples.png", nrow=8)
+        grid = sample(t.export_generator(), t.mc.z_dim, seed=0, n=64)
+        save_grid(grid, args.out / f"{name}-samples.png", nrow=8)
         out_json = args.out / f"{name}-eval.json"
-        rc = run_eval_cli([
+        rc = eval_main([
             "--checkpoint", str(ckpt), "--num", str(args.eval_num), "--json", str(out_json),
             *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
         ])

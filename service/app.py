@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from service.batching import QueueFull, QueueTimeout
+from service.deps import BEARER_SCHEME, BEARER_SCHEME_SPEC
 from service.inference import BatchingOptions, InferenceEngine, StartupError
 from service.metrics import Metrics
 from service.middleware import (
@@ -107,7 +109,9 @@ async def _queue_timeout_handler(request: Request, exc: Exception) -> JSONRespon
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
     settings = settings if settings is not None else Settings()
-    app_metrics = Metrics()
+    routers = (health, info, generate, score)
+    model_paths = tuple(path for module in routers for path in module.MODEL_PATHS)
+    app_metrics = Metrics(model_routes=model_paths)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -174,7 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
     )
-    app.add_middleware(AdmissionMiddleware, limit=settings.queue_size, metrics=app_metrics)
+    app.add_middleware(
+        AdmissionMiddleware, limit=settings.queue_size, paths=model_paths, metrics=app_metrics
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -193,11 +199,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
-    for module in (health, info, generate, score):
+    for module in routers:
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
+    _add_security_scheme(app)
     return app
+
+
+def _add_security_scheme(app: FastAPI) -> None:
+    """Declare the bearer scheme that the key-protected routes name (service.deps.protected)
+    in the OpenAPI components, so /docs shows the lock and an 'Authorize' button."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[BEARER_SCHEME] = BEARER_SCHEME_SPEC
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

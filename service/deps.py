@@ -1,10 +1,11 @@
-"""Settings, the inference engine and the optional API key, for the routes.
+"""What routes need: the settings, the inference engine, and the one API-key check.
 
-``/info`` uses them as FastAPI dependencies. The hot routes (``/generate``, ``/score``) use
-:func:`api_key` (one light dependency) and :func:`model_context` instead: every FastAPI dependency costs tens of microseconds of
-event-loop time per request (measured with py-spy under load), which is a sizeable share of a
-single-image request. They declare the same security scheme for the OpenAPI docs
-(:data:`BEARER_SECURITY`), so ``/docs`` shows the lock on all three.
+Every key-protected route (``/generate``, ``/score``, ``/info``) declares ``**protected()``:
+the :func:`require_api_key` dependency plus the bearer security scheme in OpenAPI (the lock in
+``/docs``). The dependency has no sub-dependencies on purpose: every FastAPI dependency costs
+tens of microseconds of event-loop time per request (measured with py-spy under load), a
+sizeable share of a single-image request. It runs before the request body is validated, so a
+caller without the key gets 401, not 422.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.inference import InferenceEngine
 from service.settings import Settings
 
 BEARER_SCHEME = "HTTPBearer"
-_bearer = HTTPBearer(
-    scheme_name=BEARER_SCHEME,
-    auto_error=False,
-    description="Needed only when the server runs with GAN_API_KEY: 'Authorization: Bearer <key>'.",
-)
-#: ``openapi_extra`` of routes that check the key with :func:`model_context`.
-BEARER_SECURITY: dict[str, Any] = {"security": [{BEARER_SCHEME: []}]}
+#: The OpenAPI security scheme of the key (added to the schema's components by create_app).
+BEARER_SCHEME_SPEC: dict[str, Any] = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "Needed only when the server runs with GAN_API_KEY: "
+    "'Authorization: Bearer <key>'.",
+}
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a
@@ -70,26 +70,18 @@ def check_api_key(request: Request, settings: Settings) -> None:
         )
 
 
-async def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """The API-key check as a dependency (``credentials`` puts the scheme into OpenAPI)."""
+async def require_api_key(request: Request) -> None:
+    """The API-key check as one light dependency."""
     check_api_key(request, request.app.state.settings)
 
 
-async def api_key(request: Request) -> None:
-    """The API-key check as one light dependency (no sub-dependencies): /generate runs it
-    before its JSON body is validated, so a caller without the key gets 401, not 422."""
-    check_api_key(request, request.app.state.settings)
-
-
-def model_context(request: Request) -> tuple[InferenceEngine, Settings]:
-    """API key, then the engine and the settings: what /generate and /score need first."""
-    settings: Settings = request.app.state.settings
-    check_api_key(request, settings)
-    return engine_of(request), settings
-
+def protected(**openapi_extra: Any) -> dict[str, Any]:
+    """Route decorator arguments of a key-protected route: ``@router.post(path,
+    **protected())``; ``openapi_extra`` entries of the route go through here."""
+    return {
+        "dependencies": [Depends(require_api_key)],
+        "openapi_extra": {**openapi_extra, "security": [{BEARER_SCHEME: []}]},
+    }
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]

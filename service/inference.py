@@ -20,9 +20,7 @@ the back-pressure (:class:`~service.batching.QueueFull`) and the timeout
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import itertools
 import logging
 import math
 import sys
@@ -32,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gan.errors import UserError
 from service.batching import DISCRIMINATOR, GENERATOR, Arrival, BatchScheduler
 
 if TYPE_CHECKING:
@@ -39,9 +38,9 @@ if TYPE_CHECKING:
 
     import torch
 
+    from gan.checkpoint import Checkpoint, CheckpointConfig, RealScores
+    from gan.models import ModelConfig
     from service.metrics import Metrics
-    from training.checkpoint import Checkpoint
-    from training.models import ModelConfig
 
 logger = logging.getLogger("service")
 
@@ -78,7 +77,7 @@ def configure_torch_threads(intra: int, interop: int) -> None:
             )
 
 
-class StartupError(Exception):
+class StartupError(UserError):
     """The service cannot start; the message names the file or setting and the problem."""
 
 
@@ -105,74 +104,6 @@ class ModelInfo:
         }
 
 
-@dataclass(frozen=True)
-class RealScores:
-    """D's logits on held-out real images, as quantiles (``config.json`` ``real_scores``)."""
-
-    levels: tuple[float, ...]  # ascending, 0.0 .. 1.0
-    quantiles: tuple[float, ...]  # logit at each level, non-decreasing
-    num_images: int | None
-    source: str | None
-
-    @classmethod
-    def from_config(cls, data: Any, where: str) -> RealScores | None:
-        """Validate the checkpoint's ``real_scores`` entry; ``where`` names the file in errors."""
-        if data is None:
-            return None
-
-        def bad(problem: str) -> StartupError:
-            return StartupError(f"{where}: 'real_scores' {problem}")
-
-        if not isinstance(data, dict):
-            raise bad(f"must be an object or null, got {type(data).__name__}")
-        levels, quantiles = data.get("levels"), data.get("quantiles")
-        if not isinstance(levels, list) or not isinstance(quantiles, list):
-            raise bad("needs the lists 'levels' and 'quantiles'")
-        if len(levels) != len(quantiles) or len(levels) < 2:
-            raise bad(
-                f"'levels' ({len(levels)}) and 'quantiles' ({len(quantiles)}) must have the same "
-                "length, at least 2"
-            )
-        for name, values in (("levels", levels), ("quantiles", quantiles)):
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise bad(f"'{name}' must hold finite numbers, found {v!r}")
-        if any(b <= a for a, b in itertools.pairwise(levels)):
-            raise bad("'levels' must be strictly increasing")
-        if levels[0] != 0.0 or levels[-1] != 1.0:
-            raise bad(f"'levels' must run from 0.0 to 1.0, got {levels[0]} .. {levels[-1]}")
-        if any(b < a for a, b in itertools.pairwise(quantiles)):
-            raise bad("'quantiles' must be non-decreasing (one logit per level, ascending)")
-        num = data.get("num_images")
-        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
-            raise bad(f"'num_images' must be a positive integer, got {num!r}")
-        source = data.get("source")
-        return cls(
-            tuple(float(v) for v in levels),
-            tuple(float(v) for v in quantiles),
-            num,
-            None if source is None else str(source),
-        )
-
-    def percentile(self, logit: float) -> float:
-        """Share (0..100) of the held-out real images whose logit is lower than ``logit``.
-
-        The empirical distribution is read off the stored quantiles: below the lowest one the
-        share is 0, above the highest 100, and in between it is interpolated linearly between
-        the two surrounding quantiles (at a run of equal quantiles it jumps across the run).
-        """
-        q = self.quantiles
-        k = bisect.bisect_left(q, logit)  # quantiles strictly below the logit: q[:k]
-        if k == 0:
-            return 0.0
-        if k == len(q):
-            return 100.0
-        lo, hi = q[k - 1], q[k]  # lo < logit <= hi, lo < hi
-        frac = (logit - lo) / (hi - lo)
-        level = self.levels[k - 1] + frac * (self.levels[k] - self.levels[k - 1])
-        return 100.0 * level
-
-
 def sigmoid(x: float) -> float:
     """Numerically stable logistic function."""
     if x >= 0:
@@ -195,12 +126,10 @@ class InferenceEngine:
     ) -> None:
         self.checkpoint = checkpoint
         self.device = device
-        self.config: dict[str, Any] = checkpoint.config
+        self.config: CheckpointConfig = checkpoint.config
         self.model_config: ModelConfig = checkpoint.model_config
         self.info = ModelInfo(checkpoint.model_id, checkpoint.step, checkpoint.checkpoint_hash)
-        self.real_scores = RealScores.from_config(
-            checkpoint.config.get("real_scores"), str(Path(checkpoint.path) / "config.json")
-        )
+        self.real_scores: RealScores | None = checkpoint.config.real_scores
         self._generator = checkpoint.generator
         self._discriminator = checkpoint.discriminator
         self.batching = batching if batching is not None else BatchingOptions()
@@ -238,7 +167,7 @@ class InferenceEngine:
         """Load, validate and warm up a checkpoint; raise :class:`StartupError` on any problem."""
         import torch
 
-        from training.checkpoint import CheckpointError, load_checkpoint
+        from gan.checkpoint import CheckpointError, load_checkpoint
 
         try:
             dev = torch.device(device)
@@ -255,20 +184,9 @@ class InferenceEngine:
             raise StartupError(str(exc)) from exc
         except (RuntimeError, OSError) as exc:  # e.g. a device that exists but cannot be used
             raise StartupError(f"{path}: cannot load the checkpoint on {device}: {exc}") from exc
-        try:
-            engine = cls(
-                ckpt,
-                device=str(dev),
-                batching=batching,
-                metrics=metrics,
-                torch_threads=torch_threads,
-            )
-        except StartupError:
-            raise
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:
-            raise StartupError(
-                f"{Path(path) / 'config.json'}: malformed entry ({type(exc).__name__}: {exc})"
-            ) from exc
+        engine = cls(
+            ckpt, device=str(dev), batching=batching, metrics=metrics, torch_threads=torch_threads
+        )
         try:
             engine._check_consistency()
         except StartupError:
@@ -281,15 +199,7 @@ class InferenceEngine:
         """One tiny forward pass of G and D: shapes must match what config.json promises."""
         import torch
 
-        cfg_file = Path(self.checkpoint.path) / "config.json"
         mc = self.model_config
-        for key in ("resolution", "channels"):
-            value = self.config.get(key)
-            if value is not None and value != getattr(mc, key):
-                raise StartupError(
-                    f"{cfg_file}: '{key}' is {value!r} but the 'model' section says "
-                    f"{getattr(mc, key)!r}; the checkpoint is inconsistent"
-                )
         z = torch.zeros(1, mc.z_dim)
         images = self._generate_sync(z)
         expected = (1, mc.channels, mc.resolution, mc.resolution)
@@ -342,22 +252,14 @@ class InferenceEngine:
         return self._score_sync(x)
 
     def _generate_sync(self, z: torch.Tensor) -> torch.Tensor:
-        import torch
+        from gan.sampling import generate
 
-        from training.models import to_uint8
-
-        with torch.inference_mode():
-            out = self._generator(z.to(self.device, torch.float32))
-            return to_uint8(out).cpu()
+        return generate(self._generator, z, chunk=max(1, int(z.shape[0])))
 
     def _score_sync(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
+        from gan.sampling import score
 
-        from training.models import to_model_range
-
-        with torch.inference_mode():
-            logits = self._discriminator(to_model_range(x.to(self.device)))
-            return logits.float().cpu()
+        return score(self._discriminator, x, chunk=max(1, int(x.shape[0])))
 
     def arriving(self, kind: str) -> AbstractContextManager[Arrival]:
         """Announce a request that will call :meth:`generate` (``"generator"``) or :meth:`score`

@@ -34,7 +34,7 @@ MODELS = ("generator", "discriminator")
 class Metrics:
     """The collectors of one app, registered on ``self.registry``."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_routes: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -105,7 +105,7 @@ class Metrics:
         for model in MODELS:  # present from the start, at 0
             self.queue_depth.labels(model)
             self.queue_images.labels(model)
-        for route in ("/generate", "/score"):
+        for route in model_routes:
             for reason in ("queue_full", "timeout"):
                 self.rejected.labels(route, reason)
 

@@ -53,11 +53,6 @@ else:  # pragma: no cover - Python 3.10
             return await receive()
 
 
-def request_id_of(scope: Scope) -> str | None:
-    state = scope.get("state")
-    return state.get("request_id") if isinstance(state, dict) else None
-
-
 async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> None:
@@ -264,7 +259,8 @@ class BodySizeLimitMiddleware:
 
 
 class AdmissionMiddleware:
-    """Admit at most ``limit`` model requests (``POST`` to ``paths``) at once; 503 beyond.
+    """Admit at most ``limit`` model requests (``POST`` to ``paths``, the routes' declared
+    ``MODEL_PATHS``) at once; 503 beyond.
 
     A request holds its slot from arrival until its response is sent: while its body is read,
     its images are decoded, it waits in the batch queue and runs. When all slots are taken the
@@ -277,7 +273,7 @@ class AdmissionMiddleware:
         app: ASGIApp,
         *,
         limit: int,
-        paths: tuple[str, ...] = ("/generate", "/score"),
+        paths: tuple[str, ...],
         retry_after_s: int = 1,
         metrics: Metrics | None = None,
     ) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
-from service.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
+from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 
 Seed = Annotated[
     int, Field(ge=0, lt=SEED_LIMIT, description=f"Integer in [0, 2**53) = [0, {SEED_LIMIT}).")
@@ -175,7 +175,7 @@ class PercentileReference(BaseModel):
 class ScoreResponse(BaseModel):
     model: ModelRef
     preprocessing: dict[str, Any] = Field(
-        description="How every image was converted to model pixels (training.preprocess)."
+        description="How every image was converted to model pixels (gan.preprocess)."
     )
     percentile_reference: PercentileReference | None
     notes: list[str]
@@ -186,7 +186,7 @@ class ScoreResponse(BaseModel):
             "example": {
                 "model": EXAMPLE_MODEL,
                 "preprocessing": {
-                    "function": "training.preprocess.to_model_pixels",
+                    "function": "gan.preprocess.to_model_pixels",
                     "resolution": 28,
                     "channels": 1,
                     "color_mode": "L",
@@ -283,7 +283,7 @@ class InfoResponse(BaseModel):
                     "max_image_pixels": 4194304,
                 },
                 "preprocessing": {
-                    "function": "training.preprocess.to_model_pixels",
+                    "function": "gan.preprocess.to_model_pixels",
                     "steps": ["…"],
                 },
                 "generate": {"formats": ["png", "grid", "json"], "truncation_mode": "resample"},

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from training.checkpoint import build_config, save_checkpoint
-from training.models import ModelConfig, build_models
+from gan.checkpoint import build_config, save_checkpoint
+from gan.models import ModelConfig, build_models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,22 +32,32 @@ def mnist_dir() -> Path:
     return path
 
 
-def make_tiny_checkpoint(
-    path: Path, *, resolution: int = 28, channels: int = 1, z_dim: int = 8, width: int = 8,
-    step: int = 0, seed: int = 0, real_scores: dict | None = None,
+def make_checkpoint(
+    path: Path,
+    *,
+    resolution: int = 28,
+    channels: int = 1,
+    z_dim: int = 8,
+    width: int = 8,
+    step: int = 0,
+    seed: int = 0,
+    dataset: str = "tiny-test",
+    metrics: dict[str, Any] | None = None,
+    real_scores: dict[str, Any] | None = None,
 ) -> Path:
+    """A tiny, randomly initialised checkpoint written with save_checkpoint (the one helper
+    every test package builds its checkpoints with)."""
     cfg = ModelConfig(
         resolution=resolution, channels=channels, z_dim=z_dim, g_width=width, d_width=width
     )
     g, d = build_models(cfg, seed=seed)
-    g.eval()
-    d.eval()
     config = build_config(
-        cfg, step=step, seed=seed, dataset={"name": "tiny-test"}, real_scores=real_scores
-    )
-    return save_checkpoint(path, g, d, config)
+        cfg, step=step, seed=seed, dataset={"name": dataset}, metrics=metrics,
+        real_scores=real_scores,
+    )  # fmt: skip
+    return save_checkpoint(path, g.eval(), d.eval(), config)
 
 
 @pytest.fixture()
 def tiny_checkpoint(tmp_path: Path) -> Path:
-    return make_tiny_checkpoint(tmp_path / "ckpt")
+    return make_checkpoint(tmp_path / "ckpt")

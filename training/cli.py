@@ -1,20 +1,22 @@
 """Command-line entry points: ``gan-train``, ``gan-sample`` and ``gan-eval``.
 
-User errors (bad paths, bad options, broken checkpoints or data) print one ``error: ...`` line
-and exit with status 2; they never show a traceback.
+Thin: they parse options and call the library. Any :class:`gan.errors.UserError` (bad paths,
+options, broken checkpoints, classifiers or data) prints one ``error: ...`` line and exits with
+status 2; they never show a traceback for something the user can fix.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.errors import UserError
+from gan.errors import UserError
 
 
 def _run(fn: Callable[[], int]) -> int:
@@ -26,54 +28,34 @@ def _run(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # argparse: usage error (2) or --help (0), already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
 
 
 # --------------------------------------------------------------------------------------------
 # gan-train
 # --------------------------------------------------------------------------------------------
 
+#: Options that ``--resume`` may change; every other option is the run's own.
+RESUME_OVERRIDES = ("steps", "time_budget_s")
+
 
 def build_train_parser() -> argparse.ArgumentParser:
-    from training.loop import TrainConfig
-    from training.models import ARCHITECTURES, ModelConfig
+    from training.config import add_config_arguments
+    from training.data import DATASETS
 
-    d, m = TrainConfig(), ModelConfig()
     p = argparse.ArgumentParser(
         prog="gan-train",
         description="Train a GAN (G and D) on MNIST or a folder of images and write checkpoints.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=["mnist", "folder"], default="mnist", help="dataset kind")
+    g.add_argument("--data", choices=DATASETS, default="mnist", help="dataset kind (mnist)")
     g.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or image folder")
     g.add_argument("--download", action="store_true", help="download MNIST if missing (verified by SHA-256)")
     g.add_argument("--cache-dir", type=Path, default=None, help="where folder datasets are cached")
     g.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    g = p.add_argument_group("model")
-    g.add_argument("--resolution", type=int, default=m.resolution, choices=[28, 32, 64])
-    g.add_argument("--channels", type=int, default=m.channels, choices=[1, 3])
-    g.add_argument("--z-dim", type=int, default=m.z_dim)
-    g.add_argument("--g-width", type=int, default=m.g_width)
-    g.add_argument("--d-width", type=int, default=m.d_width)
-    g.add_argument("--arch", choices=ARCHITECTURES, default=m.arch)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=d.steps, help="G updates (iterations)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--d-steps", type=int, default=d.d_steps, help="D updates per G update")
-    g.add_argument("--loss", choices=["nonsat", "minimax", "hinge"], default=d.loss)
-    g.add_argument("--lr-g", type=float, default=d.lr_g)
-    g.add_argument("--lr-d", type=float, default=d.lr_d)
-    g.add_argument("--beta1", type=float, default=d.beta1)
-    g.add_argument("--beta2", type=float, default=d.beta2)
-    g.add_argument("--r1-gamma", type=float, default=d.r1_gamma, help="R1 weight on real images (0: off)")
-    g.add_argument("--r1-every", type=int, default=d.r1_every, help="lazy R1 interval")
-    g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA of G (0: off)")
-    g.add_argument("--ema-warmup", type=int, default=d.ema_warmup)
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: torch default)")
-    g.add_argument("--no-channels-last", action="store_true", help="disable channels_last tensors")
-    g.add_argument("--time-budget", type=float, default=0.0, help="stop after N seconds of training")
+    add_config_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/<time>)")
     g.add_argument("--resume", type=Path, default=None,
@@ -81,130 +63,80 @@ def build_train_parser() -> argparse.ArgumentParser:
                    "options are kept; --steps and --time-budget given here override them)")
     g.add_argument("--export", type=Path, default=None,
                    help="also write the final (best, else latest) checkpoint here, without training state")
-    g.add_argument("--sample-every", type=int, default=d.sample_every)
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    g.add_argument("--eval-every", type=int, default=d.eval_every)
-    g.add_argument("--eval-samples", type=int, default=d.eval_samples)
     g.add_argument("--no-eval", action="store_true", help="skip the quick FID used to pick 'best'")
-    g.add_argument("--keep-last", type=int, default=d.keep_last)
-    g.add_argument("--log-every", type=int, default=d.log_every)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-def _train_config(args: argparse.Namespace) -> Any:
-    from training.loop import TrainConfig, TrainingError
-    from training.models import ConfigError, ModelConfig
-
-    try:
-        model = ModelConfig(
-            resolution=args.resolution, channels=args.channels, z_dim=args.z_dim,
-            g_width=args.g_width, d_width=args.d_width, arch=args.arch,
-        )
-        return TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, d_steps=args.d_steps, loss=args.loss,
-            lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
-            r1_gamma=args.r1_gamma, r1_every=args.r1_every, ema_decay=args.ema_decay,
-            ema_warmup=args.ema_warmup, seed=args.seed, threads=args.threads,
-            channels_last=not args.no_channels_last, sample_every=args.sample_every,
-            checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-            eval_samples=args.eval_samples, keep_last=args.keep_last, log_every=args.log_every,
-            time_budget_s=args.time_budget, model=model,
-        )
-    except (ConfigError, TypeError) as exc:
-        raise TrainingError(str(exc)) from exc
-
-
-def load_training_data(
-    kind: str, data_dir: Path | None, resolution: int, channels: int, *, download: bool = False,
-    cache_dir: Path | None = None, limit: int | None = None, seed: int = 0,
-    heldout_fraction: float = 0.05, progress: bool = True,
-) -> tuple[Any, Any]:
-    """(training data, held-out real images for D's score quantiles)."""
-    from training.data import load_dataset
-    from training.loop import split_heldout
-
-    data = load_dataset(
-        kind, data_dir, resolution=resolution, channels=channels, split="train",
-        download=download, cache_dir=cache_dir, limit=limit, progress=progress,
-    )
-    if kind == "mnist":
-        test = load_dataset(
-            "mnist", data_dir, resolution=resolution, channels=channels, split="test",
-            progress=progress,
-        )
-        data.info["heldout_source"] = "MNIST test set (10,000 images, never trained on)"
-        return data, test.images
-    data, held = split_heldout(data, heldout_fraction, seed)
-    data.info["heldout_source"] = f"{len(held)} images held out of the folder (seeded split)"
-    return data, held
 
 
 def _make_evaluator(kind: str, disabled: bool, data_dir: Path | None) -> Callable[[Any], float] | None:
     if disabled or kind != "mnist":
         return None
-    try:
-        from training.evaluate import Evaluator, default_classifier_dir
-    except ImportError:
-        return None
+    from training.metrics.classifier import default_classifier_dir
+    from training.metrics.evaluator import Evaluator
+
     if not (default_classifier_dir() / "config.json").is_file():
         logging.getLogger(__name__).warning("no classifier found; 'best' falls back to latest")
         return None
-    ev = Evaluator(data_dir=data_dir)
-    return ev.quick_fid
+    return Evaluator(data_dir=data_dir).quick_fid
 
 
-def _given(flag: str, argv: list[str] | None) -> bool:
-    """Whether ``flag`` was on the command line (resume keeps the run's value otherwise)."""
-    args = sys.argv[1:] if argv is None else argv
-    return any(a == flag or a.startswith(flag + "=") for a in args)
+def _resume_source(path: Path) -> Path:
+    from gan.checkpoint import is_checkpoint
+    from training.config import TrainingError
+
+    if is_checkpoint(path):
+        return path
+    latest = path / "checkpoints" / "latest"
+    if not is_checkpoint(latest):
+        raise TrainingError(f"--resume {path}: neither a checkpoint nor a run folder with checkpoints/latest")
+    return latest
 
 
 def train(argv: list[str] | None = None) -> int:
-    from training.checkpoint import (
-        CheckpointManager,
-        copy_checkpoint,
-        is_checkpoint,
-        load_checkpoint,
+    from training.config import (
+        TrainingError,
+        config_from_options,
+        given_options,
+        option_names,
     )
-    from training.loop import Trainer, TrainingError, resume_trainer
+    from training.data import load_training_data
+    from training.export import export_checkpoint
+    from training.loop import Trainer, read_resume_state, resume_trainer
 
     args = build_train_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     progress = not args.no_progress
+    options = given_options(args)
     if args.resume is not None:
-        src = args.resume
-        if not is_checkpoint(src):
-            latest = CheckpointManager(src).root / "latest"
-            if not is_checkpoint(latest):
-                raise TrainingError(f"--resume {src}: neither a checkpoint nor a run folder with checkpoints/latest")
-            src = latest
+        src = _resume_source(args.resume)
+        fixed = sorted(set(options) - set(RESUME_OVERRIDES))
+        if fixed:
+            raise TrainingError(
+                f"--resume keeps the run's own options; {option_names(fixed)} cannot change "
+                f"(only {option_names(list(RESUME_OVERRIDES))} can)"
+            )
         run_dir = args.out or (src.parent.parent if src.parent.name == "checkpoints" else src.parent)
-        state = load_checkpoint(src, with_train_state=True).train_state
-        if not isinstance(state, dict) or "train_config" not in state:
-            raise TrainingError(f"--resume {src}: its training state lacks train_config")
-        state_cfg = state["train_config"]
-        mc = state_cfg["model"]
+        saved_cfg, state = read_resume_state(src)
+        cfg = config_from_options(options, base=saved_cfg)
         data, held = load_training_data(
-            args.data, args.data_dir, mc["resolution"], mc["channels"], download=args.download,
-            cache_dir=args.cache_dir, limit=args.limit, seed=state_cfg["seed"], progress=progress,
-        )
-        evaluator = _make_evaluator(args.data, args.no_eval, args.data_dir)
-        trainer = resume_trainer(
-            src, data, run_dir, heldout=held, evaluator=evaluator,
-            steps=args.steps if _given("--steps", argv) else None,
-            time_budget_s=args.time_budget if _given("--time-budget", argv) else None,
+            args.data, args.data_dir, cfg.model.resolution, cfg.model.channels,
+            download=args.download, cache_dir=args.cache_dir, limit=args.limit, seed=cfg.seed,
             progress=progress,
-        )
+        )  # fmt: skip
+        trainer = resume_trainer(
+            src, data, run_dir, heldout=held,
+            evaluator=_make_evaluator(args.data, args.no_eval, args.data_dir),
+            progress=progress, resume_state=(cfg, state),
+        )  # fmt: skip
         print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
     else:
-        cfg = _train_config(args)
+        cfg = config_from_options(options)
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         data, held = load_training_data(
             args.data, args.data_dir, cfg.model.resolution, cfg.model.channels,
             download=args.download, cache_dir=args.cache_dir, limit=args.limit, seed=cfg.seed,
             progress=progress,
-        )
+        )  # fmt: skip
         evaluator = _make_evaluator(args.data, args.no_eval, args.data_dir)
         trainer = Trainer(cfg, data, run_dir, heldout=held, evaluator=evaluator, progress=progress)
     last = trainer.fit()
@@ -212,9 +144,8 @@ def train(argv: list[str] | None = None) -> int:
     print(f"latest checkpoint: {last}")
     if args.export is not None:
         best = trainer.manager.root / "best"
-        src = best if is_checkpoint(best) else last
-        load_checkpoint(src)  # validate before publishing it
-        copy_checkpoint(src, args.export, with_train_state=False)
+        src = best if (best / "config.json").is_file() else last
+        export_checkpoint(src, args.export)
         print(f"exported {src} -> {args.export}")
     return 0
 
@@ -229,25 +160,17 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def sample(argv: list[str] | None = None) -> int:
-    import torch
-
-    from service.latents import (
-        SEED_LIMIT,
-        TRUNCATION_MAX,
-        TRUNCATION_MIN,
-        image_seeds,
-        latents_for_seeds,
-    )
-    from training.checkpoint import load_checkpoint
-    from training.images import save_images
-    from training.loop import generate_uint8
+    from gan.checkpoint import load_checkpoint
+    from gan.io import save_images
+    from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN
+    from gan.sampling import sample as draw
 
     p = argparse.ArgumentParser(
         prog="gan-sample",
         description=(
             "Sample images from a checkpoint's generator. Same seed, same bytes. Image i uses "
-            "the image seed (seed + i), exactly as POST /generate does, so the API and the CLI "
-            "give the same images for the same seed."
+            "the image seed (seed + i), exactly as POST /generate and gan-eval do, so the API, "
+            "the evaluation and this command see the same images for the same seed."
         ),
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
@@ -267,10 +190,13 @@ def sample(argv: list[str] | None = None) -> int:
     if args.out.suffix.lower() not in (".npy", ".png", ""):
         raise UserError(f"--out {args.out}: use a .npy file, a .png file, or a folder name")
     ck = load_checkpoint(args.checkpoint)
-    z = latents_for_seeds(image_seeds(args.seed, args.num), ck.model_config.z_dim, args.truncation)
-    with torch.inference_mode():
-        images = generate_uint8(ck.generator, z)
-    out = save_images(images, args.out)
+    images = draw(
+        ck.generator, ck.model_config.z_dim, seed=args.seed, n=args.num, truncation=args.truncation
+    )
+    try:
+        out = save_images(images, args.out)
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     print(f"wrote {args.num} images from {ck.model_id} to {out}")
     return 0
 
@@ -280,14 +206,118 @@ def sample_main(argv: list[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# gan-eval (implemented in training.evaluate)
+# gan-eval
 # --------------------------------------------------------------------------------------------
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    from training.evaluate import run_eval_cli
+def build_eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gan-eval",
+        description="Evaluate a generator checkpoint against MNIST test in the feature space of "
+        "the project's MNIST classifier (FID, KID, precision/recall, class coverage), beside a "
+        "real-vs-real baseline; or train that classifier. Image i of --seed S uses the image "
+        "seed S + i, so gan-eval evaluates exactly the images gan-sample --seed S writes.",
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--checkpoint", type=Path, help="checkpoint directory to evaluate")
+    mode.add_argument(
+        "--train-classifier", action="store_true",
+        help="train the evaluation classifier on MNIST and write it to --out",
+    )
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with the MNIST IDX files (default: $GAN_DATA_DIR or the shared copy)")
+    p.add_argument("--seed", type=int, default=0, help="sampling / subset / training seed (0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for --train-classifier, torch's own otherwise)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev = p.add_argument_group("evaluation (--checkpoint)")
+    ev.add_argument("--num", type=int, default=10000, help="number of samples (10000)")
+    ev.add_argument("--batch-size", type=int, default=500, help="generator batch size (500)")
+    ev.add_argument("--classifier", type=Path, default=None,
+                    help="classifier directory (default: $GAN_CLASSIFIER_DIR or the shipped "
+                    "checkpoints/mnist-classifier)")
+    ev.add_argument("--write", action="store_true",
+                    help="store the metrics in the checkpoint's config.json under 'metrics'")
+    ev.add_argument("--json", type=Path, default=None, help="write the full result as JSON here")
+    ev.add_argument("--allow-non-mnist", action="store_true",
+                    help="evaluate a checkpoint not trained on MNIST anyway")
+    tr = p.add_argument_group("classifier training (--train-classifier)")
+    tr.add_argument("--out", type=Path, default=None,
+                    help="output directory (default: the shipped checkpoints/mnist-classifier)")
+    tr.add_argument("--epochs", type=int, default=3, help="training epochs (3)")
+    tr.add_argument("--min-accuracy", type=float, default=0.99,
+                    help="refuse to write a classifier below this test accuracy (0.99)")
+    return p
 
-    return run_eval_cli(argv)
+
+def _train_classifier(args: argparse.Namespace, argv: list[str]) -> int:
+    from training.metrics.classifier import default_classifier_dir, train_classifier
+
+    out = args.out if args.out is not None else default_classifier_dir()
+    cfg = train_classifier(
+        args.data_dir, out, epochs=args.epochs, seed=args.seed,
+        threads=args.threads if args.threads is not None else 1,
+        min_accuracy=args.min_accuracy,
+        command="gan-eval " + shlex.join(argv), progress=not args.quiet,
+    )  # fmt: skip
+    print(
+        f"wrote {out}: test accuracy {cfg['test_accuracy']:.4f}, "
+        f"{cfg['num_parameters']} parameters, {cfg['training']['seconds']:.0f} s"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from gan.checkpoint import read_checkpoint_config, update_config
+    from gan.io import write_json_atomic
+    from training.metrics.evaluator import Evaluator, check_dataset
+    from training.metrics.metrics import EvalError
+    from training.metrics.report import format_report, metrics_for_config
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    # Fail fast, before the classifier and the reference set are loaded.
+    if args.num < 2 or args.batch_size < 1:
+        raise EvalError(f"--num must be >= 2 and --batch-size >= 1, got {args.num} and {args.batch_size}")
+    check_dataset(read_checkpoint_config(args.checkpoint), args.checkpoint, args.allow_non_mnist)
+    evaluator = Evaluator(args.classifier, args.data_dir)
+    result = evaluator.evaluate_checkpoint(
+        args.checkpoint, num_samples=args.num, seed=args.seed, batch_size=args.batch_size,
+        allow_non_mnist=args.allow_non_mnist,
+    )  # fmt: skip
+    print(format_report(result))
+    if args.json is not None:
+        try:
+            write_json_atomic(args.json, result)
+        except OSError as exc:
+            raise EvalError(f"cannot write {args.json}: {exc}") from exc
+        print(f"wrote {args.json}")
+    if args.write:
+        try:
+            update_config(args.checkpoint, {"metrics": metrics_for_config(result)})
+        except OSError as exc:
+            raise EvalError(f"cannot update {args.checkpoint}/config.json: {exc}") from exc
+        print(
+            f"stored the metrics in {args.checkpoint}/config.json under 'metrics' (only "
+            "config.json changed: the weight files, their SHA-256 hashes and the checkpoint "
+            "hash are unchanged)"
+        )
+    return 0
+
+
+def eval_cli(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_eval_parser().parse_args(argv)
+    if args.train_classifier:
+        return _train_classifier(args, argv)
+    return _evaluate(args)
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gan-eval``; returns the exit status (2 for user errors)."""
+    return _run(lambda: eval_cli(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,12 +2,12 @@
 
 Every loader returns an :class:`ImageData`: ``images`` uint8 ``[N, C, H, W]`` plus optional
 integer ``labels`` ``[N]``. Training converts to ``[-1, 1]`` floats per batch
-(:func:`training.models.to_model_range`).
+(:func:`gan.models.to_model_range`).
 
 :func:`load_dataset` is the entry point for training: ``"mnist"`` (the four IDX files, gzipped or
 raw, optionally downloaded with :func:`download_mnist`) or ``"folder"`` (any folder of images,
 searched recursively). Both are converted to the model's resolution and channels with
-:mod:`training.preprocess`, the conversion the HTTP service also applies to uploaded images.
+:mod:`gan.preprocess`, the conversion the HTTP service also applies to uploaded images.
 Decoded image folders are cached as a safetensors file (never pickle), keyed by a fingerprint of
 the folder's file list, the target size and the preprocessing version.
 """
@@ -31,8 +31,9 @@ from typing import IO, Any, cast
 import numpy as np
 import torch
 
-from training import preprocess
-from training.errors import UserError
+from gan import preprocess
+from gan.errors import UserError
+from gan.io import atomic_write, sha256_stream
 
 
 class DataError(UserError):
@@ -195,25 +196,27 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, split: str = "tra
 
 def _idx_sha256(path: Path, gzipped: bool) -> str | None:
     """SHA-256 of the IDX content of ``path`` (decompressed if ``gzipped``); None if unreadable."""
-    digest = hashlib.sha256()
     try:
         raw = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
         with cast(IO[bytes], raw) as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+            return sha256_stream(fh)
     except (OSError, EOFError, zlib.error):
         return None
-    return digest.hexdigest()
 
 
-def _download_to(url: str, dest_dir: Path, timeout: float, progress: bool) -> Path:
-    """Fetch ``url`` into a temporary file in ``dest_dir``; the caller renames or deletes it."""
+class _ChecksumMismatch(Exception):
+    """A downloaded file's content is not the one expected (the temporary is discarded)."""
+
+
+def _download_verified(
+    url: str, dest: Path, expected: str, timeout: float, progress: bool
+) -> None:
+    """Fetch ``url`` and write it to ``dest`` atomically, only if its content has ``expected``
+    as SHA-256 (decompressed); else :class:`_ChecksumMismatch` and ``dest`` is untouched."""
     from tqdm import tqdm
 
-    fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=dest_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with tqdm(
@@ -227,12 +230,12 @@ def _download_to(url: str, dest_dir: Path, timeout: float, progress: bool) -> Pa
                 for chunk in iter(lambda: resp.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+        got = _idx_sha256(tmp, gzipped=True)
+        if got != expected:
+            reason = "not a valid gzip file" if got is None else f"SHA-256 of the content is {got}"
+            raise _ChecksumMismatch(f"checksum mismatch ({reason}, expected {expected})")
+
+    atomic_write(dest, write)
 
 
 def download_mnist(
@@ -269,19 +272,13 @@ def download_mnist(
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + stem + ".gz"
             try:
-                tmp = _download_to(url, dest, timeout, progress)
+                _download_verified(url, dest / (stem + ".gz"), expected, timeout, progress)
             except (OSError, ValueError, HTTPException) as exc:  # URLError/HTTPError are OSErrors
                 failures.append(f"{url}: {exc}")
                 continue
-            got = _idx_sha256(tmp, gzipped=True)
-            if got != expected:
-                tmp.unlink(missing_ok=True)
-                reason = (
-                    "not a valid gzip file" if got is None else f"SHA-256 of the content is {got}"
-                )
-                failures.append(f"{url}: checksum mismatch ({reason}, expected {expected})")
+            except _ChecksumMismatch as exc:
+                failures.append(f"{url}: {exc}")
                 continue
-            os.replace(tmp, dest / (stem + ".gz"))
             break
         else:
             detail = "\n  ".join(failures)
@@ -389,21 +386,16 @@ def _read_cache(
 def _write_cache(path: Path, images: np.ndarray, fingerprint: str, extra: dict[str, Any]) -> bool:
     from safetensors.numpy import save_file
 
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".cache-", suffix=".part", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    def write(tmp: Path) -> None:
         save_file(
             {"images": np.ascontiguousarray(images)},
             str(tmp),
             metadata={"fingerprint": fingerprint, "info": json.dumps(extra)},
         )
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     except OSError as exc:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
         warnings.warn(f"could not write the dataset cache {path}: {exc}", DataWarning, stacklevel=3)
         return False
     return True
@@ -540,7 +532,7 @@ def load_dataset(
     * ``"mnist"``: the IDX files in ``data_dir`` (default :func:`default_mnist_dir`), split
       ``"train"`` (60,000) or ``"test"`` (10,000), with labels; ``download=True`` fetches
       missing files with :func:`download_mnist`. Converted with
-      :func:`training.preprocess.batch_to_model_pixels` (identical to ``to_model_pixels``).
+      :func:`gan.preprocess.batch_to_model_pixels` (identical to ``to_model_pixels``).
     * ``"folder"``: every PNG/JPEG/WebP/BMP/GIF under ``data_dir`` (recursively), labels None,
       split ``"train"`` only (the whole folder). Undecodable or oversized images are skipped
       and reported in one :class:`DataWarning`. The decoded tensor is cached in ``cache_dir``
@@ -598,3 +590,55 @@ def load_dataset(
         "preprocess": preprocess_info,
     }
     return ImageData(torch.from_numpy(converted), labels, info)
+
+
+# --------------------------------------------------------------------------------------------
+# Training data plus held-out real images
+# --------------------------------------------------------------------------------------------
+
+#: Share of a folder dataset kept out of training (at most HELDOUT_MAX images) to record D's
+#: scores on real images it never saw (the service's realness percentile).
+HELDOUT_FRACTION = 0.05
+HELDOUT_MAX = 2000
+
+
+def split_heldout(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, torch.Tensor]:
+    """Deterministically keep ``fraction`` of a dataset (at most 2000 images) out of training."""
+    n = len(data)
+    k = min(HELDOUT_MAX, max(1, round(n * fraction))) if n > 1 and fraction > 0 else 0
+    if k == 0:
+        return data, data.images[:0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    held, keep = perm[:k], perm[k:].sort().values
+    labels = data.labels[keep] if data.labels is not None else None
+    info = {**data.info, "num_images": len(keep), "heldout_images": int(k)}
+    return ImageData(data.images[keep], labels, info), data.images[held]
+
+
+def load_training_data(
+    kind: str,
+    data_dir: Path | None,
+    resolution: int,
+    channels: int,
+    *,
+    download: bool = False,
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[ImageData, torch.Tensor]:
+    """(training data, held-out real images): MNIST's test set, or a seeded share of a folder."""
+    data = load_dataset(
+        kind, data_dir, resolution=resolution, channels=channels, split="train",
+        download=download, cache_dir=cache_dir, limit=limit, progress=progress,
+    )  # fmt: skip
+    if kind == "mnist":
+        test = load_dataset(
+            "mnist", data_dir, resolution=resolution, channels=channels, split="test",
+            progress=progress,
+        )  # fmt: skip
+        data.info["heldout_source"] = "MNIST test set (10,000 images, never trained on)"
+        return data, test.images
+    data, held = split_heldout(data, HELDOUT_FRACTION, seed)
+    data.info["heldout_source"] = f"{len(held)} images held out of the folder (seeded split)"
+    return data, held

@@ -7,9 +7,9 @@ A run folder is self-describing::
 
     <out>/run.json                 the full TrainConfig and dataset description
     <out>/log.jsonl                one JSON line per logged step (losses, timing, metrics)
-    <out>/samples/step-XXXXXXXX.png  grids from a fixed z (EMA generator)
+    <out>/samples/step-XXXXXXXX.png  grids of the same 64 image seeds (EMA generator)
     <out>/loss_curve.png           written at the end
-    <out>/checkpoints/{step-XXXXXXXX,latest,best}/   see training/checkpoint.py
+    <out>/checkpoints/{step-XXXXXXXX,latest,best}/   see gan/checkpoint.py
 """
 
 from __future__ import annotations
@@ -20,84 +20,28 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from training.checkpoint import (
-    CheckpointManager,
-    build_config,
-    load_checkpoint,
-    write_json_atomic,
-)
+from gan.checkpoint import build_config, load_checkpoint
+from gan.io import save_grid, write_json_atomic
+from gan.latents import image_seeds
+from gan.models import build_models, to_model_range
+from gan.sampling import generate, latents
+from training.config import TrainConfig, TrainingError
 from training.data import ImageData
-from training.errors import UserError
-from training.images import save_grid
-from training.losses import LOSSES, d_loss, g_loss, r1_penalty
-from training.models import ModelConfig, build_models, to_model_range, to_uint8
+from training.export import CheckpointManager, real_score_quantiles, recalibrate_batchnorm
+from training.losses import build_loss
 
 log = logging.getLogger(__name__)
 
-QUANTILE_LEVELS = 1000  # real_scores stores 1001 quantiles (levels 0, 0.001, ..., 1)
-
-
-class TrainingError(UserError):
-    """A training run cannot start or continue; the message says what to fix."""
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run (saved in run.json and in each checkpoint)."""
-
-    steps: int = 5000
-    batch_size: int = 64
-    d_steps: int = 1
-    loss: str = "nonsat"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    r1_gamma: float = 0.0  # 0 disables R1; the penalty is (gamma / 2) * E||grad D(x)||^2
-    r1_every: int = 4  # lazy regularisation: apply R1 every k D steps, scaled by k
-    ema_decay: float = 0.999  # 0 disables EMA (export the raw G)
-    ema_warmup: int = 100  # decay ramps as min(ema_decay, (1 + t) / (ema_warmup + t))
-    seed: int = 0
-    threads: int = 0  # 0 = leave torch's default
-    channels_last: bool = True
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    eval_every: int = 0  # 0 = evaluate only at checkpoints when an evaluator is given
-    eval_samples: int = 2000
-    keep_last: int = 3
-    log_every: int = 50
-    time_budget_s: float = 0.0  # > 0: stop after this many seconds of training (still saves)
-    heldout_fraction: float = 0.05  # folder datasets: share kept out of training for real_scores
-    model: ModelConfig = field(default_factory=ModelConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = ModelConfig.from_dict(self.model)
-        if self.loss not in LOSSES:
-            raise TrainingError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("steps", "batch_size", "d_steps", "r1_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise TrainingError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+#: Seeds of the images in every sample grid: the first 64 images of ``gan-sample --seed 0``.
+SAMPLE_GRID_SEED = 0
+#: Seed of the quick-FID samples (image seeds EVAL_SEED ..), the same at every evaluation.
+EVAL_SEED = 12345
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,79 +67,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(pm, 1.0 - decay)
     for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(bm)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    generator: nn.Module, z_dim: int, seed: int, batches: int = 8, batch_size: int = 256
-) -> nn.Module:
-    """Copy of ``generator`` whose BatchNorm running statistics match its own weights.
-
-    The EMA generator's weights are an average, so the running statistics it inherited from
-    the raw generator do not quite fit them; re-estimating them (cumulative average over a few
-    batches from a fixed seed) makes eval-mode outputs match what the weights can do, and makes
-    every image depend on its own latent only.
-    """
-    g = copy.deepcopy(generator)
-    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return g.eval()
-    saved = [(m, m.momentum) for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    g.train()
-    gen = torch.Generator().manual_seed(seed)
-    device = next(g.parameters()).device
-    for _ in range(batches):
-        g(torch.randn(batch_size, z_dim, generator=gen).to(device))
-    for m, mom in saved:
-        m.momentum = mom
-    return g.eval()
-
-
-@torch.no_grad()
-def generate_uint8(
-    generator: nn.Module, z: torch.Tensor, batch_size: int = 500
-) -> torch.Tensor:
-    """Run an eval-mode generator over ``z`` in chunks; returns uint8 [N, C, H, W]."""
-    out = [to_uint8(generator(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
-
-
-@torch.no_grad()
-def real_score_quantiles(
-    discriminator: nn.Module, images: torch.Tensor, source: str, batch_size: int = 1000
-) -> dict[str, Any]:
-    """D's logits on held-out real images, summarised as 1001 quantiles for percentiles."""
-    was_training = discriminator.training
-    discriminator.eval()
-    logits = torch.cat(
-        [discriminator(to_model_range(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
-    )
-    discriminator.train(was_training)
-    levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS + 1)
-    q = np.quantile(logits.double().numpy(), levels)
-    return {
-        "levels": [round(float(x), 6) for x in levels],
-        "quantiles": [float(x) for x in q],
-        "num_images": len(images),
-        "source": source,
-        "mean_logit": float(logits.mean()),
-    }
-
-
-def split_heldout(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, torch.Tensor]:
-    """Deterministically keep ``fraction`` of a dataset (at most 2000 images) out of training."""
-    n = len(data)
-    k = min(2000, max(1, round(n * fraction))) if n > 1 and fraction > 0 else 0
-    if k == 0:
-        return data, data.images[:0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
-    held, keep = perm[:k], perm[k:].sort().values
-    labels = data.labels[keep] if data.labels is not None else None
-    info = {**data.info, "num_images": len(keep), "heldout_images": int(k)}
-    return ImageData(data.images[keep], labels, info), data.images[held]
 
 
 class _Batches:
@@ -276,12 +147,11 @@ class Trainer:
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=betas)
+        self.loss = build_loss(cfg.loss, r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every)
         self.batches = _Batches(data.images, cfg.batch_size, cfg.seed)
         self.z_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.fixed_z = torch.randn(
-            64, self.mc.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)
-        )
-        self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last, lower_is_better=True)
+        self.fixed_z = latents(self.mc.z_dim, seeds=image_seeds(SAMPLE_GRID_SEED, 64))
+        self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last)
         self.train_seconds = 0.0
         self.last_metric: float | None = None
 
@@ -333,24 +203,17 @@ class Trainer:
             real = self._prep(self.batches.next())
             with torch.no_grad():
                 fake = self.g(self._z(cfg.batch_size))
-            real_logits = self.d(real)
-            fake_logits = self.d(fake)
-            loss = d_loss(cfg.loss, real_logits, fake_logits)
-            self.opt_d.zero_grad(set_to_none=True)
             d_iter = self.step * cfg.d_steps + k
-            if cfg.r1_gamma > 0 and d_iter % cfg.r1_every == 0:
-                r1 = r1_penalty(self.d, real)
-                loss = loss + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
-                stats["r1"] = r1.item()
+            loss, d_stats = self.loss.d_objective(self.d, real, fake, d_iter)
+            self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_d.step()
+            stats.update(d_stats)
             stats["d_loss"] = loss.item()
-            stats["d_real"] = torch.sigmoid(real_logits.detach()).mean().item()
-            stats["d_fake"] = torch.sigmoid(fake_logits.detach()).mean().item()
         # ---- fix D, update G: maximise log D(G(z)) (or the chosen variant) ----
         self.d.requires_grad_(False)
         fake = self.g(self._z(cfg.batch_size))
-        loss_g = g_loss(cfg.loss, self.d(fake))
+        loss_g = self.loss.g_objective(self.d, fake)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -377,7 +240,7 @@ class Trainer:
 
     def save_samples(self, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
-        images = generate_uint8(g, self.fixed_z)
+        images = generate(g, self.fixed_z)
         path = self.out / "samples" / f"step-{self.step:08d}.png"
         save_grid(images, path, nrow=8)
         return path
@@ -385,10 +248,8 @@ class Trainer:
     def evaluate(self, g: nn.Module) -> float | None:
         if self.evaluator is None:
             return None
-        z = torch.randn(
-            self.cfg.eval_samples, self.mc.z_dim, generator=torch.Generator().manual_seed(12345)
-        )
-        metric = float(self.evaluator(generate_uint8(g, z)))
+        z = latents(self.mc.z_dim, seed=EVAL_SEED, n=self.cfg.eval_samples)
+        metric = float(self.evaluator(generate(g, z)))
         self.last_metric = metric
         return metric
 
@@ -533,6 +394,14 @@ def write_loss_curve(log_path: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
+def read_resume_state(checkpoint_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """A checkpoint's training state and the TrainConfig it was saved with (validated once)."""
+    state = load_checkpoint(checkpoint_dir, with_train_state=True).train_state
+    if not isinstance(state, dict) or "train_config" not in state:
+        raise TrainingError(f"{checkpoint_dir}: training state lacks its train_config")
+    return TrainConfig.from_dict(state["train_config"]), state
+
+
 def resume_trainer(
     checkpoint_dir: Path,
     data: ImageData,
@@ -543,13 +412,13 @@ def resume_trainer(
     steps: int | None = None,
     time_budget_s: float | None = None,
     progress: bool = True,
+    resume_state: tuple[TrainConfig, dict[str, Any]] | None = None,
 ) -> Trainer:
-    """Rebuild a Trainer from a checkpoint's training state (optionally extending ``steps``)."""
-    ckpt = load_checkpoint(checkpoint_dir, with_train_state=True)
-    state = ckpt.train_state
-    if not isinstance(state, dict) or "train_config" not in state:
-        raise TrainingError(f"{checkpoint_dir}: training state lacks its train_config")
-    cfg = TrainConfig.from_dict(state["train_config"])
+    """Rebuild a Trainer from a checkpoint's training state (optionally extending ``steps``).
+
+    ``resume_state`` is :func:`read_resume_state`'s result when the caller already read it.
+    """
+    cfg, state = resume_state if resume_state is not None else read_resume_state(checkpoint_dir)
     if steps is not None:
         cfg.steps = steps
     if time_budget_s is not None:

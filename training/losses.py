@@ -1,4 +1,13 @@
-"""GAN objectives on raw logits (D outputs logits; sigmoid(logit) = D(x) in the lecture's notation).
+"""GAN objectives as loss objects in a registry (D outputs logits; sigmoid(logit) = D(x)).
+
+A loss owns both halves of the game: :meth:`GANLoss.d_objective` is what D minimises with G
+fixed (including the R1 penalty when enabled) and :meth:`GANLoss.g_objective` what G minimises
+with D fixed. The trainer only calls these two, so a new loss is one registered subclass:
+
+    @register("mine")
+    class Mine(GANLoss):
+        def d_loss(self, real_logits, fake_logits): ...
+        def g_loss(self, fake_logits): ...
 
 D's objective is the same for the non-saturating and the minimax game: maximise
 ``log D(x) + log(1 - D(G(z)))``, i.e. minimise ``softplus(-D_logit(x)) + softplus(D_logit(G(z)))``.
@@ -12,31 +21,23 @@ G's objective differs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("nonsat", "minimax", "hinge")
+#: name -> loss class; ``gan-train --loss`` offers exactly these.
+LOSSES: dict[str, type[GANLoss]] = {}
 
 
-def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Loss D minimises, averaged over the batch."""
-    if kind in ("nonsat", "minimax"):
-        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-    if kind == "hinge":
-        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
-    raise ValueError(f"unknown loss {kind!r}; choose one of {LOSSES}")
+def register(name: str) -> Callable[[type[GANLoss]], type[GANLoss]]:
+    def add(cls: type[GANLoss]) -> type[GANLoss]:
+        LOSSES[name] = cls
+        cls.name = name
+        return cls
 
-
-def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Loss G minimises with D fixed, averaged over the batch."""
-    if kind == "nonsat":
-        return F.softplus(-fake_logits).mean()
-    if kind == "minimax":
-        return -F.softplus(fake_logits).mean()
-    if kind == "hinge":
-        return -fake_logits.mean()
-    raise ValueError(f"unknown loss {kind!r}; choose one of {LOSSES}")
+    return add
 
 
 def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
@@ -45,3 +46,72 @@ def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
     logits = discriminator(real)
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
+
+
+class GANLoss:
+    """Base class: subclasses define :meth:`d_loss` and :meth:`g_loss` on logits."""
+
+    name = "base"
+
+    def __init__(self, r1_gamma: float = 0.0, r1_every: int = 4) -> None:
+        self.r1_gamma = r1_gamma  # penalty (gamma / 2) * E||grad D(x)||^2; 0 disables it
+        self.r1_every = r1_every  # lazy regularisation: every k D steps, scaled by k
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Loss D minimises, averaged over the batch."""
+        raise NotImplementedError
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Loss G minimises with D fixed, averaged over the batch."""
+        raise NotImplementedError
+
+    def d_objective(
+        self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, d_iter: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """D's full objective for one step (``d_iter`` counts D steps, for lazy R1)."""
+        real_logits = d(real)
+        fake_logits = d(fake)
+        loss = self.d_loss(real_logits, fake_logits)
+        stats: dict[str, float] = {}
+        if self.r1_gamma > 0 and d_iter % self.r1_every == 0:
+            r1 = r1_penalty(d, real)
+            loss = loss + 0.5 * self.r1_gamma * self.r1_every * r1
+            stats["r1"] = r1.item()
+        stats["d_real"] = torch.sigmoid(real_logits.detach()).mean().item()
+        stats["d_fake"] = torch.sigmoid(fake_logits.detach()).mean().item()
+        return loss, stats
+
+    def g_objective(self, d: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        """G's objective for one step (D's parameters are frozen by the caller)."""
+        return self.g_loss(d(fake))
+
+
+@register("nonsat")
+class NonSaturating(GANLoss):
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-fake_logits).mean()
+
+
+@register("minimax")
+class Minimax(NonSaturating):
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        return -F.softplus(fake_logits).mean()
+
+
+@register("hinge")
+class Hinge(GANLoss):
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        return -fake_logits.mean()
+
+
+def build_loss(name: str, *, r1_gamma: float = 0.0, r1_every: int = 4) -> GANLoss:
+    """The registered loss ``name``; ValueError for an unknown one."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {tuple(LOSSES)}")
+    return LOSSES[name](r1_gamma=r1_gamma, r1_every=r1_every)

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service.batching import GENERATOR
-from service.deps import BEARER_SECURITY, api_key, engine_of
-from service.imaging import encode_png
-from service.latents import (
+from gan.io import encode_grid, encode_pngs
+from gan.latents import (
     TRUNCATION_MODE,
     image_seeds,
     interpolation_weights,
-    latents_for_seeds,
     random_seed,
     seed_latent,
     slerp,
 )
+from service.batching import GENERATOR
+from service.deps import engine_of, protected
 from service.schemas import (
     ErrorResponse,
     GeneratedImage,
@@ -40,6 +38,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 router = APIRouter(tags=["generate"])
+
+#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
+#: per-route rejection metrics cover exactly these (service.app collects them).
+MODEL_PATHS: tuple[str, ...] = ("/generate",)
 
 # Requests with at most this many output pixels draw their latents and encode their PNGs on the
 # event loop: for one 28x28 image that is ~10 us of latents and ~40 us of PNG (measured), less
@@ -146,20 +148,10 @@ def build_latents(plan: Plan, req: GenerateRequest, z_dim: int) -> torch.Tensor:
         z0 = seed_latent(req.interpolate.from_seed, z_dim, plan.truncation)
         z1 = seed_latent(req.interpolate.to_seed, z_dim, plan.truncation)
         return slerp(z0, z1, plan.weights)
-    return latents_for_seeds([s for s in plan.seeds if s is not None], z_dim, plan.truncation)
+    from gan.sampling import latents
 
-
-def _pngs(images: torch.Tensor) -> list[bytes]:
-    from training.images import to_hwc
-
-    return [encode_png(img) for img in to_hwc(images)]
-
-
-def _grid_png(images: torch.Tensor) -> tuple[bytes, int]:
-    from training.images import make_grid
-
-    columns = max(1, math.ceil(math.sqrt(int(images.shape[0]))))
-    return encode_png(make_grid(images, nrow=columns)), columns
+    seeds = [s for s in plan.seeds if s is not None]
+    return latents(z_dim, seeds=seeds, truncation=plan.truncation)
 
 
 GENERATE_EXAMPLES: dict[str, Any] = {
@@ -204,8 +196,7 @@ _MODEL_HEADERS = {
 
 @router.post(
     "/generate",
-    dependencies=[Depends(api_key)],
-    openapi_extra=BEARER_SECURITY,
+    **protected(),
     summary="Generate images",
     description="Draw images from the generator. Image i of a request with seed S uses seed "
     "S + i, so {seed: S + i, n: 1} reproduces it alone; without a seed a random one is drawn "
@@ -242,13 +233,13 @@ async def generate(
     if plan.request_seed is not None:
         headers["X-Seed"] = str(plan.request_seed)
     if plan.format == "png":
-        png = (await _off_loop(inline, _pngs, images))[0]
+        png = (await _off_loop(inline, encode_pngs, images))[0]
         return Response(png, media_type="image/png", headers=headers)
     if plan.format == "grid":
-        png, columns = await _off_loop(inline, _grid_png, images)
+        png, columns = await _off_loop(inline, encode_grid, images)
         headers["X-Grid-Columns"] = str(columns)
         return Response(png, media_type="image/png", headers=headers)
-    pngs = await _off_loop(inline, _pngs, images)
+    pngs = await _off_loop(inline, encode_pngs, images)
     latents = z.tolist()
     weights: list[float | None] = list(plan.weights) if plan.weights else [None] * plan.count
     body = GenerateResponse(

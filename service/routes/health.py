@@ -9,6 +9,10 @@ from service.schemas import ErrorResponse, HealthResponse, ModelRef, ReadyRespon
 
 router = APIRouter(tags=["health"])
 
+#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
+#: per-route rejection metrics cover exactly these (service.app collects them).
+MODEL_PATHS: tuple[str, ...] = ()
+
 
 @router.get(
     "/health",

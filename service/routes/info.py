@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-
-from service.deps import EngineDep, SettingsDep, require_api_key
-from service.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
+from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
+from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report
 from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
 
 router = APIRouter(tags=["info"])
 
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
+#: per-route rejection metrics cover exactly these (service.app collects them).
+MODEL_PATHS: tuple[str, ...] = ()
 
 
 @router.get(
     "/info",
     response_model=InfoResponse,
-    dependencies=[Depends(require_api_key)],
+    **protected(),
     summary="Model, training record, limits and preprocessing",
     description="Everything a client needs to call /generate and /score: z_dim, resolution, "
     "channels, limits, the image preprocessing and the truncation mode. Needs the API key when "
@@ -30,7 +28,7 @@ def _as_dict(value: Any) -> dict[str, Any]:
 )
 async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
     cfg = engine.config
-    rs = engine.real_scores
+    rs = cfg.real_scores
     return InfoResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),
         architecture=engine.model_config.to_dict(),
@@ -38,11 +36,11 @@ async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
         resolution=engine.resolution,
         channels=engine.channels,
         device=engine.device,
-        dataset=_as_dict(cfg.get("dataset")),
-        metrics=_as_dict(cfg.get("metrics")),
-        training=_as_dict(cfg.get("training")),
-        created_at=cfg.get("created_at") if isinstance(cfg.get("created_at"), str) else None,
-        normalisation=_as_dict(cfg.get("normalisation")),
+        dataset=cfg.dataset,
+        metrics=cfg.metrics,
+        training=cfg.training,
+        created_at=cfg.created_at,
+        normalisation=cfg.normalisation,
         real_scores=None
         if rs is None
         else PercentileReference(num_images=rs.num_images, source=rs.source, levels=len(rs.levels)),

@@ -10,6 +10,10 @@ from service.metrics import Metrics
 
 router = APIRouter(tags=["health"])
 
+#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
+#: per-route rejection metrics cover exactly these (service.app collects them).
+MODEL_PATHS: tuple[str, ...] = ()
+
 
 @router.get(
     "/metrics",

@@ -16,9 +16,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from gan.preprocess import (
+    ALLOWED_DESCRIPTION,
+    ALLOWED_FORMATS,
+    ImageDecodeError,
+    decode_image,
+    preprocess_description,
+    to_model_pixels,
+)
 from service.batching import DISCRIMINATOR
-from service.deps import BEARER_SECURITY, model_context
-from service.imaging import ALLOWED_DESCRIPTION, ALLOWED_FORMATS, ImageRejected, decode_image
+from service.deps import engine_of, protected
 from service.inference import sigmoid
 from service.schemas import (
     ErrorResponse,
@@ -27,9 +34,12 @@ from service.schemas import (
     ScoredImage,
     ScoreResponse,
 )
-from training.preprocess import ImageDecodeError, preprocess_description, to_model_pixels
 
 router = APIRouter(tags=["score"])
+
+#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
+#: per-route rejection metrics cover exactly these (service.app collects them).
+MODEL_PATHS: tuple[str, ...] = ("/score",)
 
 # Uploads this small are decoded on the event loop: decoding and converting a 28x28 PNG takes
 # ~50 us (measured), less than a hop to a worker thread and back, and at most 64 of them keep
@@ -61,7 +71,7 @@ class Prepared:
 
 
 def preprocessing_report(resolution: int, channels: int, max_pixels: int) -> dict[str, Any]:
-    """training.preprocess's description, plus what the service accepts before it."""
+    """gan.preprocess's description, plus what the service accepts before it."""
     report = preprocess_description(resolution, channels)
     report["max_pixels"] = max_pixels  # the service's own limit (GAN_MAX_IMAGE_PIXELS) applies
     report["accepted_formats"] = list(ALLOWED_FORMATS)
@@ -178,7 +188,7 @@ def prepare(
     for up in uploads:
         try:
             decoded = decode_image(up.data, max_pixels=max_pixels)
-        except ImageRejected as exc:
+        except ImageDecodeError as exc:
             raise _image_error(up.index, up, str(exc), raw) from exc
         try:
             pixels = to_model_pixels(decoded.image, resolution, channels)
@@ -250,12 +260,12 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
     summary="Score images with the discriminator",
     description="Each image is decoded (format detected from its bytes), converted to the "
     "model's channels and resolution exactly as the training data was "
-    "(training.preprocess.to_model_pixels, described in the response), and all images of the "
+    "(gan.preprocess.to_model_pixels, described in the response), and all images of the "
     "request go through D in batched forward passes (shared with concurrent requests, at most "
     "GAN_MAX_BATCH images each; results do not depend on the batch). For each: D's logit, its sigmoid, and the realness "
     "percentile: the share of held-out real images that D scored lower. Example: "
     "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
-    openapi_extra={"requestBody": SCORE_REQUEST_BODY, **BEARER_SECURITY},
+    **protected(requestBody=SCORE_REQUEST_BODY),
     responses={
         200: {"headers": {"X-Model-Id": {"schema": {"type": "string"}}}},
         401: {"model": ErrorResponse, "description": "API key missing or wrong"},
@@ -284,7 +294,7 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
 async def score(request: Request) -> Response:
     import torch
 
-    engine, settings = model_context(request)
+    engine, settings = engine_of(request), request.app.state.settings
 
     with engine.arriving(DISCRIMINATOR) as arrival:
         uploads, raw = await read_uploads(request, settings.max_images)

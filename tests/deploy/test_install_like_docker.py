@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from gan.checkpoint import build_config, save_checkpoint
+from gan.models import ModelConfig, build_models
 from tests.deploy.dockerfile import ROOT, Stage, copy_args, exec_form, healthcheck_command, stages
-from training.checkpoint import build_config, save_checkpoint
-from training.models import ModelConfig, build_models
 
 pytestmark = pytest.mark.slow
 

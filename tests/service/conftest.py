@@ -19,8 +19,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from training.checkpoint import build_config, save_checkpoint
-from training.models import ModelConfig, build_models
+from tests.conftest import make_checkpoint as base_make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
@@ -35,27 +34,14 @@ REAL_SCORES: dict[str, Any] = {
 }
 
 
-def make_checkpoint(
-    path: Path,
-    *,
-    resolution: int = 28,
-    channels: int = 1,
-    z_dim: int = 8,
-    real_scores: dict[str, Any] | None = REAL_SCORES,
-    seed: int = 0,
-) -> Path:
-    """A tiny, randomly initialised checkpoint (widths 4) written with save_checkpoint."""
-    cfg = ModelConfig(resolution=resolution, channels=channels, z_dim=z_dim, g_width=4, d_width=4)
-    g, d = build_models(cfg, seed=seed)
-    config = build_config(
-        cfg,
-        step=123,
-        seed=seed,
-        dataset={"name": "tiny"},
-        metrics={"fid": 99.5},
-        real_scores=real_scores,
-    )
-    return save_checkpoint(path, g, d, config)
+def make_checkpoint(path: Path, **options: Any) -> Path:
+    """tests.conftest.make_checkpoint with the service tests' defaults: widths 4, step 123,
+    dataset 'tiny', a metric and the synthetic REAL_SCORES."""
+    defaults: dict[str, Any] = {
+        "width": 4, "step": 123, "dataset": "tiny", "metrics": {"fid": 99.5},
+        "real_scores": REAL_SCORES,
+    }  # fmt: skip
+    return base_make_checkpoint(path, **{**defaults, **options})
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from gan.checkpoint import update_config
+from gan.preprocess import PREPROCESS_STEPS
 from service.app import create_app
 from service.inference import StartupError
 from service.middleware import BodySizeLimitMiddleware
 from service.settings import Settings
 from tests.service import imagefiles as F
 from tests.service.conftest import ClientFactory, make_checkpoint
-from training.checkpoint import update_config
-from training.preprocess import PREPROCESS_STEPS
 
 # ----------------------------------------------------------------------------------------------
 # health, ready, info, docs

@@ -18,9 +18,9 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from gan.latents import latents_for_seeds
 from service.batching import BatchScheduler, QueueFull, QueueTimeout
 from service.inference import BatchingOptions, InferenceEngine
-from service.latents import latents_for_seeds
 from service.metrics import Metrics
 from tests.service import imagefiles as F
 from tests.service.conftest import ClientFactory

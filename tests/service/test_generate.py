@@ -14,12 +14,12 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from gan.checkpoint import load_checkpoint
+from gan.latents import SEED_LIMIT, image_seeds, seed_latent
+from gan.models import to_uint8
 from service.app import create_app
-from service.latents import SEED_LIMIT, image_seeds, seed_latent
 from service.settings import Settings
 from tests.service.conftest import ClientFactory
-from training.checkpoint import load_checkpoint
-from training.models import to_uint8
 
 
 def png_pixels(data: bytes) -> np.ndarray:

@@ -13,12 +13,11 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.inference import RealScores
+from gan.checkpoint import load_checkpoint
+from gan.models import to_model_range
+from gan.preprocess import PREPROCESS_STEPS, preprocess_description, to_model_pixels
 from tests.service import imagefiles as F
 from tests.service.conftest import REAL_SCORES, ClientFactory
-from training.checkpoint import load_checkpoint
-from training.models import to_model_range
-from training.preprocess import PREPROCESS_STEPS, preprocess_description, to_model_pixels
 
 
 def expected_logits(ckpt: Path, files: list[bytes]) -> list[float]:
@@ -222,19 +221,6 @@ def test_malformed_multipart(client: TestClient) -> None:
     )
     assert 400 <= r.status_code < 500
     assert isinstance(r.json()["detail"], (str, list))
-
-
-def test_percentile_interpolation_and_ends() -> None:
-    rs = RealScores.from_config(
-        {"levels": [0.0, 0.5, 1.0], "quantiles": [-1.0, 1.0, 1.0], "num_images": 2, "source": "x"},
-        "config.json",
-    )
-    assert rs is not None
-    assert rs.percentile(-5.0) == 0.0
-    assert rs.percentile(-1.0) == 0.0  # nobody scored strictly lower than the minimum
-    assert rs.percentile(0.0) == pytest.approx(25.0)
-    assert rs.percentile(1.0) == pytest.approx(50.0)  # a run of equal quantiles: jump across it
-    assert rs.percentile(1.0001) == 100.0
 
 
 def test_small_pngs_are_decoded_on_the_loop_others_in_a_thread(

@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from training.checkpoint import load_checkpoint
+from gan.checkpoint import load_checkpoint
+from gan.models import ModelConfig
 from training.cli import sample_main, train_main
+from training.config import TrainConfig, TrainingError
 from training.data import ImageData
-from training.loop import TrainConfig, Trainer, TrainingError, resume_trainer
-from training.models import ModelConfig
+from training.loop import Trainer, resume_trainer
 
 TINY = ModelConfig(z_dim=8, g_width=8, d_width=8)
 
@@ -113,8 +114,8 @@ def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -
     ])
     assert rc == 0
     ck = load_checkpoint(export)
-    assert ck.step == 6 and ck.config["dataset"]["name"] == "mnist"
-    assert ck.config["real_scores"]["num_images"] == 10000
+    assert ck.step == 6 and ck.config.dataset["name"] == "mnist"
+    assert ck.config.real_scores is not None and ck.config.real_scores.num_images == 10000
     assert not (export / "train_state.safetensors").exists()
 
     npy1, npy2 = tmp_path / "a.npy", tmp_path / "b.npy"

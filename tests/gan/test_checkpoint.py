@@ -1,23 +1,22 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import make_tiny_checkpoint
-from training.checkpoint import (
+from gan.checkpoint import (
     CheckpointError,
-    CheckpointManager,
+    RealScores,
     build_config,
     load_checkpoint,
     read_config,
     save_checkpoint,
 )
-from training.models import ModelConfig, build_models
+from gan.models import ModelConfig, build_models
+from tests.conftest import make_checkpoint
 
 
 def test_round_trip_gives_identical_tensors(tmp_path: Path) -> None:
@@ -116,32 +115,49 @@ def test_config_that_is_not_json(tiny_checkpoint: Path) -> None:
 def test_crash_mid_write_keeps_the_good_checkpoint(tiny_checkpoint: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     before = {f.name: f.read_bytes() for f in tiny_checkpoint.iterdir()}
     ck = load_checkpoint(tiny_checkpoint)
-    import training.checkpoint as mod
+    import gan.checkpoint as mod
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("disk full")
 
     monkeypatch.setattr(mod, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(tiny_checkpoint, ck.generator, ck.discriminator, ck.config)
+        save_checkpoint(tiny_checkpoint, ck.generator, ck.discriminator, ck.config.raw)
     assert {f.name: f.read_bytes() for f in tiny_checkpoint.iterdir()} == before
     assert not [p for p in tiny_checkpoint.parent.iterdir() if p.name.startswith(".")]
     load_checkpoint(tiny_checkpoint)
 
 
-def test_manager_keeps_last_n_and_best(tmp_path: Path) -> None:
-    cfg = ModelConfig(z_dim=8, g_width=8, d_width=8)
-    g, d = build_models(cfg, seed=0)
-    mgr = CheckpointManager(tmp_path, keep_last=2)
-    for step, metric in [(1, 5.0), (2, 3.0), (3, 4.0), (4, 6.0)]:
-        conf = build_config(cfg, step=step, extra={"training_metric": {"name": "fid", "value": metric}})
-        mgr.save(step, g, d, conf, {"step": step}, metric=metric)
-    assert [p.name for p in mgr.step_dirs()] == ["step-00000003", "step-00000004"]
-    assert read_config(mgr.root / "best")["step"] == 2
-    assert read_config(mgr.root / "latest")["step"] == 4
-    assert not [p for p in os.listdir(mgr.root) if p.startswith(".")]
-
-
 def test_tiny_checkpoint_helper_loads(tmp_path: Path) -> None:
-    ck = load_checkpoint(make_tiny_checkpoint(tmp_path / "t", resolution=64, channels=3))
+    ck = load_checkpoint(make_checkpoint(tmp_path / "t", resolution=64, channels=3))
     assert ck.model_config.resolution == 64 and not ck.generator.training
+
+
+@pytest.mark.parametrize(
+    ("data", "phrase"),
+    [
+        ([1, 2], "must be an object or null"),
+        ({"levels": [0.0, 1.0]}, "needs the lists"),
+        ({"levels": [0.0, 1.0], "quantiles": [0.0, float("nan")]}, "finite numbers"),
+        ({"levels": [0.0, 0.0, 1.0], "quantiles": [0, 1, 2]}, "strictly increasing"),
+        ({"levels": [0.1, 1.0], "quantiles": [0, 1]}, "from 0.0 to 1.0"),
+        ({"levels": [0.0, 1.0], "quantiles": [0, 1], "num_images": 0}, "positive integer"),
+    ],
+)
+def test_real_scores_validation(data: object, phrase: str) -> None:
+    with pytest.raises(CheckpointError, match=phrase) as info:
+        RealScores.from_config(data, "/x/config.json")
+    assert str(info.value).startswith("/x/config.json: 'real_scores'")
+
+
+def test_percentile_interpolation_and_ends() -> None:
+    rs = RealScores.from_config(
+        {"levels": [0.0, 0.5, 1.0], "quantiles": [-1.0, 1.0, 1.0], "num_images": 2, "source": "x"},
+        "config.json",
+    )
+    assert rs is not None
+    assert rs.percentile(-5.0) == 0.0
+    assert rs.percentile(-1.0) == 0.0  # nobody scored strictly lower than the minimum
+    assert rs.percentile(0.0) == pytest.approx(25.0)
+    assert rs.percentile(1.0) == pytest.approx(50.0)  # a run of equal quantiles: jump across it
+    assert rs.percentile(1.0001) == 100.0

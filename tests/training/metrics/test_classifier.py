@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.classifier import (
+from training.cli import eval_main as run_eval_cli
+from training.data import ImageData, load_mnist
+from training.metrics.classifier import (
     CONFIG_FILE,
     ENV_CLASSIFIER_DIR,
     WEIGHTS_FILE,
@@ -23,10 +25,8 @@ from training.classifier import (
     random_shift,
     train_classifier,
 )
-from training.data import ImageData, load_mnist
-from training.evaluate import run_eval_cli
 
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "mnist-classifier"
+SHIPPED = Path(__file__).resolve().parents[3] / "checkpoints" / "mnist-classifier"
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_load_reports_missing_pieces(tmp_path: Path) -> None:
         load_classifier(tmp_path / "nowhere")
     d = _copy_shipped(tmp_path)
     (d / CONFIG_FILE).write_text("{not json")
-    with pytest.raises(ClassifierError, match="not readable JSON"):
+    with pytest.raises(ClassifierError, match="not valid JSON"):
         load_classifier(d)
     (d / CONFIG_FILE).unlink()
     with pytest.raises(ClassifierError, match="missing"):

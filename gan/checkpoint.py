@@ -11,21 +11,26 @@ A checkpoint is a directory::
     train_state.json            optional: the non-tensor half of the training state
 
 Nothing here unpickles anything: tensors travel as safetensors and everything else as JSON.
-Writes are atomic: a checkpoint is assembled in a hidden temporary directory next to its final
-place and renamed into it, so a crash mid-write never leaves a half-written checkpoint where a
-good one was.
+Writes are atomic (:func:`gan.io.atomic_directory`): a checkpoint is assembled in a hidden
+temporary directory next to its final place and renamed into it, so a crash mid-write never
+leaves a half-written checkpoint where a good one was.
+
+Reading validates everything once, here: the format version, the model config, the
+``real_scores`` quantiles, every tensor's name, shape and finiteness and the file hashes. A
+loaded :class:`Checkpoint` carries a typed :class:`CheckpointConfig`; nobody else parses
+``config.json``.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
+import math
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +40,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.errors import UserError
-from training.models import (
+from gan.errors import UserError
+from gan.io import atomic_directory, sha256_file, write_json_atomic
+from gan.models import (
     NORMALISATION,
     ConfigError,
     ModelConfig,
@@ -58,86 +64,162 @@ class CheckpointError(UserError):
     """A checkpoint is missing, malformed or does not match its own description."""
 
 
-# --------------------------------------------------------------------------------------------
-# Small file helpers
-# --------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# --------------------------------------------------------------------------------------------
+# The typed config
+# --------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``final`` only when the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        # mkdtemp and safetensors create owner-only entries; use the usual umask-based modes
-        # so a checkpoint written by one user (or container) can be served by another.
-        umask = _current_umask()
-        os.chmod(tmp, 0o777 & ~umask)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old: Path | None = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+@dataclass(frozen=True)
+class RealScores:
+    """D's logits on held-out real images, as quantiles (``config.json`` ``real_scores``)."""
+
+    levels: tuple[float, ...]  # ascending, 0.0 .. 1.0
+    quantiles: tuple[float, ...]  # logit at each level, non-decreasing
+    num_images: int | None
+    source: str | None
+
+    @classmethod
+    def from_config(cls, data: Any, where: str) -> RealScores | None:
+        """Validate a ``real_scores`` entry (None stays None); ``where`` names the file."""
+        if data is None:
+            return None
+
+        def bad(problem: str) -> CheckpointError:
+            return CheckpointError(f"{where}: 'real_scores' {problem}")
+
+        if not isinstance(data, dict):
+            raise bad(f"must be an object or null, got {type(data).__name__}")
+        levels, quantiles = data.get("levels"), data.get("quantiles")
+        if not isinstance(levels, list) or not isinstance(quantiles, list):
+            raise bad("needs the lists 'levels' and 'quantiles'")
+        if len(levels) != len(quantiles) or len(levels) < 2:
+            raise bad(
+                f"'levels' ({len(levels)}) and 'quantiles' ({len(quantiles)}) must have the same "
+                "length, at least 2"
+            )
+        for name, values in (("levels", levels), ("quantiles", quantiles)):
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise bad(f"'{name}' must hold finite numbers, found {v!r}")
+        if any(b <= a for a, b in itertools.pairwise(levels)):
+            raise bad("'levels' must be strictly increasing")
+        if levels[0] != 0.0 or levels[-1] != 1.0:
+            raise bad(f"'levels' must run from 0.0 to 1.0, got {levels[0]} .. {levels[-1]}")
+        if any(b < a for a, b in itertools.pairwise(quantiles)):
+            raise bad("'quantiles' must be non-decreasing (one logit per level, ascending)")
+        num = data.get("num_images")
+        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+            raise bad(f"'num_images' must be a positive integer, got {num!r}")
+        source = data.get("source")
+        return cls(
+            tuple(float(v) for v in levels),
+            tuple(float(v) for v in quantiles),
+            num,
+            None if source is None else str(source),
+        )
+
+    def percentile(self, logit: float) -> float:
+        """Share (0..100) of the held-out real images whose logit is lower than ``logit``.
+
+        The empirical distribution is read off the stored quantiles: below the lowest one the
+        share is 0, above the highest 100, and in between it is interpolated linearly between
+        the two surrounding quantiles (at a run of equal quantiles it jumps across the run).
+        """
+        q = self.quantiles
+        k = bisect.bisect_left(q, logit)  # quantiles strictly below the logit: q[:k]
+        if k == 0:
+            return 0.0
+        if k == len(q):
+            return 100.0
+        lo, hi = q[k - 1], q[k]  # lo < logit <= hi, lo < hi
+        frac = (logit - lo) / (hi - lo)
+        level = self.levels[k - 1] + frac * (self.levels[k] - self.levels[k - 1])
+        return 100.0 * level
+
+
+def _object(cfg: dict[str, Any], key: str) -> dict[str, Any]:
+    value = cfg.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``config.json`` of a checkpoint, validated and typed.
+
+    ``dataset``, ``training`` and ``metrics`` are records written by the trainer and by
+    ``gan-eval --write`` for people to read; the code relies on none of their keys. ``raw`` is
+    the whole file as read, for writers that update it (:func:`update_config`).
+    """
+
+    format_version: int
+    model: ModelConfig
+    step: int
+    seed: int | None
+    dataset: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    real_scores: RealScores | None
+    normalisation: dict[str, Any]
+    created_at: str | None
+    checkpoint_hash: str
+    file_hashes: dict[str, str]  # weight file name -> SHA-256
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any], where: str) -> CheckpointConfig:
+        """Validate a parsed ``config.json``; ``where`` names the file in errors."""
+        version = check_format(cfg, where, FORMAT_NAME, FORMAT_VERSION, CheckpointError)
+        try:
+            model = ModelConfig.from_dict(cfg.get("model"))  # type: ignore[arg-type]
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"{where}: invalid 'model' section: {exc}") from exc
+        step = cfg.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise CheckpointError(f"{where}: 'step' must be an integer")
+        for key in ("resolution", "channels"):
+            value = cfg.get(key)
+            if value is not None and value != getattr(model, key):
+                raise CheckpointError(
+                    f"{where}: '{key}' is {value!r} but the 'model' section says "
+                    f"{getattr(model, key)!r}; the checkpoint is inconsistent"
+                )
+        seed = cfg.get("seed")
+        hashes: dict[str, str] = {}
+        for name, entry in _object(cfg, "files").items():
+            if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+                hashes[str(name)] = entry["sha256"]
+        created = cfg.get("created_at")
+        return cls(
+            format_version=version,
+            model=model,
+            step=step,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            dataset=_object(cfg, "dataset"),
+            training=_object(cfg, "training"),
+            metrics=_object(cfg, "metrics"),
+            real_scores=RealScores.from_config(cfg.get("real_scores"), where),
+            normalisation=_object(cfg, "normalisation"),
+            created_at=created if isinstance(created, str) else None,
+            checkpoint_hash=str(cfg.get("checkpoint_hash", "unknown")),
+            file_hashes=hashes,
+            raw=cfg,
+        )
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.dataset.get("name", "custom"))
+
+    @property
+    def model_id(self) -> str:
+        mc = self.model
+        return (
+            f"{self.dataset_name}-{mc.arch}-{mc.resolution}px-step{self.step}-"
+            f"{self.checkpoint_hash[:8]}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +356,10 @@ def checkpoint_hash_from_files(files: dict[str, dict[str, str]]) -> str:
 
 
 def update_config(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``updates`` into a checkpoint's config.json (atomically); returns the new config."""
+    """Merge ``updates`` into a checkpoint's config.json (atomically); returns the new config.
+
+    Only ``config.json`` changes: the weight files, their hashes and the checkpoint hash stay.
+    """
     cfg = read_config(path)
     for key, value in updates.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
@@ -290,36 +375,56 @@ def update_config(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------------------------
 
 
-def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a checkpoint's ``config.json`` (without touching the weights)."""
+def read_json_object(path: Path, error: type[UserError]) -> dict[str, Any]:
+    """Parse a JSON file that must hold an object; any problem raises ``error`` naming it."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data
+
+
+def check_format(
+    cfg: dict[str, Any], where: str | Path, name: str, max_version: int, error: type[UserError]
+) -> int:
+    """Check a versioned config's ``format`` and ``format_version`` (1..max_version)."""
+    if cfg.get("format") != name:
+        raise error(f"{where}: 'format' is {cfg.get('format')!r}, expected {name!r}")
+    version = cfg.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= max_version:
+        raise error(
+            f"{where}: unsupported format_version {version!r} (this code reads 1..{max_version})"
+        )
+    return version
+
+
+def _config_path(path: str | os.PathLike[str]) -> Path:
     ckpt = Path(path)
     if not ckpt.exists():
         raise CheckpointError(f"checkpoint directory {ckpt} does not exist")
     if not ckpt.is_dir():
-        raise CheckpointError(f"checkpoint {ckpt} is not a directory (expected a folder with {CONFIG_FILE})")
+        raise CheckpointError(
+            f"checkpoint {ckpt} is not a directory (expected a folder with {CONFIG_FILE})"
+        )
     cfg_path = ckpt / CONFIG_FILE
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: missing; a checkpoint directory needs {CONFIG_FILE}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{cfg_path}: expected a JSON object")
-    if cfg.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{cfg_path}: 'format' is {cfg.get('format')!r}, expected {FORMAT_NAME!r}")
-    version = cfg.get("format_version")
-    if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{cfg_path}: unsupported format_version {version!r} (this code reads 1..{FORMAT_VERSION})"
-        )
-    try:
-        ModelConfig.from_dict(cfg.get("model"))  # type: ignore[arg-type]
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{cfg_path}: invalid 'model' section: {exc}") from exc
-    if not isinstance(cfg.get("step"), int):
-        raise CheckpointError(f"{cfg_path}: 'step' must be an integer")
-    return cfg
+    return cfg_path
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a checkpoint's ``config.json`` (without touching the weights); returns
+    the JSON object as stored (see :func:`read_checkpoint_config` for the typed view)."""
+    return read_checkpoint_config(path).raw
+
+
+def read_checkpoint_config(path: str | os.PathLike[str]) -> CheckpointConfig:
+    """Read and validate a checkpoint's ``config.json`` into a :class:`CheckpointConfig`."""
+    cfg_path = _config_path(path)
+    cfg = read_json_object(cfg_path, CheckpointError)
+    return CheckpointConfig.from_dict(cfg, str(cfg_path))
 
 
 def load_weights(
@@ -360,30 +465,29 @@ def load_weights(
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: networks in eval mode plus their self-description."""
+    """A loaded checkpoint: networks in eval mode plus their typed self-description."""
 
     path: Path
-    config: dict[str, Any]
-    model_config: ModelConfig
+    config: CheckpointConfig
     generator: nn.Module
     discriminator: nn.Module
     train_state: Any | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.config.model
 
     @property
     def step(self) -> int:
-        return int(self.config["step"])
+        return self.config.step
 
     @property
     def checkpoint_hash(self) -> str:
-        return str(self.config.get("checkpoint_hash", "unknown"))
+        return self.config.checkpoint_hash
 
     @property
     def model_id(self) -> str:
-        dataset = self.config.get("dataset")
-        ds = str(dataset.get("name", "custom")) if isinstance(dataset, dict) else "custom"
-        mc = self.model_config
-        return f"{ds}-{mc.arch}-{mc.resolution}px-step{self.step}-{self.checkpoint_hash[:8]}"
+        return self.config.model_id
 
 
 def load_checkpoint(
@@ -395,19 +499,15 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load and validate a checkpoint directory; raise :class:`CheckpointError` on any problem."""
     ckpt = Path(path)
-    cfg = read_config(ckpt)
-    model_config = ModelConfig.from_dict(cfg["model"])
-    files = cfg.get("files", {}) if isinstance(cfg.get("files"), dict) else {}
-    g = build_generator(model_config)
-    d = build_discriminator(model_config)
-    load_weights(ckpt / GENERATOR_FILE, g, files.get(GENERATOR_FILE, {}).get("sha256"), verify_hash)
-    load_weights(
-        ckpt / DISCRIMINATOR_FILE, d, files.get(DISCRIMINATOR_FILE, {}).get("sha256"), verify_hash
-    )
+    cfg = read_checkpoint_config(ckpt)
+    g = build_generator(cfg.model)
+    d = build_discriminator(cfg.model)
+    load_weights(ckpt / GENERATOR_FILE, g, cfg.file_hashes.get(GENERATOR_FILE), verify_hash)
+    load_weights(ckpt / DISCRIMINATOR_FILE, d, cfg.file_hashes.get(DISCRIMINATOR_FILE), verify_hash)
     g.to(device).eval()
     d.to(device).eval()
     state = load_train_state(ckpt) if with_train_state else None
-    return Checkpoint(ckpt, cfg, model_config, g, d, state)
+    return Checkpoint(ckpt, cfg, g, d, state)
 
 
 def load_train_state(path: str | os.PathLike[str]) -> Any:
@@ -431,62 +531,3 @@ def load_train_state(path: str | os.PathLike[str]) -> Any:
 
 def is_checkpoint(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / GENERATOR_FILE).is_file()
-
-
-# --------------------------------------------------------------------------------------------
-# A run's checkpoint folder: keep the last N and the best by a metric
-# --------------------------------------------------------------------------------------------
-
-
-class CheckpointManager:
-    """Manages ``<run>/checkpoints/step-XXXXXXXX`` directories plus ``best`` and ``latest``.
-
-    ``latest`` and ``best`` are full copies (not symlinks), so each is a complete checkpoint on
-    its own and survives the pruning of step directories.
-    """
-
-    def __init__(self, run_dir: Path, keep_last: int = 3, lower_is_better: bool = True) -> None:
-        self.root = Path(run_dir) / "checkpoints"
-        self.keep_last = max(1, keep_last)
-        self.lower_is_better = lower_is_better
-
-    def step_dir(self, step: int) -> Path:
-        return self.root / f"step-{step:08d}"
-
-    def step_dirs(self) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.glob("step-*") if p.is_dir() and is_checkpoint(p))
-
-    def latest(self) -> Path | None:
-        dirs = self.step_dirs()
-        return dirs[-1] if dirs else None
-
-    def save(
-        self,
-        step: int,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        config: dict[str, Any],
-        train_state: Any | None,
-        metric: float | None = None,
-    ) -> Path:
-        path = save_checkpoint(self.step_dir(step), generator, discriminator, config, train_state)
-        copy_checkpoint(path, self.root / "latest")
-        if metric is not None and self._is_better(metric):
-            copy_checkpoint(path, self.root / "best")
-        for old in self.step_dirs()[: -self.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-        return path
-
-    def _is_better(self, metric: float) -> bool:
-        best = self.root / "best"
-        if not is_checkpoint(best):
-            return True
-        try:
-            prev = read_config(best).get("training_metric", {}).get("value")
-        except CheckpointError:
-            return True
-        if prev is None:
-            return True
-        return metric < prev if self.lower_is_better else metric > prev

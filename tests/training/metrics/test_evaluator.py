@@ -10,22 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import build_config, load_checkpoint, read_config, save_checkpoint
-from training.classifier import ENV_CLASSIFIER_DIR
+from gan.checkpoint import load_checkpoint, read_config
+from tests.conftest import make_checkpoint
+from training.cli import eval_main as run_eval_cli
 from training.data import ImageData, load_mnist
-from training.evaluate import (
+from training.metrics.classifier import ENV_CLASSIFIER_DIR
+from training.metrics.evaluator import Evaluator
+from training.metrics.metrics import (
     EvalError,
-    Evaluator,
-    _ratio,
     class_coverage,
     fid_from_features,
-    format_report,
     frechet_distance,
     kid_from_features,
     precision_recall,
-    run_eval_cli,
 )
-from training.models import ModelConfig, build_models
+from training.metrics.report import _ratio, format_report
 
 N = 1000
 
@@ -210,17 +209,10 @@ def test_evaluator_refuses_bad_images(evaluator: Evaluator) -> None:
 # ---- checkpoints and the command line ---------------------------------------------------------
 
 
-def make_checkpoint(path: Path, dataset: str = "mnist", **model: int) -> Path:
-    cfg = ModelConfig(z_dim=8, g_width=8, d_width=8, **model)  # type: ignore[arg-type]
-    g, d = build_models(cfg, seed=0)
-    config = build_config(cfg, step=0, seed=0, dataset={"name": dataset})
-    return save_checkpoint(path, g, d, config)
-
-
 def test_evaluate_checkpoint_is_reproducible_and_converts_colour(
     evaluator: Evaluator, tmp_path: Path
 ) -> None:
-    ckpt = make_checkpoint(tmp_path / "rgb32", resolution=32, channels=3)
+    ckpt = make_checkpoint(tmp_path / "rgb32", resolution=32, channels=3, dataset="mnist")
     a = evaluator.evaluate_checkpoint(ckpt, num_samples=200, seed=5, batch_size=64)
     b = evaluator.evaluate_checkpoint(ckpt, num_samples=200, seed=5, batch_size=200)
     assert a["metrics"] == b["metrics"]
@@ -241,7 +233,7 @@ def test_evaluate_checkpoint_refuses_non_mnist_unless_allowed(
 def test_cli_end_to_end_with_write_and_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = make_checkpoint(tmp_path / "ckpt", dataset="mnist")
     before = read_config(ckpt)
     out = tmp_path / "result.json"
     rc = run_eval_cli(["--checkpoint", str(ckpt), "--num", "300", "--seed", "1", "--write",
@@ -282,7 +274,7 @@ def test_cli_refuses_non_mnist_checkpoints(
 def test_cli_user_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = make_checkpoint(tmp_path / "ckpt", dataset="mnist")
     args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     assert run_eval_cli(["--checkpoint", str(ckpt), *args]) == 2
     err = capsys.readouterr().err
@@ -293,7 +285,7 @@ def test_cli_missing_classifier_from_environment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ENV_CLASSIFIER_DIR, str(tmp_path / "env-classifier"))
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = make_checkpoint(tmp_path / "ckpt", dataset="mnist")
     assert run_eval_cli(["--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err
     assert "env-classifier" in err and "--train-classifier" in err
@@ -307,3 +299,45 @@ def test_cli_missing_checkpoint_and_bad_usage(
     assert run_eval_cli([]) == 2  # neither --checkpoint nor --train-classifier
     assert "one of the arguments" in capsys.readouterr().err
     assert run_eval_cli(["--help"]) == 0
+
+
+def test_gan_eval_evaluates_exactly_the_images_gan_sample_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.cli import sample_main
+
+    ckpt = make_checkpoint(tmp_path / "ckpt", dataset="mnist")
+    seen: list[torch.Tensor] = []
+    original = Evaluator.evaluate_images
+
+    def spy(self: Evaluator, images: torch.Tensor, *args: object, **kwargs: object) -> object:
+        seen.append(images.clone())
+        return original(self, images, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Evaluator, "evaluate_images", spy)
+    assert run_eval_cli(["--checkpoint", str(ckpt), "--num", "40", "--seed", "9",
+                         "--batch-size", "16"]) == 0  # fmt: skip
+    out = tmp_path / "s.npy"
+    assert sample_main(["--checkpoint", str(ckpt), "--num", "40", "--seed", "9",
+                        "--out", str(out)]) == 0  # fmt: skip
+    (images,) = seen
+    np.testing.assert_array_equal(np.load(out), images[:, 0].numpy())
+
+
+def test_a_broken_classifier_is_one_error_line_in_gan_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    mnist_dir: Path,
+) -> None:
+    from training.cli import train_main
+
+    broken = tmp_path / "classifier"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "classifier.safetensors").write_bytes(b"")
+    monkeypatch.setenv(ENV_CLASSIFIER_DIR, str(broken))
+    rc = train_main(["--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "64",
+                     "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("error: ") and "config.json" in err[-1]
+    assert not any("Traceback" in line for line in err)

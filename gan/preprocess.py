@@ -1,4 +1,8 @@
-"""The one conversion from a decoded image to model pixels.
+"""The one image decoder and the one conversion from a decoded image to model pixels.
+
+:func:`decode_image` turns file bytes into a Pillow image for both image folders and uploads:
+the format is sniffed from the bytes (PNG, JPEG, WebP, BMP, GIF), the pixel count is checked
+from the header before decoding, and every failure is one :class:`ImageDecodeError`.
 
 Training data (image folders, and MNIST at another resolution or channel count) and the HTTP
 service (scoring uploaded images with the discriminator) both go through :func:`to_model_pixels`,
@@ -36,13 +40,17 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gan.errors import UserError
 
 PREPROCESS_VERSION = 1
 
@@ -66,8 +74,25 @@ ALPHA_BACKGROUND = "black"
 MAX_PIXELS = 64_000_000
 
 
-class ImageDecodeError(ValueError):
-    """An image cannot be decoded or converted; the message says why."""
+class ImageDecodeError(UserError, ValueError):
+    """An image cannot be decoded or converted; the message says why and what to send instead."""
+
+
+#: Pillow format names accepted (uploads and image folders), in the order the docs list them.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+ALLOWED_DESCRIPTION = "PNG, JPEG, WebP, BMP or GIF (first frame)"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A fully decoded image (first frame) and what was learnt about it on the way."""
+
+    image: Image.Image
+    format: str  # one of ALLOWED_FORMATS
+    width: int
+    height: int
+    mode: str  # Pillow mode as decoded, before any conversion (e.g. "RGBA", "I;16", "CMYK")
+    frames: int  # frames in the file; only the first is used
 
 
 def _check_target(resolution: int, channels: int) -> None:
@@ -77,41 +102,114 @@ def _check_target(resolution: int, channels: int) -> None:
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
 
 
+def sniff_format(data: bytes) -> str | None:
+    """The format named by the file's magic bytes, if it is one of :data:`ALLOWED_FORMATS`."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    return None
+
+
+def _describe_unknown(data: bytes) -> str:
+    head = data[:64]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"it looks like text ({text[:24]!r}…)"
+    return f"its first bytes are {head[:8].hex(' ')}"
+
+
+def _too_many_pixels(fmt: str, max_pixels: int, size: str) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"the {fmt} image is too large ({size}): the limit is {max_pixels} pixels, checked "
+        "before decoding; downscale it first"
+    )
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode ``data`` (first frame) after checking its format and pixel count.
+
+    Trusts nothing but the bytes: the format is detected from the leading bytes and must be one
+    of :data:`ALLOWED_FORMATS`, and Pillow is told to use exactly that decoder. The pixel count
+    is read from the header and checked against ``max_pixels`` before any pixel data is decoded
+    (decompression bombs); only the first frame of animated files is decoded. Raises
+    :class:`ImageDecodeError` for empty data, other formats, too many pixels and truncated or
+    corrupt files, with a message that says what to send instead.
+    """
+    if not data:
+        raise ImageDecodeError(f"the file is empty (0 bytes); send a {ALLOWED_DESCRIPTION} image")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageDecodeError(
+            f"cannot decode: not a supported image: {_describe_unknown(data)}; the content is "
+            f"checked, not the file name or content type; send a {ALLOWED_DESCRIPTION} image"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Our own limit applies; Pillow's global one must not warn first. Its error (at
+            # twice Image.MAX_IMAGE_PIXELS) stays as a second line of defence.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError as exc:
+        raise _too_many_pixels(fmt, max_pixels, str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"the data starts like a {fmt} file but its header cannot be read; send a complete, "
+            f"valid {fmt} file"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise ImageDecodeError(
+            f"the {fmt} data is corrupt or truncated ({exc}); send a complete {fmt} file"
+        ) from exc
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"the {fmt} header says the image is {width}x{height}: no pixels")
+    if width * height > max_pixels:
+        raise _too_many_pixels(fmt, max_pixels, f"{width}x{height} = {width * height} pixels")
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    mode = img.mode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if frames > 1:
+                img.seek(0)
+            img.load()
+    except Image.DecompressionBombError as exc:
+        raise _too_many_pixels(fmt, max_pixels, str(exc)) from exc
+    except MemoryError as exc:
+        raise ImageDecodeError(
+            f"not enough memory to decode this {fmt} image; send a smaller one"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError) as exc:
+        raise ImageDecodeError(
+            f"the {fmt} data is corrupt or truncated ({exc}); send a complete {fmt} file"
+        ) from exc
+    return DecodedImage(img, fmt, width, height, mode, frames)
+
+
 def open_image(
     source: bytes | str | Path | IO[bytes], *, max_pixels: int | None = None
 ) -> Image.Image:
-    """Open and fully decode an image (first frame) with a pixel-count limit.
-
-    ``source`` is a path, raw file bytes or a binary file object. Raises
-    :class:`ImageDecodeError` for unreadable or corrupt data, and for images with more than
-    ``max_pixels`` (default :data:`MAX_PIXELS`) pixels, checked from the header before the
-    pixel data is decoded.
-    """
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    fp: str | Path | IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        with warnings.catch_warnings():
-            # Our own limit applies; Pillow's global one must not warn or raise first.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp)
-            width, height = img.size
-            if width * height > limit:
-                img.close()
-                raise ImageDecodeError(
-                    f"image is {width}x{height} = {width * height} pixels, more than the limit "
-                    f"of {limit}; downscale it first"
-                )
-            img.load()
-    except ImageDecodeError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from exc
-    except Exception as exc:
-        # Pillow's format plugins raise many types on malformed input (UnidentifiedImageError is
-        # an OSError; truncated files give OSError or SyntaxError; some give struct.error,
-        # IndexError, ...): all mean "this is not a usable image".
-        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
-    return img
+    """:func:`decode_image` of a path, raw bytes or a binary file object; the image alone."""
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, (str, Path)):
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read {source}: {exc}") from exc
+    else:
+        data = source.read()
+    return decode_image(data, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels).image
 
 
 def _composite_on_black(img: Image.Image) -> Image.Image:
@@ -208,7 +306,7 @@ def preprocess_description(resolution: int, channels: int) -> dict[str, Any]:
     _check_target(resolution, channels)
     return {
         "version": PREPROCESS_VERSION,
-        "function": "training.preprocess.to_model_pixels",
+        "function": "gan.preprocess.to_model_pixels",
         "resolution": resolution,
         "channels": channels,
         "color_mode": "L" if channels == 1 else "RGB",

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import preprocess
-from training.data import load_mnist
-from training.preprocess import (
+from gan import preprocess
+from gan.preprocess import (
     PREPROCESS_STEPS,
     ImageDecodeError,
     batch_to_model_pixels,
@@ -19,6 +18,7 @@ from training.preprocess import (
     resized_size,
     to_model_pixels,
 )
+from training.data import load_mnist
 
 
 def _noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -228,7 +228,7 @@ def test_open_image_rejects_corrupt_and_truncated_data() -> None:
 def test_open_image_pixel_limit() -> None:
     buf = io.BytesIO()
     Image.new("L", (100, 100)).save(buf, "PNG")
-    with pytest.raises(ImageDecodeError, match="more than the limit"):
+    with pytest.raises(ImageDecodeError, match="the limit is 9999 pixels"):
         open_image(buf.getvalue(), max_pixels=9999)
     assert open_image(buf.getvalue(), max_pixels=10000).size == (100, 100)
 

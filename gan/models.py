@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.errors import UserError
+from gan.errors import UserError
 
 SUPPORTED_RESOLUTIONS = (28, 32, 64)
 SUPPORTED_CHANNELS = (1, 3)

@@ -33,7 +33,14 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
-from training.checkpoint import CheckpointError, atomic_directory, load_weights, sha256_file
+from gan.checkpoint import (
+    CheckpointError,
+    check_format,
+    load_weights,
+    read_json_object,
+)
+from gan.errors import UserError
+from gan.io import atomic_directory, sha256_file
 from training.data import load_mnist
 
 CLASSIFIER_FORMAT = "mnist-classifier"
@@ -50,7 +57,7 @@ ENV_CLASSIFIER_DIR = "GAN_CLASSIFIER_DIR"
 FEATURE_BATCH = 250
 
 
-class ClassifierError(Exception):
+class ClassifierError(UserError):
     """The classifier directory is missing, malformed or does not match its description."""
 
 
@@ -59,7 +66,7 @@ def default_classifier_dir() -> Path:
     env = os.environ.get(ENV_CLASSIFIER_DIR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "checkpoints" / "mnist-classifier"
+    return Path(__file__).resolve().parents[2] / "checkpoints" / "mnist-classifier"
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,16 +249,6 @@ class Classifier:
         return self.features_and_logits(images_uint8, batch_size)[1].argmax(1)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ClassifierError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ClassifierError(f"{path}: expected a JSON object")
-    return data
-
-
 def load_classifier(path: str | os.PathLike[str] | None = None) -> Classifier:
     """Load and validate a classifier directory (default: :func:`default_classifier_dir`)."""
     directory = Path(path) if path is not None else default_classifier_dir()
@@ -265,17 +262,8 @@ def load_classifier(path: str | os.PathLike[str] | None = None) -> Classifier:
     for p in (cfg_path, weights):
         if not p.is_file():
             raise ClassifierError(f"{p}: missing; {hint}")
-    cfg = _read_json(cfg_path)
-    if cfg.get("format") != CLASSIFIER_FORMAT:
-        raise ClassifierError(
-            f"{cfg_path}: 'format' is {cfg.get('format')!r}, expected {CLASSIFIER_FORMAT!r}"
-        )
-    version = cfg.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= CLASSIFIER_FORMAT_VERSION:
-        raise ClassifierError(
-            f"{cfg_path}: unsupported format_version {version!r} "
-            f"(this code reads 1..{CLASSIFIER_FORMAT_VERSION})"
-        )
+    cfg = read_json_object(cfg_path, ClassifierError)
+    check_format(cfg, cfg_path, CLASSIFIER_FORMAT, CLASSIFIER_FORMAT_VERSION, ClassifierError)
     arch = ClassifierArch.from_dict(cfg.get("architecture"))
     files = cfg.get("files")
     entry = files.get(WEIGHTS_FILE) if isinstance(files, dict) else None
@@ -428,7 +416,4 @@ def train_classifier(
         save_file(state, str(tmp / WEIGHTS_FILE))
         config["files"] = {WEIGHTS_FILE: {"sha256": sha256_file(tmp / WEIGHTS_FILE)}}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the classifier is meant to be shared
     return config

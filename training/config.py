@@ -1,0 +1,158 @@
+"""Every option of a training run, in one place: :class:`TrainConfig` and its command line.
+
+Each field of :class:`TrainConfig` (and of the model's :class:`gan.models.ModelConfig`) carries
+its help text; :func:`add_config_arguments` turns the fields into ``gan-train`` options and
+:func:`config_from_args` turns parsed options back into a config, so a new option is one new
+field here and nothing else. The config is saved in ``run.json`` and in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from gan.errors import UserError
+from gan.models import (
+    ARCHITECTURES,
+    SUPPORTED_CHANNELS,
+    SUPPORTED_RESOLUTIONS,
+    ConfigError,
+    ModelConfig,
+)
+from training.losses import LOSSES
+
+
+class TrainingError(UserError):
+    """A training run cannot start or continue; the message says what to fix."""
+
+
+def _opt(default: Any, help: str, **cli: Any) -> Any:
+    """A config field with its command-line help; ``cli`` holds extra argparse settings
+    (``flag`` renames the option, ``negate`` makes a ``--no-x`` switch for a True default)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (saved in run.json and in each checkpoint)."""
+
+    steps: int = _opt(5000, "G updates (iterations)")
+    batch_size: int = _opt(64, "images per D and G update")
+    d_steps: int = _opt(1, "D updates per G update")
+    loss: str = _opt("nonsat", "GAN objective (training/losses.py)", choices=tuple(LOSSES))
+    lr_g: float = _opt(2e-4, "G's Adam learning rate")
+    lr_d: float = _opt(2e-4, "D's Adam learning rate")
+    beta1: float = _opt(0.5, "Adam beta1")
+    beta2: float = _opt(0.999, "Adam beta2")
+    # The penalty is (gamma / 2) * E||grad D(x)||^2 on real images; 0 disables it.
+    r1_gamma: float = _opt(0.0, "R1 weight on real images (0: off)")
+    r1_every: int = _opt(4, "lazy R1 interval: apply R1 every k D steps, scaled by k")
+    ema_decay: float = _opt(0.999, "EMA of G (0: off, export the raw G)")
+    # The decay ramps as min(ema_decay, (1 + t) / (ema_warmup + t)).
+    ema_warmup: int = _opt(100, "EMA warm-up steps")
+    seed: int = _opt(0, "seed of initialisation, data order and latents")
+    threads: int = _opt(0, "torch threads (0: torch default)")
+    channels_last: bool = _opt(True, "disable channels_last tensors", negate=True)
+    sample_every: int = _opt(500, "write a sample grid every N steps")
+    checkpoint_every: int = _opt(1000, "write a checkpoint every N steps")
+    eval_every: int = _opt(0, "quick FID every N steps (0: at checkpoints only)")
+    eval_samples: int = _opt(2000, "samples for the quick FID")
+    keep_last: int = _opt(3, "step checkpoints to keep")
+    log_every: int = _opt(50, "log line every N steps")
+    time_budget_s: float = _opt(
+        0.0, "stop after N seconds of training (0: no budget; still saves)", flag="--time-budget"
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            try:
+                self.model = ModelConfig.from_dict(self.model)
+            except (ConfigError, TypeError) as exc:
+                raise TrainingError(str(exc)) from exc
+        if self.loss not in LOSSES:
+            raise TrainingError(f"--loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
+        for name in ("steps", "batch_size", "d_steps", "r1_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise TrainingError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild a saved config; keys of older versions that no longer exist are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Help and choices for the model's fields (ModelConfig lives in gan/ and knows no CLI).
+_MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "resolution": {"help": "image size in pixels", "choices": SUPPORTED_RESOLUTIONS},
+    "channels": {"help": "1 (gray) or 3 (RGB)", "choices": SUPPORTED_CHANNELS},
+    "z_dim": {"help": "latent size"},
+    "g_width": {"help": "channels of G's last hidden block; earlier blocks double it"},
+    "d_width": {"help": "channels of D's first block; later blocks double it"},
+    "arch": {"help": "network family (gan/models.py)", "choices": ARCHITECTURES},
+}
+
+
+def _flag(name: str, meta: dict[str, Any]) -> str:
+    if "flag" in meta:
+        return str(meta["flag"])
+    return ("--no-" if meta.get("negate") else "--") + name.replace("_", "-")
+
+
+def _add(group: Any, name: str, default: Any, meta: dict[str, Any]) -> None:
+    flag = _flag(name, meta)
+    if isinstance(default, bool):
+        action = "store_false" if meta.get("negate") else "store_true"
+        group.add_argument(flag, dest=name, action=action, default=argparse.SUPPRESS,
+                           help=meta["help"])
+        return
+    choices = meta.get("choices")
+    group.add_argument(
+        flag, dest=name, type=type(default), default=argparse.SUPPRESS,
+        choices=list(choices) if choices is not None else None,
+        help=f"{meta['help']} (default: {default})",
+    )
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per config field; options left out stay absent from the namespace."""
+    model = parser.add_argument_group("model")
+    for f in fields(ModelConfig):
+        _add(model, f.name, f.default, _MODEL_OPTIONS[f.name])
+    opt = parser.add_argument_group("optimisation and run")
+    for f in fields(TrainConfig):
+        if f.name != "model":
+            _add(opt, f.name, f.default, dict(f.metadata))
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields that were given on the command line, by field name."""
+    names = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def option_names(names: list[str]) -> str:
+    """Field names as the command-line options a user typed, for messages."""
+    meta = {f.name: dict(f.metadata) for f in fields(TrainConfig)}
+    return ", ".join(_flag(n, meta.get(n, {})) for n in names)
+
+
+def config_from_options(options: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (default: the defaults) with ``options`` (field name -> value) applied."""
+    data = (base or TrainConfig()).to_dict()
+    model_names = {f.name for f in fields(ModelConfig)}
+    for key, value in options.items():
+        if key in model_names:
+            data["model"][key] = value
+        else:
+            data[key] = value
+    return TrainConfig.from_dict(data)

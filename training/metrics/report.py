@@ -1,0 +1,91 @@
+"""Readable reports of evaluation results, and the part ``gan-eval --write`` stores."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+# Rows in display order: (result key, label, True when lower is better). A new metric
+# registered in training/metrics/metrics.py shows up in reports once it has a row here.
+REPORT_ROWS: tuple[tuple[str, str, bool], ...] = (
+    ("fid", "FID", True),
+    ("kid", "KID ± std", True),
+    ("kid_std", "KID std over subsets", True),
+    ("precision", "precision", False),
+    ("recall", "recall", False),
+    ("coverage_entropy", "class entropy (norm.)", False),
+    ("coverage_min_share", "smallest class share", False),
+)
+
+
+def _cell(key: str, values: dict[str, Any]) -> str:
+    if key == "kid":
+        return f"{values['kid']:.4f} ± {values['kid_std']:.4f}"
+    return f"{values[key]:.3f}" if key == "fid" else f"{values[key]:.4f}"
+
+
+def _ratio(key: str, model: dict[str, Any], base: dict[str, Any]) -> str:
+    # Only meaningful against a baseline clearly above zero (KID: above its own subset noise).
+    floor = max(1e-6, base["kid_std"]) if key == "kid" else 1e-6
+    return f"{model[key] / base[key]:.2f}x" if base[key] > floor else "n/a"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A readable table: metric, model, real-vs-real baseline, model/baseline ratio."""
+    lines = []
+    ck = result.get("checkpoint")
+    if ck:
+        lines.append(f"checkpoint: {ck['path']} ({ck['model_id']})")
+    ref = result["reference"]
+    cls = result["classifier"]
+    lines.append(
+        f"samples: {result['num_images']} (seed {result['seed']}) vs "
+        f"{ref.get('name', 'custom')} {ref.get('split', '')} set ({ref['num_images']} images)"
+    )
+    lines.append(
+        f"feature space: classifier {cls['path']} ({cls['feature_dim']}-d, test accuracy "
+        f"{cls['test_accuracy']:.2%})"
+    )
+    base = result.get("baseline")
+    if base:
+        lines.append(f"baseline: {base['source']} vs the same reference")
+    lines.append("")
+    header = f"{'metric':<22}{'model':>20}{'real-vs-real':>20}{'ratio':>10}"
+    lines += [header, "-" * len(header)]
+    m = result["metrics"]
+    for key, label, lower in REPORT_ROWS:
+        if key == "kid_std":
+            continue  # shown with KID
+        arrow = "(lower better)" if lower else "(higher better)"
+        base_s = _cell(key, base) if base else ""
+        ratio_s = _ratio(key, m, base) if base else ""
+        lines.append(f"{label:<22}{_cell(key, m):>20}{base_s:>20}{ratio_s:>10}  {arrow}")
+    lines.append("")
+    shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(m["class_shares"]))
+    lines.append(f"predicted-digit shares (model): {shares}")
+    if base:
+        shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(base["class_shares"]))
+        lines.append(f"predicted-digit shares (real):  {shares}")
+    lines.append(f"({result['seconds']:.1f} s)")
+    return "\n".join(lines)
+
+
+def metrics_for_config(result: dict[str, Any]) -> dict[str, Any]:
+    """The part of a result that ``--write`` stores under a checkpoint's ``metrics``."""
+    m, base = result["metrics"], result.get("baseline", {})
+    keys = [k for k, _, _ in REPORT_ROWS] + ["class_shares"]
+    return {
+        **{k: m[k] for k in keys},
+        "eval": {
+            "num_samples": result["num_images"],
+            "seed": result["seed"],
+            "reference": f"{result['reference'].get('name', 'custom')} "
+            f"{result['reference'].get('split', '')}".strip(),
+            "classifier_sha256": result["classifier"]["weights_sha256"],
+            "settings": result["settings"],
+            "baseline": {k: base[k] for k in keys if k in base},
+            "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    }
+
+
