@@ -27,7 +27,7 @@ from service.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
 )
-from service.routes import generate, health, info, metrics, score
+from service.routes import docs, generate, health, info, metrics, page, score
 from service.settings import Settings
 
 logger = logging.getLogger("service")
@@ -159,6 +159,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are served by service.routes.docs with local assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = None
@@ -193,10 +196,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
-    for module in (health, info, generate, score):
+    for module in (health, info, generate, score, docs):
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
+    page.mount_static(app)
     return app
 
 

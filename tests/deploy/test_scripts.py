@@ -9,7 +9,7 @@ import pytest
 
 from tests.deploy.dockerfile import ROOT
 
-SCRIPTS = ["docker-test.sh", "docker-wheels.sh", "lint-docker.sh"]
+SCRIPTS = ["docker-test.sh", "docker-wheels.sh", "lint-docker.sh", "vendor-docs-assets.sh"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
