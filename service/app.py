@@ -48,6 +48,7 @@ Generate images with a trained GAN generator and score images with its discrimin
 * `POST /generate`: images from seeds (reproducible), explicit latents or a slerp path.
 * `POST /score`: D's logit, probability and realness percentile for uploaded images.
 * `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
+* `GET /`: a web page that uses these endpoints (generate, interpolate, score, model card).
 
 Concurrent requests share batched forward passes. When `GAN_QUEUE_SIZE` requests are in progress
 further ones get 503 with `Retry-After` at once; a request that waits longer than
@@ -196,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
-    for module in (health, info, generate, score, docs):
+    for module in (health, info, generate, score, page, docs):
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
