@@ -478,7 +478,8 @@ function curlCommand(record) {
   const lines = [`curl -s -X POST ${shellQuote(`${location.origin}/generate`)}`];
   if (keyRequired()) lines.push('-H "Authorization: Bearer $GAN_API_KEY"');
   lines.push("-H 'Content-Type: application/json'");
-  lines.push(`-d ${shellQuote(jsonText(reproduceBody(record)))} -o ${name}`);
+  lines.push(`-d ${shellQuote(jsonText(reproduceBody(record)))}`);
+  lines.push(`-o ${name}`);
   return lines.join(" \\\n     ");
 }
 
@@ -616,9 +617,13 @@ function renderScores(data, items) {
   for (const url of scoreURLs) URL.revokeObjectURL(url);
   scoreURLs = [];
   const ref = data.percentile_reference;
-  const refText = ref
-    ? `held-out real images (${[ref.num_images != null ? fmt(ref.num_images) : null, ref.source].filter(Boolean).join(", ")})`
-    : "held-out real images";
+  const notes = [...(data.notes ?? [])];
+  if (ref) {
+    const count = isNumber(ref.num_images) ? fmt(ref.num_images) : null;
+    const source = ref.source ? String(ref.source) : null;
+    const what = source && (!count || source.includes(count)) ? source : [count && `${count} images`, source].filter(Boolean).join(", ");
+    notes.unshift(`Held-out real images: ${what || "unknown"}. The tick on each bar marks the median real image.`);
+  }
   const list = $("score-results");
   list.replaceChildren();
   for (const result of data.results) {
@@ -641,7 +646,7 @@ function renderScores(data, items) {
         percentileBar(result.realness_percentile),
         el("p", {
           class: "score-percentile",
-          text: `Higher than ${result.realness_percentile.toFixed(1)} % of ${refText}.`,
+          text: `Higher than ${result.realness_percentile.toFixed(1)} % of held-out real images.`,
         }),
       );
     } else {
@@ -662,7 +667,7 @@ function renderScores(data, items) {
       ),
     );
   }
-  $("score-notes").textContent = (data.notes ?? []).join(" ");
+  $("score-notes").textContent = notes.join(" ");
 }
 
 function scoreItems(items) {
