@@ -9,12 +9,15 @@ Content-Security-Policy: scripts, styles and requests from this origin only, ima
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_URL = "/static"
@@ -55,6 +58,20 @@ async def page() -> HTMLResponse:
     return HTMLResponse(_index_html(), headers=PAGE_HEADERS)
 
 
+class RevalidatedStaticFiles(StaticFiles):
+    """StaticFiles with ``Cache-Control: no-cache``: browsers revalidate (a cheap 304 by ETag)
+    instead of guessing a lifetime from the file's age, so an upgraded service never runs the
+    new page with an old script."""
+
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+
 def mount_static(app: FastAPI) -> None:
     """Serve ``service/static`` (the page's files and the API docs' assets) at /static."""
-    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(STATIC_URL, RevalidatedStaticFiles(directory=STATIC_DIR), name="static")

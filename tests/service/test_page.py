@@ -91,6 +91,9 @@ def test_page_assets_are_served_with_their_types(client: TestClient) -> None:
         assert r.status_code == 200, url
         assert types[Path(url).suffix] in r.headers["content-type"], (url, r.headers)
     assert client.get("/static/nothing.js").status_code == 404
+    r = client.get("/static/app.js")
+    assert r.headers["cache-control"] == "no-cache"  # revalidate: never an old script
+    assert client.get("/static/app.js", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
     assert set(PAGE_FILES) <= {p.name for p in STATIC_DIR.iterdir()}
 
 
@@ -132,6 +135,12 @@ def _serve(args: list[str], env: dict[str, str]) -> Iterator[str]:
 def server(browser: Browser) -> Iterator[str]:
     """The bundled model, at most MAX_IMAGES images per request."""
     yield from _serve(["--checkpoint", str(BUNDLED)], {"GAN_MAX_IMAGES": str(MAX_IMAGES)})
+
+
+@pytest.fixture(scope="module")
+def rgb_server(browser: Browser, rgb_ckpt_dir: Path) -> Iterator[str]:
+    """A tiny 32x32 RGB model without real_scores or an evaluation baseline."""
+    yield from _serve(["--checkpoint", str(rgb_ckpt_dir)], {})
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +246,12 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     # The page generates a grid and an interpolation on its own.
     expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)
     expect(page.locator("#strip img")).to_have_count(8)
-    expect(page.locator("#animation-img")).to_have_attribute("src", re.compile("^data:image/png"))
+    animation = page.locator("#animation-img")
+    expect(animation).to_have_attribute("src", re.compile("^data:image/png"))
+    first_frame = animation.get_attribute("src")
+    expect(animation).not_to_have_attribute("src", first_frame or "")  # it plays
+    page.click("#animation-toggle")
+    expect(page.locator("#animation-toggle")).to_have_text("Play")
     first = page.locator("#grid img").first
     assert re.fullmatch(r"Generated image, seed \d+", first.get_attribute("alt") or "")
     assert first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
@@ -276,6 +290,12 @@ def test_generate_shows_n_images_and_the_seed_changes_them(tab: Tab) -> None:
     assert not set(first) & set(second)
     generate(page, 1000, 5)  # same seed, same images
     assert grid_srcs(page) == first
+
+    # Keyboard: Tab onto an image and press Enter to select it.
+    page.locator("#grid .thumb").nth(1).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#details")).to_be_visible()
+    expect(page.locator("#detail-img")).to_have_attribute("alt", "Generated image, seed 1001")
 
     page.click("#new-seed")
     expect(page.locator("#grid img").first).not_to_have_attribute("data-seed", "1000")
@@ -468,6 +488,20 @@ def test_api_errors_show_next_to_the_control_that_caused_them(tab: Tab) -> None:
         "The server is busy: the server is at capacity (try again in 3 s)"
     )
     expect(page.locator('#generate-form [data-error-for="n"]')).to_have_text("")
+
+    # 413 from /score (faked too: the real limit is 10 MiB).
+    page.route(
+        "**/score",
+        lambda route: route.fulfill(
+            status=413, json={"detail": "request body is larger than 10 bytes (GAN_MAX_BODY_BYTES)"}
+        ),
+    )
+    page.set_input_files(
+        "#score-files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": b"x" * 64}]
+    )
+    expect(page.locator('#score-form [data-error-for=""]')).to_have_text(
+        "Too much data: request body is larger than 10 bytes (GAN_MAX_BODY_BYTES)"
+    )
     assert tab.csp_violations() == []
 
 
@@ -539,6 +573,32 @@ def test_conditional_model_fields_from_info_are_picked_up(tab: Tab) -> None:
         "method_options": {"strength": 0.25},
     }
     assert tab.errors == []
+
+
+def test_page_works_with_a_checkpoint_that_records_less(browser: Browser, rgb_server: str) -> None:
+    """RGB, 32 px, no held-out scores, metrics without a baseline: fewer things to show."""
+    from playwright.sync_api import expect
+
+    for tab in _tab(browser, rgb_server):
+        page = tab.open()
+        expect(page.locator("#grid img")).to_have_count(16)
+        first = page.locator("#grid img").first
+        assert first.evaluate("e => e.getBoundingClientRect().width") == 96  # 32 px x 3
+        expect(page.locator("#model-line")).to_contain_text("32×32 colour")
+        fid = page.locator('#card-body tr[data-metric="fid"] td')
+        expect(fid.nth(0)).to_have_text("99.5")
+        expect(fid.nth(1)).to_have_text("–")
+        expect(page.locator("#card-body")).to_contain_text("None: scores come without a percentile.")
+
+        png = data_url_bytes(first.get_attribute("src") or "")
+        page.set_input_files(
+            "#score-files", files=[{"name": "rgb.png", "mimeType": "image/png", "buffer": png}]
+        )
+        item = page.locator("#score-results .score-item")
+        expect(item).to_contain_text("No realness percentile")
+        assert item.locator(".bar").count() == 0
+        expect(page.locator("#score-notes")).to_contain_text("stores no real_scores")
+        assert tab.errors == [] and tab.csp_violations() == [] and tab.external == []
 
 
 def test_swagger_ui_renders_with_no_network(tab: Tab) -> None:
