@@ -29,7 +29,7 @@ from service.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
 )
-from service.routes import generate, health, info, metrics, score
+from service.routes import docs, generate, health, info, metrics, page, score
 from service.settings import Settings
 
 logger = logging.getLogger("service")
@@ -50,6 +50,7 @@ Generate images with a trained GAN generator and score images with its discrimin
 * `POST /generate`: images from seeds (reproducible), explicit latents or a slerp path.
 * `POST /score`: D's logit, probability and realness percentile for uploaded images.
 * `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
+* `GET /`: a web page that uses these endpoints (generate, interpolate, score, model card).
 
 Concurrent requests share batched forward passes. When `GAN_QUEUE_SIZE` requests are in progress
 further ones get 503 with `Retry-After` at once; a request that waits longer than
@@ -109,7 +110,7 @@ async def _queue_timeout_handler(request: Request, exc: Exception) -> JSONRespon
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
     settings = settings if settings is not None else Settings()
-    routers = (health, info, generate, score)
+    routers = (health, info, generate, score, page, docs)
     model_paths = tuple(path for module in routers for path in module.MODEL_PATHS)
     app_metrics = Metrics(model_routes=model_paths)
 
@@ -163,6 +164,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are served by service.routes.docs with local assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = None
@@ -203,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
+    page.mount_static(app)
     _add_security_scheme(app)
     return app
 

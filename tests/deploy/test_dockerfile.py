@@ -200,7 +200,8 @@ def test_dockerignore_keeps_out(path: str) -> None:
     ["pyproject.toml", "README.md", "training/models.py", "service/app.py",
      "service/routes/generate.py", "checkpoints/mnist/config.json",
      "checkpoints/mnist-classifier/config.json", "wheels/torch-2.13.0-cp311.whl",
-     "scripts/docker-wheels.sh"],
+     "scripts/docker-wheels.sh", "service/static/index.html", "service/static/app.js",
+     "service/static/vendor/swagger-ui-bundle.js"],
 )
 def test_dockerignore_lets_in(path: str) -> None:
     assert not excluded(path), f".dockerignore keeps {path} out of the build context"

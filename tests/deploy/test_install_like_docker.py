@@ -208,6 +208,20 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
         assert headers.get("content-type") == "image/png"
         assert body[:8] == b"\x89PNG\r\n\x1a\n"
 
+        # The web page and the API docs' assets are package data: installed, not just in the tree.
+        for path, content_type in [
+            ("/", "text/html"),
+            ("/static/app.js", "javascript"),
+            ("/static/api.js", "javascript"),
+            ("/static/app.css", "text/css"),
+            ("/docs", "text/html"),
+            ("/static/vendor/swagger-ui-bundle.js", "javascript"),
+            ("/static/vendor/redoc.standalone.js", "javascript"),
+        ]:
+            status, headers, body = request(port, path)
+            assert status == 200, (path, body[:300])
+            assert content_type in headers.get("content-type", ""), (path, headers)
+
         health = subprocess.run(
             healthcheck_command(final), env=env, capture_output=True, text=True, timeout=30,
             check=False,

@@ -1,0 +1,847 @@
+// The gan-serve page: generate, interpolate, score and the model card, on top of the public API.
+// Everything the server says goes into the page as text (textContent), never as HTML. What the
+// page offers comes from GET /info: fields it does not know are not shown, and fields that a
+// later server may add (classes, generate.methods, kind, calibrated_probability) are picked up
+// when present.
+
+import { ApiError, forgetKey, getJSON, postJSON, request, storeKey, storedKey } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+let info = null; // GET /info
+let methods = []; // sampling methods advertised by /info (generate.methods), normalised
+let selectedButton = null;
+let selectedRecord = null;
+let animation = { frames: [], index: 0, step: 1, timer: null };
+let scoreURLs = []; // object URLs of the shown uploads, revoked on the next score
+let started = false;
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+// ---------------------------------------------------------------------------------------------
+
+/** Make an element; strings among `children` become text nodes (never HTML). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value == null || value === false) continue;
+    if (name === "text") node.textContent = String(value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+const isNumber = (x) => typeof x === "number" && Number.isFinite(x);
+
+function fmt(x) {
+  if (!isNumber(x)) return x == null ? "" : String(x);
+  if (Number.isInteger(x)) return x.toLocaleString("en");
+  const a = Math.abs(x);
+  return a >= 1000 ? Math.round(x).toLocaleString("en") : String(Number(x.toPrecision(3)));
+}
+
+function duration(seconds) {
+  if (!isNumber(seconds)) return null;
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  const minutes = Math.round(seconds / 60);
+  return minutes < 90 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+function bytes(n) {
+  if (!isNumber(n)) return null;
+  if (n >= 1024 * 1024) return `${fmt(n / (1024 * 1024))} MiB`;
+  if (n >= 1024) return `${fmt(n / 1024)} KiB`;
+  return `${n} bytes`;
+}
+
+function randomSeed() {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
+function shellQuote(text) {
+  return /^[A-Za-z0-9_./:@=-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/** JSON with a space after ':' and ',' at the top level, compact inside. */
+function jsonText(body) {
+  const parts = Object.entries(body).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`);
+  return `{${parts.join(", ")}}`;
+}
+
+function base64ToBlob(b64, type = "image/png") {
+  const raw = atob(b64);
+  const buf = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) buf[i] = raw.charCodeAt(i);
+  return new Blob([buf], { type });
+}
+
+/** Shown size of a generated image: integer scaling to about 84-128 px (pixelated in CSS). */
+function pixelScale(size) {
+  return Math.max(1, Math.round(96 / Math.max(1, size)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// errors next to the control that caused them
+// ---------------------------------------------------------------------------------------------
+
+/** A problem found before sending anything, reported like a 422 from the server. */
+class LocalError extends Error {
+  constructor(field, msg) {
+    super(msg);
+    this.field = field;
+  }
+
+  fieldErrors() {
+    return [{ field: this.field, msg: this.message }];
+  }
+}
+
+function clearErrors(form) {
+  for (const slot of form.querySelectorAll("[data-error-for]")) slot.textContent = "";
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+}
+
+/** The error slot for `field` ("interpolate.steps", "files.0"), else its parent's, else the form's. */
+function errorSlot(form, field) {
+  let name = field;
+  for (;;) {
+    const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+    if (slot) return slot;
+    if (name === "") return null;
+    name = name.includes(".") ? name.slice(0, name.lastIndexOf(".")) : "";
+  }
+}
+
+function showError(form, error) {
+  if (error instanceof ApiError && error.status === 401) {
+    forgetKey();
+    askForKey("The server did not accept the API key (it may have changed); enter it again.");
+    return;
+  }
+  let items = typeof error.fieldErrors === "function" ? error.fieldErrors() : [];
+  if (items.length === 0) items = [{ field: "", msg: error.message || String(error) }];
+  for (const { field, msg } of items) {
+    const slot = errorSlot(form, field);
+    if (!slot) continue;
+    slot.textContent = slot.textContent ? `${slot.textContent} ${msg}` : msg;
+    const input = field ? slot.closest(".field")?.querySelector("input, select") : null;
+    if (input) input.setAttribute("aria-invalid", "true");
+  }
+  if (!(error instanceof ApiError) && !(error instanceof LocalError)) console.error(error);
+}
+
+/** Run `task` with the form marked busy; its errors go next to their controls. */
+async function busy(form, task) {
+  const button = form.querySelector("button[type=submit]");
+  clearErrors(form);
+  form.setAttribute("aria-busy", "true");
+  if (button) button.disabled = true;
+  try {
+    await task();
+  } catch (error) {
+    showError(form, error);
+  } finally {
+    form.removeAttribute("aria-busy");
+    if (button) button.disabled = false;
+  }
+}
+
+/** The number in an <input type=number>, or undefined when empty. */
+function numberFrom(input, field) {
+  if (input.validity.badInput) throw new LocalError(field, "Enter a number.");
+  const text = input.value.trim();
+  return text === "" ? undefined : Number(text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// API key
+// ---------------------------------------------------------------------------------------------
+
+function askForKey(message = "") {
+  $("app").hidden = true;
+  $("auth").hidden = false;
+  $("model-line").textContent = "This server requires an API key.";
+  const form = $("auth-form");
+  clearErrors(form);
+  form.querySelector('[data-error-for=""]').textContent = message;
+  $("api-key").value = "";
+  $("api-key").focus();
+}
+
+$("auth-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) {
+    clearErrors($("auth-form"));
+    $("auth-form").querySelector('[data-error-for=""]').textContent = "Enter the API key.";
+    return;
+  }
+  storeKey(key);
+  start();
+});
+
+function keyRequired() {
+  return Boolean(info?.auth?.api_key_required) || storedKey() !== null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// what /info offers: limits, classes (conditional models), sampling methods, kind
+// ---------------------------------------------------------------------------------------------
+
+function className(entry) {
+  if (entry && typeof entry === "object") return String(entry.name ?? entry.label ?? entry.id ?? "");
+  return String(entry);
+}
+
+function setupLabels() {
+  const classes = Array.isArray(info.classes) ? info.classes : [];
+  $("label-field").hidden = classes.length === 0;
+  $("label").replaceChildren(
+    el("option", { value: "", text: "Any class (random)" }),
+    ...classes.map((entry, i) => el("option", { value: String(i), text: className(entry) })),
+  );
+}
+
+/** generate.methods as [{name, description, options: [{name, type, ...}]}]; accepts a list of
+ * names, a list of objects with `name`, or an object keyed by name. */
+function normaliseMethods(raw) {
+  let list = [];
+  if (Array.isArray(raw)) list = raw;
+  else if (raw && typeof raw === "object") list = Object.entries(raw).map(([name, v]) => ({ name, ...v }));
+  return list
+    .map((m) => (typeof m === "string" ? { name: m } : m))
+    .filter((m) => m && typeof m.name === "string")
+    .map((m) => {
+      let options = m.options ?? {};
+      if (!Array.isArray(options)) options = Object.entries(options).map(([name, v]) => ({ name, ...v }));
+      return {
+        name: m.name,
+        label: String(m.label ?? m.name),
+        description: m.description == null ? "" : String(m.description),
+        options: options.filter((o) => o && typeof o.name === "string"),
+      };
+    });
+}
+
+function setupMethods() {
+  methods = normaliseMethods(info.generate?.methods);
+  const show = methods.length > 1 || methods.some((m) => m.options.length > 0);
+  $("method-field").hidden = !show;
+  $("method").replaceChildren(...methods.map((m, i) => el("option", { value: String(i), text: m.label })));
+  renderMethodOptions();
+}
+
+function renderMethodOptions() {
+  const method = methods[$("method").selectedIndex];
+  $("method-hint").textContent = method?.description ?? "";
+  const box = $("method-options");
+  box.replaceChildren();
+  for (const option of method?.options ?? []) {
+    const id = `method-option-${option.name}`;
+    const type = option.type === "boolean" ? "checkbox" : option.enum ? "select" : "number";
+    let input;
+    if (type === "select") {
+      input = el("select", { id }, ...option.enum.map((v) => el("option", { value: String(v), text: String(v) })));
+      if (option.default != null) input.value = String(option.default);
+    } else {
+      input = el("input", {
+        id,
+        type,
+        min: option.minimum,
+        max: option.maximum,
+        step: option.type === "integer" ? 1 : "any",
+      });
+      if (type === "checkbox") input.checked = Boolean(option.default);
+      else if (option.default != null) input.value = String(option.default);
+    }
+    input.dataset.option = option.name;
+    input.dataset.kind = option.type ?? "";
+    box.append(
+      el(
+        "div",
+        { class: "field" },
+        el("label", { for: id, text: option.label ?? option.name }),
+        input,
+        option.description ? el("p", { class: "hint", text: option.description }) : null,
+        el("p", { class: "error", "data-error-for": `method_options.${option.name}` }),
+      ),
+    );
+  }
+}
+$("method").addEventListener("change", renderMethodOptions);
+
+/** The method fields of a /generate body: {method, method_options} (empty when not offered). */
+function methodBody() {
+  if ($("method-field").hidden) return {};
+  const method = methods[$("method").selectedIndex];
+  if (!method) return {};
+  const body = { method: method.name };
+  const options = {};
+  for (const input of $("method-options").querySelectorAll("[data-option]")) {
+    const name = input.dataset.option;
+    if (input.type === "checkbox") options[name] = input.checked;
+    else if (input.tagName === "SELECT") options[name] = input.value;
+    else {
+      const value = numberFrom(input, `method_options.${name}`);
+      if (value !== undefined) options[name] = value;
+    }
+  }
+  if (Object.keys(options).length > 0) body.method_options = options;
+  return body;
+}
+
+function setup() {
+  const limits = info.limits ?? {};
+  const maxImages = isNumber(limits.max_images) ? limits.max_images : 64;
+  const [seedMin, seedMax] = Array.isArray(limits.seed_range) ? limits.seed_range : [0, 2 ** 53 - 1];
+  const [tMin, tMax] = Array.isArray(limits.truncation_range) ? limits.truncation_range : [0.05, 10];
+
+  for (const id of ["seed", "from-seed", "to-seed"]) {
+    $(id).min = seedMin;
+    $(id).max = seedMax;
+  }
+  $("n").max = maxImages;
+  $("steps").max = maxImages;
+  if (!$("n").value) $("n").value = String(Math.min(16, maxImages));
+  if (Number($("steps").value) > maxImages) $("steps").value = String(maxImages);
+  $("n-hint").textContent = `1 to ${maxImages} per request`;
+  $("truncation").min = tMin;
+  $("truncation").max = tMax;
+  $("truncation-hint").textContent =
+    `${tMin} to ${tMax}; latent values beyond it are redrawn. Smaller: more typical, less varied images.`;
+  if (!$("seed").value) $("seed").value = String(randomSeed());
+
+  setupLabels();
+  setupMethods();
+
+  const formats = info.preprocessing?.accepted_formats;
+  $("score-hint").textContent = [
+    Array.isArray(formats) ? formats.join(", ") : null,
+    `up to ${maxImages} images at once`,
+  ]
+    .filter(Boolean)
+    .join("; ");
+
+  const m = info.model ?? {};
+  const kind = info.kind ?? info.architecture?.arch;
+  const size = `${info.resolution}×${info.resolution}`;
+  $("model-line").textContent = [
+    m.model_id,
+    kind ? `${kind}${Array.isArray(info.classes) && info.classes.length ? ", conditional" : ""}` : null,
+    `${size} ${info.channels === 1 ? "grayscale" : "colour"}`,
+    info.dataset?.name ? `trained on ${info.dataset.name}` : null,
+  ]
+    .filter(Boolean)
+    .join(" · ");
+
+  renderCard();
+  $("auth").hidden = true;
+  $("app").hidden = false;
+}
+
+async function start() {
+  $("page-status").textContent = "";
+  try {
+    info = await getJSON("/info");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      const hadKey = storedKey() !== null;
+      forgetKey();
+      askForKey(hadKey ? "The server did not accept this key; check it and try again." : "");
+    } else {
+      $("model-line").textContent = "";
+      $("page-status").textContent = `${error.message} Reload the page to try again.`;
+    }
+    return;
+  }
+  if (info.auth?.api_key_required && storedKey() === null) {
+    askForKey();
+    return;
+  }
+  setup();
+  if (!started) {
+    started = true;
+    $("generate-form").requestSubmit();
+    $("interpolate-form").requestSubmit();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// generate
+// ---------------------------------------------------------------------------------------------
+
+$("use-truncation").addEventListener("change", () => {
+  $("truncation").disabled = !$("use-truncation").checked;
+});
+
+$("new-seed").addEventListener("click", () => {
+  $("seed").value = String(randomSeed());
+  $("generate-form").requestSubmit();
+});
+
+function generateBody() {
+  const body = {};
+  const seed = numberFrom($("seed"), "seed");
+  if (seed !== undefined) body.seed = seed;
+  body.n = numberFrom($("n"), "n") ?? 1;
+  if ($("use-truncation").checked) {
+    const t = numberFrom($("truncation"), "truncation");
+    if (t !== undefined) body.truncation = t;
+  }
+  if (!$("label-field").hidden && $("label").value !== "") body.label = Number($("label").value);
+  Object.assign(body, methodBody());
+  body.format = "json";
+  return body;
+}
+
+/** What identifies one generated image: enough to reproduce it alone. */
+function recordOf(data, image, body) {
+  return {
+    src: `data:image/png;base64,${image.png_base64}`,
+    png: image.png_base64,
+    seed: image.seed,
+    latent: image.latent,
+    t: image.t,
+    index: image.index,
+    truncation: data.truncation,
+    label: body.label,
+    method: body.method,
+    methodOptions: body.method_options,
+    interpolation: data.interpolation,
+    modelId: data.model?.model_id,
+    width: data.width,
+    height: data.height,
+  };
+}
+
+function altText(record) {
+  const parts = [];
+  if (record.interpolation) {
+    const { from_seed: a, to_seed: b, steps } = record.interpolation;
+    parts.push(`Image ${record.index + 1} of ${steps} on the path from seed ${a} to seed ${b}, t = ${fmt(record.t)}`);
+  } else {
+    parts.push(`Generated image, seed ${record.seed}`);
+  }
+  if (record.label != null) parts.push(`class ${className(info.classes?.[record.label])}`);
+  if (record.method) parts.push(`method ${record.method}`);
+  return parts.join(", ");
+}
+
+function thumbnail(record, list) {
+  const scale = pixelScale(record.width);
+  const img = el("img", {
+    src: record.src,
+    alt: altText(record),
+    width: record.width * scale,
+    height: record.height * scale,
+    class: "pixel",
+    "data-seed": record.seed ?? "",
+  });
+  const button = el("button", { type: "button", class: "thumb", "aria-pressed": "false" }, img);
+  button.addEventListener("click", () => select(record, button));
+  list.append(el("div", { role: "listitem" }, button));
+  return button;
+}
+
+$("generate-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  busy(form, async () => {
+    const body = generateBody();
+    const data = await postJSON("/generate", body);
+    const grid = $("grid");
+    grid.replaceChildren();
+    for (const image of data.images) thumbnail(recordOf(data, image, body), grid);
+    if (data.seed != null) $("seed").value = String(data.seed);
+    $("grid-empty").hidden = true;
+    if (selectedRecord && !selectedRecord.interpolation) $("details").hidden = true;
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// the selected image: its facts and the curl command that returns exactly it
+// ---------------------------------------------------------------------------------------------
+
+function reproduceBody(record) {
+  const body =
+    record.seed != null ? { seed: record.seed, n: 1, format: "png" } : { z: [record.latent], format: "png" };
+  if (record.seed != null && record.truncation != null) body.truncation = record.truncation;
+  if (record.label != null) body.label = record.label;
+  if (record.method != null) body.method = record.method;
+  if (record.methodOptions != null) body.method_options = record.methodOptions;
+  return body;
+}
+
+function curlCommand(record) {
+  const name = record.seed != null ? `seed-${record.seed}.png` : "image.png";
+  const lines = [`curl -s -X POST ${shellQuote(`${location.origin}/generate`)}`];
+  if (keyRequired()) lines.push('-H "Authorization: Bearer $GAN_API_KEY"');
+  lines.push("-H 'Content-Type: application/json'");
+  lines.push(`-d ${shellQuote(jsonText(reproduceBody(record)))}`);
+  lines.push(`-o ${name}`);
+  return lines.join(" \\\n     ");
+}
+
+function select(record, button) {
+  if (selectedButton) selectedButton.setAttribute("aria-pressed", "false");
+  selectedButton = button;
+  selectedRecord = record;
+  button.setAttribute("aria-pressed", "true");
+
+  const scale = pixelScale(record.width) * 2;
+  const img = $("detail-img");
+  img.src = record.src;
+  img.alt = altText(record);
+  img.width = record.width * scale;
+  img.height = record.height * scale;
+
+  const facts = [];
+  if (record.seed != null) facts.push(["Seed", String(record.seed)]);
+  if (record.interpolation) {
+    facts.push(["Path", `seed ${record.interpolation.from_seed} → seed ${record.interpolation.to_seed}`]);
+    facts.push(["Position t", fmt(record.t)]);
+  }
+  if (record.label != null) facts.push(["Class", className(info.classes?.[record.label])]);
+  if (record.method != null) facts.push(["Sampling", record.method]);
+  if (record.truncation != null) facts.push(["Truncation", String(record.truncation)]);
+  if (record.modelId) facts.push(["Model", record.modelId]);
+  $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+
+  $("detail-curl").textContent = curlCommand(record);
+  $("copy-status").textContent = "";
+  $("details").hidden = false;
+  if (record.interpolation) $("details").scrollIntoView({ block: "nearest" });
+}
+
+$("copy-curl").addEventListener("click", async () => {
+  const text = $("detail-curl").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    $("copy-status").textContent = "Copied.";
+  } catch {
+    getSelection().selectAllChildren($("detail-curl"));
+    $("copy-status").textContent = "Selected: press Ctrl+C (⌘C) to copy.";
+  }
+});
+
+$("score-selected").addEventListener("click", () => {
+  if (!selectedRecord) return;
+  const name = selectedRecord.seed != null ? `seed-${selectedRecord.seed}.png` : "generated.png";
+  scoreItems([{ blob: base64ToBlob(selectedRecord.png), name }]);
+  $("score").scrollIntoView({ block: "start" });
+});
+
+// ---------------------------------------------------------------------------------------------
+// interpolate: a strip and an animation
+// ---------------------------------------------------------------------------------------------
+
+const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
+
+function showFrame() {
+  const img = $("animation-img");
+  img.src = animation.frames[animation.index].src;
+  img.alt = `Animation: ${altText(animation.frames[animation.index])}`;
+}
+
+function stopAnimation() {
+  clearInterval(animation.timer);
+  animation.timer = null;
+  $("animation-toggle").textContent = "Play";
+  $("animation-toggle").setAttribute("aria-pressed", "true");
+}
+
+function playAnimation() {
+  stopAnimation();
+  if (animation.frames.length < 2) return;
+  animation.timer = setInterval(() => {
+    const last = animation.frames.length - 1;
+    if (animation.index + animation.step > last || animation.index + animation.step < 0) animation.step *= -1;
+    animation.index += animation.step;
+    showFrame();
+  }, 140);
+  $("animation-toggle").textContent = "Pause";
+  $("animation-toggle").setAttribute("aria-pressed", "false");
+}
+
+$("animation-toggle").addEventListener("click", () => (animation.timer ? stopAnimation() : playAnimation()));
+
+$("interpolate-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  busy(form, async () => {
+    const spec = {
+      from_seed: numberFrom($("from-seed"), "interpolate.from_seed"),
+      to_seed: numberFrom($("to-seed"), "interpolate.to_seed"),
+      steps: numberFrom($("steps"), "interpolate.steps"),
+    };
+    const body = { interpolate: spec, format: "json" };
+    const data = await postJSON("/generate", body);
+    const strip = $("strip");
+    strip.replaceChildren();
+    const records = data.images.map((image) => recordOf(data, image, body));
+    for (const record of records) thumbnail(record, strip);
+    const scale = pixelScale(data.width) * 2;
+    $("animation-img").width = data.width * scale;
+    $("animation-img").height = data.height * scale;
+    animation = { frames: records, index: 0, step: 1, timer: animation.timer };
+    showFrame();
+    $("animation").hidden = false;
+    if (reducedMotion.matches) stopAnimation();
+    else playAnimation();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// score: D's logit and the realness percentile of uploaded (or generated) images
+// ---------------------------------------------------------------------------------------------
+
+function percentileBar(percentile) {
+  const fill = el("div", { class: "fill" });
+  fill.style.width = `${Math.min(100, Math.max(0, percentile))}%`; // CSSOM: allowed by the CSP
+  return el(
+    "div",
+    {
+      class: "bar",
+      role: "meter",
+      "aria-valuemin": 0,
+      "aria-valuemax": 100,
+      "aria-valuenow": percentile.toFixed(1),
+      "aria-label": "Realness percentile",
+    },
+    fill,
+  );
+}
+
+function renderScores(data, items) {
+  for (const url of scoreURLs) URL.revokeObjectURL(url);
+  scoreURLs = [];
+  const ref = data.percentile_reference;
+  const notes = [...(data.notes ?? [])];
+  if (ref) {
+    const count = isNumber(ref.num_images) ? fmt(ref.num_images) : null;
+    const source = ref.source ? String(ref.source) : null;
+    const what = source && (!count || source.includes(count)) ? source : [count && `${count} images`, source].filter(Boolean).join(", ");
+    notes.unshift(`Held-out real images: ${what || "unknown"}. The tick on each bar marks the median real image.`);
+  }
+  const list = $("score-results");
+  list.replaceChildren();
+  for (const result of data.results) {
+    const item = items[result.index];
+    const url = URL.createObjectURL(item.blob);
+    scoreURLs.push(url);
+    const name = result.filename ?? item.name;
+    const lines = [el("p", { class: "score-name", text: name })];
+    lines.push(el("p", { class: "score-logit", text: `D's logit: ${result.logit.toFixed(3)}` }));
+    if (isNumber(result.calibrated_probability)) {
+      lines.push(
+        el("p", {
+          class: "score-calibrated",
+          text: `Calibrated probability of real: ${(100 * result.calibrated_probability).toFixed(1)} %`,
+        }),
+      );
+    }
+    if (isNumber(result.realness_percentile)) {
+      lines.push(
+        percentileBar(result.realness_percentile),
+        el("p", {
+          class: "score-percentile",
+          text: `Higher than ${result.realness_percentile.toFixed(1)} % of held-out real images.`,
+        }),
+      );
+    } else {
+      lines.push(el("p", { class: "muted", text: "No realness percentile: this checkpoint stores no held-out scores." }));
+    }
+    lines.push(
+      el("p", {
+        class: "muted small",
+        text: `${result.format} ${result.width}×${result.height} ${result.mode}${result.frames > 1 ? `, first of ${result.frames} frames` : ""}`,
+      }),
+    );
+    list.append(
+      el(
+        "li",
+        { class: "score-item" },
+        el("img", { src: url, alt: `Scored image ${name}`, class: "pixel", width: 56, height: 56 }),
+        el("div", { class: "score-text" }, ...lines),
+      ),
+    );
+  }
+  $("score-notes").textContent = notes.join(" ");
+}
+
+function scoreItems(items) {
+  if (items.length === 0) return;
+  busy($("score-form"), async () => {
+    const form = new FormData();
+    for (const { blob, name } of items) form.append("files", blob, name);
+    const data = await (await request("/score", { method: "POST", body: form })).json();
+    renderScores(data, items);
+  });
+}
+
+const filesToItems = (files) => Array.from(files, (file) => ({ blob: file, name: file.name }));
+
+$("score-files").addEventListener("change", () => {
+  scoreItems(filesToItems($("score-files").files));
+  $("score-files").value = "";
+});
+
+const dropZone = $("drop-zone");
+for (const type of ["dragenter", "dragover"]) {
+  dropZone.addEventListener(type, (event) => {
+    event.preventDefault();
+    dropZone.classList.add("over");
+  });
+}
+for (const type of ["dragleave", "drop"]) {
+  dropZone.addEventListener(type, () => dropZone.classList.remove("over"));
+}
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  scoreItems(filesToItems(event.dataTransfer?.files ?? []));
+});
+
+// ---------------------------------------------------------------------------------------------
+// the model card
+// ---------------------------------------------------------------------------------------------
+
+function factsBlock(title, rows) {
+  const shown = rows.filter(([, v]) => v != null && v !== "");
+  if (shown.length === 0) return null;
+  return el(
+    "div",
+    { class: "card-block" },
+    el("h3", { text: title }),
+    el("dl", { class: "facts" }, ...shown.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: isNumber(v) ? fmt(v) : String(v) })])),
+  );
+}
+
+const METRICS = {
+  fid: ["FID", "lower is better"],
+  fid_quick: ["quick FID (during training)", "lower is better"],
+  kid: ["KID", "lower is better"],
+  precision: ["precision", "higher is better"],
+  recall: ["recall", "higher is better"],
+  coverage_entropy: ["class coverage entropy", "higher is better"],
+  coverage_min_share: ["smallest class share", "higher is better"],
+};
+
+function metricsBlock(metrics) {
+  const names = Object.keys(metrics).filter((k) => isNumber(metrics[k]) && !k.endsWith("_std"));
+  const block = el("div", { class: "card-block wide" }, el("h3", { text: "Evaluation" }));
+  if (names.length === 0) {
+    block.append(el("p", { class: "muted", text: "This checkpoint stores no evaluation metrics." }));
+    return block;
+  }
+  const evaluation = metrics.eval && typeof metrics.eval === "object" ? metrics.eval : {};
+  const baseline = evaluation.baseline && typeof evaluation.baseline === "object" ? evaluation.baseline : {};
+  const withStd = (source, k) =>
+    isNumber(source[k]) ? `${fmt(source[k])}${isNumber(source[`${k}_std`]) ? ` ± ${fmt(source[`${k}_std`])}` : ""}` : "–";
+  const table = el(
+    "table",
+    { class: "metrics" },
+    el(
+      "thead",
+      {},
+      el("tr", {}, el("th", { scope: "col", text: "metric" }), el("th", { scope: "col", text: "this model" }), el("th", { scope: "col", text: "real vs real" })),
+    ),
+    el(
+      "tbody",
+      {},
+      ...names.map((k) =>
+        el(
+          "tr",
+          { "data-metric": k },
+          el("th", { scope: "row" }, METRICS[k]?.[0] ?? k, METRICS[k] ? el("span", { class: "muted small", text: ` (${METRICS[k][1]})` }) : null),
+          el("td", { text: withStd(metrics, k) }),
+          el("td", { text: withStd(baseline, k) }),
+        ),
+      ),
+    ),
+  );
+  block.append(table);
+  const how = [
+    isNumber(evaluation.num_samples) ? `${fmt(evaluation.num_samples)} samples` : null,
+    evaluation.reference ? `against ${evaluation.reference}` : null,
+    evaluation.evaluated_at ? `on ${evaluation.evaluated_at}` : null,
+  ].filter(Boolean);
+  block.append(
+    el("p", {
+      class: "muted small",
+      text: `${how.length ? `Measured with ${how.join(" ")}. ` : ""}"Real vs real" is the same metric between two sets of real images: the best a generator could hope for.`,
+    }),
+  );
+  return block;
+}
+
+function renderCard() {
+  const m = info.model ?? {};
+  const arch = info.architecture ?? {};
+  const dataset = info.dataset ?? {};
+  const training = info.training ?? {};
+  const limits = info.limits ?? {};
+  const rs = info.real_scores;
+  const bound = (x) => (x === 2 ** 53 - 1 ? "2⁵³ − 1" : fmt(x));
+  const range = (r) => (Array.isArray(r) ? `${bound(r[0])} to ${bound(r[1])}` : null);
+  const knownArch = ["arch", "resolution", "channels", "z_dim", "g_width", "d_width"];
+  const blocks = [
+    factsBlock("Model", [
+      ["Id", m.model_id],
+      ["Kind", info.kind],
+      ["Training step", m.step],
+      ["Checkpoint hash", m.checkpoint_hash],
+      ["Created", info.created_at],
+      ["Served on", info.device],
+    ]),
+    factsBlock("Architecture", [
+      ["Design", arch.arch],
+      ["Images", `${info.resolution}×${info.resolution}, ${info.channels} channel${info.channels === 1 ? "" : "s"}`],
+      ["Latent size (z_dim)", info.z_dim],
+      ["Generator width", arch.g_width],
+      ["Discriminator width", arch.d_width],
+      ["Classes", Array.isArray(info.classes) ? info.classes.map(className).join(", ") : null],
+      ...Object.entries(arch)
+        .filter(([k, v]) => !knownArch.includes(k) && (typeof v !== "object" || v === null))
+        .map(([k, v]) => [k, v]),
+    ]),
+    factsBlock("Dataset", [
+      ["Name", dataset.name],
+      ["Split", dataset.split],
+      ["Training images", dataset.num_images],
+      ["Held out for the percentile", dataset.heldout_source],
+    ]),
+    factsBlock("Training", [
+      ["Steps", isNumber(training.steps) && training.steps !== m.step ? `${fmt(m.step)} of ${fmt(training.steps)} planned` : m.step],
+      ["Time", duration(training.train_seconds ?? training.time_budget_s)],
+      ["Batch size", training.batch_size],
+      ["Loss", training.loss],
+      ["Learning rates (G, D)", isNumber(training.lr_g) ? `${training.lr_g}, ${training.lr_d}` : null],
+      ["EMA decay", training.ema_decay],
+      ["Seed", training.seed],
+    ]),
+    metricsBlock(info.metrics ?? {}),
+    factsBlock("Limits", [
+      ["Images per request", limits.max_images],
+      ["Request body", bytes(limits.max_body_bytes)],
+      ["Pixels per uploaded image", limits.max_image_pixels],
+      ["Seeds", range(limits.seed_range)],
+      ["Truncation", range(limits.truncation_range)],
+      ["API key", info.auth?.api_key_required ? "required" : "not required"],
+    ]),
+    factsBlock("Realness reference", [
+      ["Held-out real images", rs?.num_images],
+      ["Source", rs?.source],
+      ["Quantile levels", rs?.levels],
+    ]) ?? el("div", { class: "card-block" }, el("h3", { text: "Realness reference" }), el("p", { class: "muted", text: "None: scores come without a percentile." })),
+  ];
+  const raw = el(
+    "details",
+    { class: "raw" },
+    el("summary", { text: "Everything /info says (JSON)" }),
+    el("pre", { class: "code", text: JSON.stringify(info, null, 2) }),
+  );
+  $("card-body").replaceChildren(el("div", { class: "card-grid" }, ...blocks.filter(Boolean)), raw);
+}
+
+start();

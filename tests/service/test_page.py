@@ -1,0 +1,629 @@
+"""The web page at /: its files and headers (TestClient), and the page itself in Chromium.
+
+The browser tests drive Debian's ``chromium`` (``apt-get install chromium``) with Playwright's
+Python package against the real ``gan-serve`` process on a free loopback port, serving the
+bundled model. One browser and one server are shared by the module; every test gets a fresh
+browser context (so a fresh sessionStorage) in which any request that leaves the server's origin
+is aborted and recorded. Without playwright or chromium these tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.routes.page import PAGE_CSP, STATIC_DIR
+from tests.service.conftest import ROOT, ClientFactory, ServerProcess
+from training.data import load_mnist
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+BUNDLED = ROOT / "checkpoints" / "mnist"
+MAX_IMAGES = 16  # GAN_MAX_IMAGES of the test server: n = 17 must be refused with a 422
+API_KEY = "page-test-key-7c1e"
+
+# ----------------------------------------------------------------------------------------------
+# the files and headers (no browser)
+# ----------------------------------------------------------------------------------------------
+
+PAGE_FILES = ["index.html", "app.js", "api.js", "app.css", "favicon.svg"]
+
+
+def test_page_is_served_with_a_strict_csp(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert csp == PAGE_CSP
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["img-src"] == "'self' data: blob:"
+    assert directives["connect-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "unsafe" not in csp
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert '<script type="module" src="/static/app.js"></script>' in r.text
+
+
+def test_page_html_has_nothing_inline_that_the_csp_would_block() -> None:
+    html = (STATIC_DIR / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline <script>"
+    assert "<style" not in html and not re.search(r"\sstyle=", html), "inline style"
+    assert not re.search(r"\son[a-z]+=", html), "inline event handler"
+    assert not re.search(r"(src|href)=\"(https?:)?//", html), "asset from another origin"
+
+
+def test_page_scripts_never_write_html_or_keep_the_key_beyond_the_tab() -> None:
+    for name in ("app.js", "api.js"):
+        js = (STATIC_DIR / name).read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in js, f"{name} uses {sink}"
+        assert "localStorage" not in js, f"{name} uses localStorage"
+        assert not re.search(r"https?://", js), f"{name} names another origin"
+
+
+def test_page_assets_are_served_with_their_types(client: TestClient) -> None:
+    html = client.get("/").text
+    referenced = set(re.findall(r"(?:src|href)=\"(/static/[^\"]+)\"", html))
+    assert {"/static/app.js", "/static/app.css", "/static/favicon.svg"} <= referenced
+    # app.js imports api.js
+    assert 'from "./api.js"' in client.get("/static/app.js").text
+    types = {".js": "javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+    for url in referenced | {"/static/api.js"}:
+        r = client.get(url)
+        assert r.status_code == 200, url
+        assert types[Path(url).suffix] in r.headers["content-type"], (url, r.headers)
+    assert client.get("/static/nothing.js").status_code == 404
+    r = client.get("/static/app.js")
+    assert r.headers["cache-control"] == "no-cache"  # revalidate: never an old script
+    assert client.get("/static/app.js", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    assert set(PAGE_FILES) <= {p.name for p in STATIC_DIR.iterdir()}
+
+
+def test_page_is_open_when_the_api_needs_a_key(make_client: ClientFactory) -> None:
+    client = make_client(api_key=API_KEY)
+    assert client.get("/info").status_code == 401
+    assert client.get("/").status_code == 200
+    assert client.get("/static/app.js").status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Chromium
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser tests need playwright: pip install -e '.[dev]'")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"browser tests need Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM))
+        yield chromium
+        chromium.close()
+
+
+def _serve(args: list[str], env: dict[str, str]) -> Iterator[str]:
+    server = ServerProcess([*args, "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        yield server.wait_started()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(browser: Browser) -> Iterator[str]:
+    """The bundled model, at most MAX_IMAGES images per request."""
+    yield from _serve(["--checkpoint", str(BUNDLED)], {"GAN_MAX_IMAGES": str(MAX_IMAGES)})
+
+
+@pytest.fixture(scope="module")
+def rgb_server(browser: Browser, rgb_ckpt_dir: Path) -> Iterator[str]:
+    """A tiny 32x32 RGB model without real_scores or an evaluation baseline."""
+    yield from _serve(["--checkpoint", str(rgb_ckpt_dir)], {})
+
+
+@pytest.fixture(scope="module")
+def key_server(browser: Browser, ckpt_dir: Path) -> Iterator[str]:
+    """A tiny model behind an API key."""
+    yield from _serve(["--checkpoint", str(ckpt_dir)], {"GAN_API_KEY": API_KEY})
+
+
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+@dataclass
+class Tab:
+    page: Page
+    origin: str
+    errors: list[str] = field(default_factory=list)  # console errors and uncaught exceptions
+    external: list[str] = field(default_factory=list)  # requests that left the origin
+
+    def csp_violations(self) -> list[str]:
+        result: list[str] = self.page.evaluate("window.__cspViolations")
+        return result
+
+    def open(self, path: str = "/") -> Page:
+        self.page.goto(self.origin + path)
+        return self.page
+
+
+def _tab(browser: Browser, origin: str, **context: Any) -> Iterator[Tab]:
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    tab = Tab(page, origin)
+    page.on("console", lambda msg: tab.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: tab.errors.append(f"uncaught: {exc}"))
+
+    def same_origin_only(route: Route) -> None:
+        url = route.request.url
+        if url == origin or url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            tab.external.append(url)
+            route.abort()
+
+    ctx.route("**/*", same_origin_only)
+    ctx.add_init_script(CSP_WATCH)
+    page.set_default_timeout(15_000)
+    try:
+        yield tab
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def tab(browser: Browser, server: str) -> Iterator[Tab]:
+    yield from _tab(browser, server, viewport={"width": 1280, "height": 900})
+
+
+def data_url_bytes(src: str) -> bytes:
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix), src[:40]
+    return base64.b64decode(src[len(prefix) :])
+
+
+def grid_seeds(page: Page) -> list[int]:
+    return [int(s) for s in page.locator("#grid img").evaluate_all("els => els.map(e => e.dataset.seed)")]
+
+
+def grid_srcs(page: Page) -> list[str]:
+    srcs: list[str] = page.locator("#grid img").evaluate_all("els => els.map(e => e.src)")
+    return srcs
+
+
+def open_settled(tab: Tab) -> Page:
+    """Open the page and wait for the grid and the path it makes on its own: later requests then
+    run alone (images of concurrent requests may share a batch, which can move a pixel by one
+    gray level; see docs/api.md), so their bytes can be compared exactly."""
+    from playwright.sync_api import expect
+
+    page = tab.open()
+    expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)
+    expect(page.locator("#strip img")).to_have_count(8)
+    expect(page.locator("#interpolate-button")).to_be_enabled()
+    return page
+
+
+def generate(page: Page, seed: int, n: int) -> None:
+    from playwright.sync_api import expect
+
+    page.fill("#seed", str(seed))
+    page.fill("#n", str(n))
+    page.click("#generate-button")
+    expect(page.locator("#grid img")).to_have_count(n)
+    expect(page.locator("#grid img").first).to_have_attribute("data-seed", str(seed))
+
+
+def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.open()
+    # The page generates a grid and an interpolation on its own.
+    expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)
+    expect(page.locator("#strip img")).to_have_count(8)
+    animation = page.locator("#animation-img")
+    expect(animation).to_have_attribute("src", re.compile("^data:image/png"))
+    first_frame = animation.get_attribute("src")
+    expect(animation).not_to_have_attribute("src", first_frame or "")  # it plays
+    page.click("#animation-toggle")
+    expect(page.locator("#animation-toggle")).to_have_text("Play")
+    first = page.locator("#grid img").first
+    assert re.fullmatch(r"Generated image, seed \d+", first.get_attribute("alt") or "")
+    assert first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+    assert first.evaluate("e => e.getBoundingClientRect().width") == 84  # 28 px x 3
+    assert page.locator("#auth").is_hidden()
+    # Today's checkpoints are unconditional and have one sampling method: no such controls.
+    assert page.locator("#label-field").is_hidden()
+    assert page.locator("#method-field").is_hidden()
+
+    # The model card shows /info's record, the metrics beside their real-vs-real baselines.
+    info = httpx.get(tab.origin + "/info").json()
+    expect(page.locator("#model-line")).to_contain_text(info["model"]["model_id"])
+    fid_row = page.locator('#card-body tr[data-metric="fid"] td')
+    expect(fid_row.nth(0)).to_have_text(f"{info['metrics']['fid']:.3g}")
+    expect(fid_row.nth(1)).to_have_text(f"{info['metrics']['eval']['baseline']['fid']:.3g}")
+    card = page.locator("#card-body")
+    expect(card).to_contain_text(f"{info['model']['step']:,} of {info['training']['steps']:,} planned")
+    expect(card).to_contain_text("40 min")
+    expect(card).to_contain_text(info["dataset"]["heldout_source"])
+    expect(card).to_contain_text(f"Images per request{MAX_IMAGES}")
+
+    assert tab.errors == []
+    assert tab.csp_violations() == []
+    assert tab.external == []
+
+
+def test_generate_shows_n_images_and_the_seed_changes_them(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = open_settled(tab)
+    generate(page, 1000, 5)
+    assert grid_seeds(page) == [1000, 1001, 1002, 1003, 1004]
+    first = grid_srcs(page)
+    generate(page, 2000, 5)
+    second = grid_srcs(page)
+    assert not set(first) & set(second)
+    generate(page, 1000, 5)  # same seed, same images
+    assert grid_srcs(page) == first
+
+    # Keyboard: Tab onto an image and press Enter to select it.
+    page.locator("#grid .thumb").nth(1).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#details")).to_be_visible()
+    expect(page.locator("#detail-img")).to_have_attribute("alt", "Generated image, seed 1001")
+
+    page.click("#new-seed")
+    expect(page.locator("#grid img").first).not_to_have_attribute("data-seed", "1000")
+    seed = int(page.input_value("#seed"))
+    expect(page.locator("#grid img").first).to_have_attribute("data-seed", str(seed))
+    assert tab.errors == []
+
+
+def parse_curl(command: str) -> tuple[str, dict[str, Any]]:
+    url = re.search(r"-X POST (\S+)", command)
+    body = re.search(r"-d '([^']*)'", command)
+    assert url and body, command
+    parsed: dict[str, Any] = json.loads(body.group(1))
+    return url.group(1), parsed
+
+
+def test_curl_command_returns_the_same_bytes_and_the_image_can_be_scored(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = open_settled(tab)
+    page.check("#use-truncation")
+    page.fill("#truncation", "0.8")
+    generate(page, 77, 4)
+    image = page.locator("#grid .thumb").nth(2)
+    image.click()
+    expect(image).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#details")).to_be_visible()
+    expect(page.locator("#detail-facts")).to_contain_text("Seed79")
+    command = page.inner_text("#detail-curl")
+    url, body = parse_curl(command)
+    assert url == tab.origin + "/generate"
+    assert body == {"seed": 79, "n": 1, "format": "png", "truncation": 0.8}
+    assert "Authorization" not in command
+    shown = data_url_bytes(page.locator("#grid img").nth(2).get_attribute("src") or "")
+    replay = httpx.post(url, json=body)
+    assert replay.status_code == 200 and replay.headers["content-type"] == "image/png"
+    assert replay.content == shown
+
+    # An image on the interpolation path reproduces by its latent.
+    strip_image = page.locator("#strip .thumb").nth(3)
+    strip_image.click()
+    url, body = parse_curl(page.inner_text("#detail-curl"))
+    assert set(body) == {"z", "format"} and len(body["z"][0]) == 64
+    on_path = data_url_bytes(page.locator("#strip img").nth(3).get_attribute("src") or "")
+    assert httpx.post(url, json=body).content == on_path
+
+    # "Score it with D" sends the selected image to /score.
+    image.click()
+    page.click("#score-selected")
+    result = page.locator("#score-results .score-item")
+    expect(result).to_have_count(1)
+    expect(result).to_contain_text("seed-79.png")
+    api = httpx.post(tab.origin + "/score", files={"files": ("x.png", shown, "image/png")})
+    expect(result.locator(".score-logit")).to_have_text(
+        f"D's logit: {api.json()['results'][0]['logit']:.3f}"
+    )
+    assert tab.errors == []
+
+
+def _mnist_png(mnist_dir: Path, index: int) -> bytes:
+    digits = load_mnist(mnist_dir, split="test").images
+    buf = io.BytesIO()
+    Image.fromarray(digits[index, 0].numpy(), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_scoring_real_mnist_digits_shows_logit_and_percentile(
+    tab: Tab, mnist_dir: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    digit = tmp_path / "mnist-test-0.png"
+    digit.write_bytes(_mnist_png(mnist_dir, 0))
+    api = httpx.post(
+        tab.origin + "/score", files={"files": (digit.name, digit.read_bytes(), "image/png")}
+    ).json()
+    expected = api["results"][0]
+    page = tab.open()
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#score-explain")).to_contain_text(
+        "real training data rather than this generator's samples"
+    )
+    page.set_input_files("#score-files", str(digit))
+    item = page.locator("#score-results .score-item")
+    expect(item).to_have_count(1)
+    expect(item).to_contain_text(digit.name)
+    expect(item.locator(".score-logit")).to_have_text(f"D's logit: {expected['logit']:.3f}")
+    percentile = expected["realness_percentile"]
+    expect(item.locator(".score-percentile")).to_have_text(
+        f"Higher than {percentile:.1f} % of held-out real images."
+    )
+    expect(page.locator("#score-notes")).to_contain_text(api["percentile_reference"]["source"])
+    bar = item.locator(".bar")
+    expect(bar).to_have_attribute("aria-valuenow", f"{percentile:.1f}")
+    width = bar.locator(".fill").evaluate("e => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width")
+    assert abs(width * 100 - percentile) < 1
+    assert item.locator(".score-calibrated").count() == 0  # not in today's API
+
+    # Dropping files works too (two digits at once).
+    pngs = [_mnist_png(mnist_dir, i) for i in (1, 2)]
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const [name, b64] of files) {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name, { type: "image/png" }));
+            }
+            return dt;
+        }""",
+        [[f"dropped-{i}.png", base64.b64encode(p).decode()] for i, p in enumerate(pngs)],
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#score-results .score-item")).to_have_count(2)
+    expect(page.locator("#score-results")).to_contain_text("dropped-1.png")
+
+    # A file that is not an image: the API's 422 shows next to the file control.
+    page.set_input_files(
+        "#score-files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}]
+    )
+    expect(page.locator('#score-form [data-error-for="files"]')).to_contain_text("notes.txt")
+    assert not [e for e in tab.errors if "422" not in e]
+
+
+def test_api_key_is_asked_for_once_and_kept_in_the_tab_only(browser: Browser, key_server: str) -> None:
+    from playwright.sync_api import expect
+
+    for tab in _tab(browser, key_server):
+        page = tab.open()
+        expect(page.locator("#auth")).to_be_visible()
+        assert page.locator("#app").is_hidden()
+        expect(page.locator("#api-key")).to_be_focused()
+
+        page.fill("#api-key", "wrong")
+        page.click("#auth-form button[type=submit]")
+        expect(page.locator("#auth-form .error")).to_contain_text("did not accept")
+        expect(page.locator("#auth")).to_be_visible()
+
+        page.fill("#api-key", API_KEY)
+        page.press("#api-key", "Enter")
+        expect(page.locator("#app")).to_be_visible()
+        expect(page.locator("#grid img")).not_to_have_count(0)
+        assert page.evaluate("sessionStorage.getItem('gan-serve.api-key')") == API_KEY
+        assert page.evaluate("localStorage.length") == 0
+        expect(page.locator("#card-body")).to_contain_text("API keyrequired")
+
+        page.locator("#grid .thumb").first.click()
+        command = page.inner_text("#detail-curl")
+        assert '-H "Authorization: Bearer $GAN_API_KEY"' in command
+        assert API_KEY not in command
+
+        # A reload in the same tab keeps the key; a new tab (context) asks again.
+        page.reload()
+        expect(page.locator("#grid img")).not_to_have_count(0)
+        assert page.locator("#auth").is_hidden()
+        # Only the refused requests logged errors (the browser's "401" lines).
+        assert [e for e in tab.errors if "401" not in e] == []
+        assert tab.external == []
+
+
+def test_api_errors_show_next_to_the_control_that_caused_them(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.open()
+    expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)
+    page.fill("#n", str(MAX_IMAGES + 1))
+    page.click("#generate-button")
+    error = page.locator('#generate-form [data-error-for="n"]')
+    expect(error).to_have_text(f"n is {MAX_IMAGES + 1}, at most {MAX_IMAGES} images per request (GAN_MAX_IMAGES)")
+    expect(page.locator("#n")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)  # the old grid stays
+
+    page.fill("#steps", "1")
+    page.click("#interpolate-button")
+    expect(page.locator('#interpolate-form [data-error-for="interpolate.steps"]')).to_contain_text(
+        "greater than or equal to 2"
+    )
+
+    # 503 with Retry-After (faked: a busy server is hard to make on cue).
+    page.route(
+        "**/generate",
+        lambda route: route.fulfill(
+            status=503,
+            headers={"Retry-After": "3", "Content-Type": "application/json"},
+            body=json.dumps({"detail": "the server is at capacity"}),
+        ),
+    )
+    page.fill("#n", "2")
+    page.click("#generate-button")
+    expect(page.locator('#generate-form .actions [data-error-for=""]')).to_have_text(
+        "The server is busy: the server is at capacity (try again in 3 s)"
+    )
+    expect(page.locator('#generate-form [data-error-for="n"]')).to_have_text("")
+
+    # 413 from /score (faked too: the real limit is 10 MiB).
+    page.route(
+        "**/score",
+        lambda route: route.fulfill(
+            status=413, json={"detail": "request body is larger than 10 bytes (GAN_MAX_BODY_BYTES)"}
+        ),
+    )
+    page.set_input_files(
+        "#score-files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": b"x" * 64}]
+    )
+    expect(page.locator('#score-form [data-error-for=""]')).to_have_text(
+        "Too much data: request body is larger than 10 bytes (GAN_MAX_BODY_BYTES)"
+    )
+    assert tab.csp_violations() == []
+
+
+def test_conditional_model_fields_from_info_are_picked_up(tab: Tab) -> None:
+    """Fields a later /info may add (classes, generate.methods, kind), faked here."""
+    from playwright.sync_api import expect
+
+    classes = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    methods = [
+        {"name": "plain", "description": "G alone"},
+        {
+            "name": "d-guided",
+            "description": "resample latents by D's score",
+            "options": {"strength": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 1}},
+        },
+    ]
+
+    def info(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        body.update(classes=classes, kind="conditional-dcgan")
+        body["generate"]["methods"] = methods
+        route.fulfill(response=response, json=body)
+
+    sent: list[dict[str, Any]] = []
+
+    def generate_route(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        sent.append(dict(body))
+        for key in ("label", "method", "method_options"):  # today's server refuses them
+            body.pop(key, None)
+        route.fulfill(response=route.fetch(post_data=json.dumps(body)))
+
+    tab.page.route("**/info", info)
+    tab.page.route("**/generate", generate_route)
+    page = tab.open()
+    expect(page.locator("#label-field")).to_be_visible()
+    expect(page.locator("#label option")).to_have_count(len(classes) + 1)
+    expect(page.locator("#method-field")).to_be_visible()
+    expect(page.locator("#model-line")).to_contain_text("conditional-dcgan, conditional")
+    expect(page.locator("#card-body")).to_contain_text("conditional-dcgan")
+    expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)
+
+    page.select_option("#label", label="three")
+    page.select_option("#method", label="d-guided")
+    expect(page.locator("#method-option-strength")).to_have_value("0.5")
+    page.fill("#method-option-strength", "0.25")
+    generate(page, 5, 2)
+    assert sent[-1] == {
+        "seed": 5,
+        "n": 2,
+        "label": 3,
+        "method": "d-guided",
+        "method_options": {"strength": 0.25},
+        "format": "json",
+    }
+    assert page.locator("#grid img").first.get_attribute("alt") == (
+        "Generated image, seed 5, class three, method d-guided"
+    )
+    page.locator("#grid .thumb").nth(1).click()
+    expect(page.locator("#detail-facts")).to_contain_text("Classthree")
+    _, body = parse_curl(page.inner_text("#detail-curl"))
+    assert body == {
+        "seed": 6,
+        "n": 1,
+        "format": "png",
+        "label": 3,
+        "method": "d-guided",
+        "method_options": {"strength": 0.25},
+    }
+    assert tab.errors == []
+
+
+def test_page_works_with_a_checkpoint_that_records_less(browser: Browser, rgb_server: str) -> None:
+    """RGB, 32 px, no held-out scores, metrics without a baseline: fewer things to show."""
+    from playwright.sync_api import expect
+
+    for tab in _tab(browser, rgb_server):
+        page = tab.open()
+        expect(page.locator("#grid img")).to_have_count(16)
+        first = page.locator("#grid img").first
+        assert first.evaluate("e => e.getBoundingClientRect().width") == 96  # 32 px x 3
+        expect(page.locator("#model-line")).to_contain_text("32×32 colour")
+        fid = page.locator('#card-body tr[data-metric="fid"] td')
+        expect(fid.nth(0)).to_have_text("99.5")
+        expect(fid.nth(1)).to_have_text("–")
+        expect(page.locator("#card-body")).to_contain_text("None: scores come without a percentile.")
+
+        png = data_url_bytes(first.get_attribute("src") or "")
+        page.set_input_files(
+            "#score-files", files=[{"name": "rgb.png", "mimeType": "image/png", "buffer": png}]
+        )
+        item = page.locator("#score-results .score-item")
+        expect(item).to_contain_text("No realness percentile")
+        assert item.locator(".bar").count() == 0
+        expect(page.locator("#score-notes")).to_contain_text("stores no real_scores")
+        assert tab.errors == [] and tab.csp_violations() == [] and tab.external == []
+
+
+def test_swagger_ui_renders_with_no_network(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.open("/docs")
+    expect(page.locator(".swagger-ui .info")).to_be_visible()
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("gan-serve")
+    expect(page.locator(".swagger-ui .opblock-summary-path", has_text="/generate")).to_be_visible()
+    assert tab.external == []
+    assert tab.errors == []
+    assert tab.csp_violations() == []
+
+
+# ReDoc's sidebar always asks for the Redocly logo from its CDN; the CSP blocks it (so nothing
+# leaves the machine) and ReDoc hides the image.
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def test_redoc_renders_with_no_network(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.open("/redoc")
+    expect(page.locator("redoc h1", has_text="gan-serve")).to_be_visible()
+    expect(page.locator("redoc h2", has_text="Generate images")).to_be_visible()
+    assert tab.external == []
+    assert set(tab.csp_violations()) <= {f"img-src {REDOC_LOGO}"}
+    assert [e for e in tab.errors if REDOC_LOGO not in e] == []
