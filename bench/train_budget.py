@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from interleave import train_interleaved  # bench/interleave.py (run as a script)
 
 from gan.io import save_grid
 from gan.models import ModelConfig
@@ -65,21 +65,7 @@ def main() -> None:
         trainers[name].out.mkdir(parents=True, exist_ok=True)
 
     print(f"training both recipes for {args.budget:.0f} s each, interleaved in {args.slice:.0f} s slices")
-    t_start = time.perf_counter()
-    last_report = 0.0
-    while any(t.train_seconds < args.budget for t in trainers.values()):
-        for t in trainers.values():
-            if t.train_seconds >= args.budget:
-                continue
-            end = time.perf_counter() + min(args.slice, args.budget - t.train_seconds)
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                t.train_step()
-                t.train_seconds += time.perf_counter() - t0
-        if time.perf_counter() - last_report > 60:
-            last_report = time.perf_counter()
-            print("  " + "  ".join(f"{n}: step {t.step} ({t.train_seconds:.0f} s)" for n, t in trainers.items()), flush=True)
-    wall = time.perf_counter() - t_start
+    wall = train_interleaved(trainers, args.budget, args.slice)
 
     results: dict[str, dict] = {}
     for name, t in trainers.items():

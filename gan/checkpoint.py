@@ -163,6 +163,7 @@ class CheckpointConfig:
     training: dict[str, Any]
     metrics: dict[str, Any]
     real_scores: RealScores | None
+    classes: tuple[str, ...]  # class names of a conditional model (index = class); () if none
     normalisation: dict[str, Any]
     created_at: str | None
     checkpoint_hash: str
@@ -188,6 +189,14 @@ class CheckpointConfig:
                     f"{getattr(model, key)!r}; the checkpoint is inconsistent"
                 )
         seed = cfg.get("seed")
+        classes = cfg.get("classes") or []
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(f"{where}: 'classes' must be a list of class names")
+        if len(classes) != model.num_classes:
+            raise CheckpointError(
+                f"{where}: 'classes' names {len(classes)} classes but the model has "
+                f"num_classes = {model.num_classes}; the checkpoint is inconsistent"
+            )
         hashes: dict[str, str] = {}
         for name, entry in _object(cfg, "files").items():
             if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
@@ -202,6 +211,7 @@ class CheckpointConfig:
             training=_object(cfg, "training"),
             metrics=_object(cfg, "metrics"),
             real_scores=RealScores.from_config(cfg.get("real_scores"), where),
+            classes=tuple(classes),
             normalisation=_object(cfg, "normalisation"),
             created_at=created if isinstance(created, str) else None,
             checkpoint_hash=str(cfg.get("checkpoint_hash", "unknown")),
@@ -281,6 +291,7 @@ def build_config(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     real_scores: dict[str, Any] | None = None,
+    classes: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the self-describing part of ``config.json`` (file hashes are added on save)."""
@@ -297,6 +308,7 @@ def build_config(
         "training": training or {},
         "metrics": metrics or {},
         "real_scores": real_scores,
+        "classes": list(classes or []),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if extra:

@@ -51,6 +51,7 @@ class ModelConfig:
     g_width: int = 64  # channels of G's last hidden block; earlier blocks double it
     d_width: int = 64  # channels of D's first block; later blocks double it
     arch: str = "dcgan"
+    num_classes: int = 0  # 0: unconditional; K: G and D take a class index in 0..K-1
 
     def __post_init__(self) -> None:
         if self.resolution not in SUPPORTED_RESOLUTIONS:
@@ -67,6 +68,15 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 4096:
                 raise ConfigError(f"{name} must be an integer in 1..4096, got {value!r}")
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, int) or not (k == 0 or 2 <= k <= 10_000):
+            raise ConfigError(f"num_classes must be 0 (unconditional) or 2..10000, got {k!r}")
+        if k and self.arch == "classic":
+            raise ConfigError("the 'classic' baseline architecture is unconditional only")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
 
     @property
     def num_upsamples(self) -> int:
@@ -98,7 +108,10 @@ class ModelConfig:
 
 
 class Generator(nn.Module):
-    """z [B, z_dim] -> image [B, C, R, R] in [-1, 1]."""
+    """z [B, z_dim] (and class y [B] when conditional) -> image [B, C, R, R] in [-1, 1].
+
+    A conditional G embeds the class into a vector of z's size and projects ``[z, embed(y)]``.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -107,9 +120,12 @@ class Generator(nn.Module):
         top = cfg.g_width * 2 ** (n_up - 1)  # channels of the first feature map
         s0 = cfg.base_size
         self.top, self.s0 = top, s0
-        # [B, z] -> [B, top * s0 * s0], reshaped to [B, top, s0, s0]
+        # [B] -> [B, z_dim]
+        self.embed = nn.Embedding(cfg.num_classes, cfg.z_dim) if cfg.conditional else None
+        z_in = cfg.z_dim * (2 if cfg.conditional else 1)
+        # [B, z_in] -> [B, top * s0 * s0], reshaped to [B, top, s0, s0]
         self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim, top * s0 * s0, bias=False),
+            nn.Linear(z_in, top * s0 * s0, bias=False),
             nn.BatchNorm1d(top * s0 * s0),
             nn.ReLU(inplace=True),
         )
@@ -127,13 +143,22 @@ class Generator(nn.Module):
         blocks += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1), nn.Tanh()]
         self.body = nn.Sequential(*blocks)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this generator is class-conditional: pass class indices y")
+            z = torch.cat([z, self.embed(y)], dim=1)  # [B, 2 * z_dim]
         h = self.project(z).view(-1, self.top, self.s0, self.s0)  # [B, top, s0, s0]
         return self.body(h)  # [B, C, R, R]
 
 
 class Discriminator(nn.Module):
-    """image [B, C, R, R] in [-1, 1] -> one realness logit per image, [B]."""
+    """image [B, C, R, R] in [-1, 1] (and class y [B] when conditional) -> one logit per image.
+
+    A conditional D is a projection discriminator (Miyato and Koyama 2018): the logit is
+    ``head(h) + <embed(y), h>`` for the image's features ``h``, so it scores the (image, class)
+    pair.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -147,12 +172,20 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
             ch_in, ch, size = ch, ch * 2, size // 2
         self.features = nn.Sequential(*layers)
-        # [B, ch_in * s * s] -> [B, 1]
-        self.head = nn.Linear(ch_in * size * size, 1)
+        feat = ch_in * size * size
+        # [B, feat] -> [B, 1]
+        self.head = nn.Linear(feat, 1)
+        # [B] -> [B, feat]
+        self.embed = nn.Embedding(cfg.num_classes, feat) if cfg.conditional else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # [B, ch, base, base]
-        return self.head(h.flatten(1)).squeeze(1)  # [B]
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x).flatten(1)  # [B, feat]
+        logit = self.head(h).squeeze(1)  # [B]
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass class indices y")
+            logit = logit + (self.embed(y) * h).sum(1)  # [B]
+        return logit
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +214,7 @@ class ClassicGenerator(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(self.project(z).view(-1, 128, 8, 8))
 
 
@@ -210,7 +243,7 @@ class ClassicDiscriminator(nn.Module):
         )
         self.head = nn.Linear(128 * 2 * 2, 1)  # [B, 512] -> [B, 1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
@@ -227,6 +260,8 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:

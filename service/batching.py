@@ -57,10 +57,26 @@ class QueueTimeout(Exception):
     """A request waited for the model longer than its timeout; answer 504."""
 
 
+# A job's input: rows ``[B, ...]``, or rows with one class label each ``([B, ...], [B])`` for a
+# class-conditional model. A batch never mixes the two (a model is conditional or not).
+
+
+def _count(rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> int:
+    return int((rows[0] if isinstance(rows, tuple) else rows).shape[0])
+
+
+def _slice(
+    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor], first: int, count: int
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(rows, tuple):
+        return rows[0][first : first + count], rows[1][first : first + count]
+    return rows[first : first + count]
+
+
 @dataclass(eq=False)
 class _Job:
     kind: str
-    rows: torch.Tensor
+    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
     future: asyncio.Future[torch.Tensor]
     submitted: float  # loop time
     queued: float  # loop time of its last (re)queueing: round-robin order between the queues
@@ -71,7 +87,7 @@ class _Job:
 
     @property
     def total(self) -> int:
-        return int(self.rows.shape[0])
+        return _count(self.rows)
 
 
 class Arrival:
@@ -91,7 +107,7 @@ class Arrival:
             self._scheduler._wake()
 
 
-RunBatch = Callable[[str, "list[torch.Tensor]"], "torch.Tensor"]
+RunBatch = Callable[[str, "list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]"], "torch.Tensor"]
 
 
 class BatchScheduler:
@@ -156,16 +172,21 @@ class BatchScheduler:
     # -- submitting --------------------------------------------------------------------------
 
     async def submit(
-        self, kind: str, rows: torch.Tensor, *, arrival: Arrival | None = None
+        self,
+        kind: str,
+        rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        *,
+        arrival: Arrival | None = None,
     ) -> torch.Tensor:
-        """Run ``rows`` (``[B, ...]``) through model ``kind``; the outputs ``[B, ...]`` in order."""
+        """Run ``rows`` (``[B, ...]``, or ``([B, ...], labels [B])``) through model ``kind``;
+        the outputs ``[B, ...]`` in order."""
         if arrival is not None:
             arrival.settle()
         if self._closed:
             raise RuntimeError("the inference engine is closed")
         if kind not in KINDS:
             raise ValueError(f"unknown model {kind!r}")
-        if int(rows.shape[0]) < 1:
+        if _count(rows) < 1:
             raise ValueError("no rows to run")
         if self.queued_jobs() >= self.queue_size:
             raise QueueFull(
@@ -268,7 +289,9 @@ class BatchScheduler:
         queue.extend(requeue)
         return taken
 
-    def _timed_run(self, kind: str, chunks: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+    def _timed_run(
+        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, float]:
         """``run_batch`` and its duration (runs on the inference thread)."""
         start = time.perf_counter()
         out = self._run_batch(kind, chunks)
@@ -299,7 +322,7 @@ class BatchScheduler:
                         self.metrics.queue_wait.labels(kind).observe(start - job.submitted)
             for job, _, _ in taken:
                 job.started = True
-            chunks = [job.rows[first : first + count] for job, first, count in taken]
+            chunks = [_slice(job.rows, first, count) for job, first, count in taken]
             try:
                 out, seconds = await loop.run_in_executor(
                     self._executor, self._timed_run, kind, chunks

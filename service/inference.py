@@ -201,14 +201,15 @@ class InferenceEngine:
 
         mc = self.model_config
         z = torch.zeros(1, mc.z_dim)
-        images = self._generate_sync(z)
+        y = torch.zeros(1, dtype=torch.int64) if mc.conditional else None
+        images = self._generate_sync(z, y)
         expected = (1, mc.channels, mc.resolution, mc.resolution)
         if tuple(images.shape) != expected:
             raise StartupError(
                 f"{self.checkpoint.path}/generator.safetensors: the generator makes images of "
                 f"shape {tuple(images.shape)[1:]}, config.json promises {expected[1:]}"
             )
-        logits = self._score_sync(images)
+        logits = self._score_sync(images, y)
         if tuple(logits.shape) != (1,) or not bool(torch.isfinite(logits).all()):
             raise StartupError(
                 f"{self.checkpoint.path}/discriminator.safetensors: the discriminator returned "
@@ -222,8 +223,9 @@ class InferenceEngine:
         n = min(self.batching.max_batch, 64)
         if n > 1:
             started = time.perf_counter()
-            images = self._generate_sync(torch.zeros(n, self.z_dim))
-            self._score_sync(images)
+            y = torch.zeros(n, dtype=torch.int64) if self.model_config.conditional else None
+            images = self._generate_sync(torch.zeros(n, self.z_dim), y)
+            self._score_sync(images, y)
             logger.debug("warm-up at batch %d took %.3f s", n, time.perf_counter() - started)
 
     # -- properties --------------------------------------------------------------------------
@@ -242,40 +244,77 @@ class InferenceEngine:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def _run_batch(self, kind: str, chunks: list[torch.Tensor]) -> torch.Tensor:
+    def _run_batch(
+        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
         """One forward of the rows of several requests (runs on the inference thread)."""
         import torch
 
-        x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-        if kind == GENERATOR:
-            return self._generate_sync(x)
-        return self._score_sync(x)
+        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _generate_sync(self, z: torch.Tensor) -> torch.Tensor:
+        labels: torch.Tensor | None = None
+        if isinstance(chunks[0], tuple):  # a conditional model: every chunk has its labels
+            pairs = [c for c in chunks if isinstance(c, tuple)]
+            x, labels = cat([r for r, _ in pairs]), cat([y for _, y in pairs])
+        else:
+            x = cat([c for c in chunks if not isinstance(c, tuple)])
+        run = self._generate_sync if kind == GENERATOR else self._score_sync
+        return run(x) if labels is None else run(x, labels)
+
+    def _generate_sync(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         from gan.sampling import generate
 
-        return generate(self._generator, z, chunk=max(1, int(z.shape[0])))
+        return generate(self._generator, z, labels, chunk=max(1, int(z.shape[0])))
 
-    def _score_sync(self, x: torch.Tensor) -> torch.Tensor:
+    def _score_sync(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         from gan.sampling import score
 
-        return score(self._discriminator, x, chunk=max(1, int(x.shape[0])))
+        return score(self._discriminator, x, labels, chunk=max(1, int(x.shape[0])))
+
+    def _labels_for(self, labels: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+        """Check that a conditional model gets one class per row and an unconditional none."""
+        k = self.model_config.num_classes
+        if k == 0:
+            if labels is not None:
+                raise ValueError("this model is unconditional: it takes no labels")
+            return None
+        if labels is None or tuple(labels.shape) != (rows,):
+            raise ValueError(f"this model is conditional: give one class label per row ({rows})")
+        if int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise ValueError(f"class labels must lie in 0..{k - 1}")
+        return labels.long()
 
     def arriving(self, kind: str) -> AbstractContextManager[Arrival]:
         """Announce a request that will call :meth:`generate` (``"generator"``) or :meth:`score`
         (``"discriminator"``) once its input is ready; pass the arrival to that call."""
         return self.scheduler.arriving(kind)
 
-    async def generate(self, z: torch.Tensor, *, arrival: Arrival | None = None) -> torch.Tensor:
-        """float32 latents ``[B, z_dim]`` -> uint8 images ``[B, C, R, R]`` (CPU)."""
+    async def generate(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        arrival: Arrival | None = None,
+    ) -> torch.Tensor:
+        """float32 latents ``[B, z_dim]`` (and int64 classes ``[B]`` for a conditional model)
+        -> uint8 images ``[B, C, R, R]`` (CPU)."""
         if self._executor is None:
             raise RuntimeError("the inference engine is closed")
         if z.ndim != 2 or z.shape[1] != self.z_dim or z.shape[0] < 1:
             raise ValueError(f"expected latents [B, {self.z_dim}], got {list(z.shape)}")
-        return await self.scheduler.submit(GENERATOR, z, arrival=arrival)
+        y = self._labels_for(labels, int(z.shape[0]))
+        return await self.scheduler.submit(GENERATOR, z if y is None else (z, y), arrival=arrival)
 
-    async def score(self, x: torch.Tensor, *, arrival: Arrival | None = None) -> torch.Tensor:
-        """uint8 model pixels ``[B, C, R, R]`` -> float32 logits ``[B]`` (CPU)."""
+    async def score(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        arrival: Arrival | None = None,
+    ) -> torch.Tensor:
+        """uint8 model pixels ``[B, C, R, R]`` (and int64 classes ``[B]`` for a conditional
+        model) -> float32 logits ``[B]`` (CPU)."""
         import torch
 
         if self._executor is None:
@@ -287,7 +326,8 @@ class InferenceEngine:
                 f"expected uint8 pixels [B, {', '.join(map(str, expected))}], got "
                 f"{x.dtype} {list(x.shape)}"
             )
-        return await self.scheduler.submit(DISCRIMINATOR, x, arrival=arrival)
+        y = self._labels_for(labels, int(x.shape[0]))
+        return await self.scheduler.submit(DISCRIMINATOR, x if y is None else (x, y), arrival=arrival)
 
     def close(self) -> None:
         """Finish the running forward pass (if any) and stop the worker thread."""

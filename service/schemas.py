@@ -48,6 +48,10 @@ class InterpolateSpec(BaseModel):
     )
 
 
+#: A class: its index (0..K-1) or its name, as GET /info lists them.
+Label = Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class GenerateRequest(BaseModel):
     """What to generate. Give at most one of ``seed``, ``z`` and ``interpolate``."""
 
@@ -86,6 +90,13 @@ class GenerateRequest(BaseModel):
         default=None,
         description="Return the images along the path between two seeds (grid or json).",
     )
+    label: Label | list[Label] | None = Field(
+        default=None,
+        description="Class-conditional models only (GET /info lists 'classes'): the class of "
+        "every image (an index or a class name), or a list with one per image. Left out: image "
+        "seed s gets class s mod K (uniform and reproducible); with z it is required; on an "
+        "interpolation path every image gets from_seed's class.",
+    )
 
 
 class GeneratedImage(BaseModel):
@@ -97,6 +108,12 @@ class GeneratedImage(BaseModel):
         description="The latent vector; {z: [latent]} reproduces the image."
     )
     t: float | None = Field(default=None, description="Position on the interpolation path (0..1).")
+    label: int | None = Field(
+        default=None, description="The image's class index (conditional models; else null)."
+    )
+    class_name: str | None = Field(
+        default=None, description="The image's class name (conditional models; else null)."
+    )
     png_base64: str
 
 
@@ -163,6 +180,17 @@ class ScoredImage(BaseModel):
     realness_percentile: float | None = Field(
         description="Percentage (0..100) of held-out real images that D scored lower; null when "
         "the checkpoint stores no real_scores."
+    )
+    label: int | None = Field(
+        default=None,
+        description="Conditional models: the class scored (the one requested, else the class "
+        "D scores highest); null for unconditional models.",
+    )
+    class_name: str | None = Field(default=None, description="That class's name.")
+    class_logits: list[float] | None = Field(
+        default=None,
+        description="Conditional models scored without a label: D's logit for the image paired "
+        "with each class, by class index.",
     )
 
 
@@ -250,6 +278,11 @@ class InfoResponse(BaseModel):
     created_at: str | None
     normalisation: dict[str, Any]
     real_scores: PercentileReference | None
+    classes: list[str] = Field(
+        default_factory=list,
+        description="Class names of a class-conditional model (index = label for /generate and "
+        "/score); empty for an unconditional model.",
+    )
     limits: dict[str, Any]
     preprocessing: dict[str, Any]
     generate: dict[str, Any]

@@ -44,16 +44,18 @@ def make_checkpoint(
     dataset: str = "tiny-test",
     metrics: dict[str, Any] | None = None,
     real_scores: dict[str, Any] | None = None,
+    classes: list[str] | None = None,
 ) -> Path:
     """A tiny, randomly initialised checkpoint written with save_checkpoint (the one helper
     every test package builds its checkpoints with)."""
     cfg = ModelConfig(
-        resolution=resolution, channels=channels, z_dim=z_dim, g_width=width, d_width=width
-    )
+        resolution=resolution, channels=channels, z_dim=z_dim, g_width=width, d_width=width,
+        num_classes=len(classes or []),
+    )  # fmt: skip
     g, d = build_models(cfg, seed=seed)
     config = build_config(
         cfg, step=step, seed=seed, dataset={"name": dataset}, metrics=metrics,
-        real_scores=real_scores,
+        real_scores=real_scores, classes=classes,
     )  # fmt: skip
     return save_checkpoint(path, g.eval(), d.eval(), config)
 

@@ -163,6 +163,7 @@ def sample(argv: list[str] | None = None) -> int:
     from gan.checkpoint import load_checkpoint
     from gan.io import save_images
     from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN
+    from gan.sampling import resolve_label
     from gan.sampling import sample as draw
 
     p = argparse.ArgumentParser(
@@ -178,6 +179,10 @@ def sample(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the first image (0 .. 2**53-1)")
     p.add_argument("--truncation", type=float, default=None,
                    help="redraw latent components with |z| > t (0.05 .. 10)")
+    p.add_argument("--label", action="append", default=None, metavar="CLASS",
+                   help="class-conditional models: the class (index or name) of the images; "
+                   "repeat it to cycle through several (image i gets the (i mod L)-th); left "
+                   "out: image seed s gets class s mod K, as in POST /generate")
     p.add_argument("--out", type=Path, required=True,
                    help="FILE.npy (uint8 [N,H,W] or [N,H,W,C]), FILE.png (grid) or a folder of PNGs")
     args = p.parse_args(argv)
@@ -190,9 +195,14 @@ def sample(argv: list[str] | None = None) -> int:
     if args.out.suffix.lower() not in (".npy", ".png", ""):
         raise UserError(f"--out {args.out}: use a .npy file, a .png file, or a folder name")
     ck = load_checkpoint(args.checkpoint)
+    labels: list[int] | None = None
+    if args.label:
+        given = [resolve_label(v, ck.config.classes) for v in args.label]
+        labels = [given[i % len(given)] for i in range(args.num)]
     images = draw(
-        ck.generator, ck.model_config.z_dim, seed=args.seed, n=args.num, truncation=args.truncation
-    )
+        ck.generator, ck.model_config.z_dim, seed=args.seed, n=args.num,
+        truncation=args.truncation, num_classes=ck.model_config.num_classes, labels=labels,
+    )  # fmt: skip
     try:
         out = save_images(images, args.out)
     except OSError as exc:

@@ -63,6 +63,10 @@ class TrainConfig:
     time_budget_s: float = _opt(
         0.0, "stop after N seconds of training (0: no budget; still saves)", flag="--time-budget"
     )
+    conditional: bool = _opt(
+        False, "class-conditional G and D (projection D) on the dataset's labels: MNIST's "
+        "digits, or a folder's first-level sub-folders"
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -127,7 +131,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one option per config field; options left out stay absent from the namespace."""
     model = parser.add_argument_group("model")
     for f in fields(ModelConfig):
-        _add(model, f.name, f.default, _MODEL_OPTIONS[f.name])
+        if f.name in _MODEL_OPTIONS:  # num_classes comes from the data (--conditional)
+            _add(model, f.name, f.default, _MODEL_OPTIONS[f.name])
     opt = parser.add_argument_group("optimisation and run")
     for f in fields(TrainConfig):
         if f.name != "model":

@@ -47,14 +47,16 @@ class DataWarning(UserWarning):
 @dataclass
 class ImageData:
     images: torch.Tensor  # uint8 [N, C, H, W]
-    labels: torch.Tensor | None  # int64 [N] or None
+    labels: torch.Tensor | None  # int64 [N] class indices, or None
     info: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)  # class names (index = label), if labelled
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
 DATASETS = ("mnist", "folder")
+MNIST_CLASSES = [str(d) for d in range(10)]
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -486,6 +488,7 @@ def load_folder(
         cache_file = None
     if not images.flags.writeable:
         images = images.copy()
+    classes, labels = folder_classes(files, {rel for rel, _ in skipped})
     info: dict[str, Any] = {
         "name": "folder",
         "path": str(directory.resolve()),
@@ -502,8 +505,24 @@ def load_folder(
         "preprocess": preprocess.preprocess_description(resolution, channels),
         "cache": str(cache_file) if cache_file is not None else None,
         "cache_hit": cache_hit,
+        "classes": classes,
     }
-    return ImageData(torch.from_numpy(images), None, info)
+    return ImageData(torch.from_numpy(images), labels, info, classes)
+
+
+def folder_classes(files: Sequence[str], skipped: set[str]) -> tuple[list[str], torch.Tensor | None]:
+    """Class names and per-image labels from first-level sub-folders (the ImageFolder
+    convention: ``cats/a.png``, ``dogs/b.png``), for a folder whose every image sits in one of
+    at least two sub-folders; else ``([], None)``. Skipped files get no label."""
+    kept = [rel for rel in files if rel not in skipped]
+    parts = [Path(rel).parts for rel in kept]
+    if not parts or any(len(p) < 2 for p in parts):
+        return [], None
+    classes = sorted({p[0] for p in parts})
+    if len(classes) < 2:
+        return [], None
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, torch.tensor([index[p[0]] for p in parts], dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,6 +598,7 @@ def load_dataset(
     converted = preprocess.batch_to_model_pixels(images, resolution, channels)
     info: dict[str, Any] = {
         "name": "mnist",
+        "classes": MNIST_CLASSES,
         "path": str(directory.resolve()),
         "split": split,
         "num_images": int(converted.shape[0]),
@@ -589,7 +609,7 @@ def load_dataset(
         "channels": channels,
         "preprocess": preprocess_info,
     }
-    return ImageData(torch.from_numpy(converted), labels, info)
+    return ImageData(torch.from_numpy(converted), labels, info, list(MNIST_CLASSES))
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,17 +622,21 @@ HELDOUT_FRACTION = 0.05
 HELDOUT_MAX = 2000
 
 
-def split_heldout(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, torch.Tensor]:
+def split_heldout(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData]:
     """Deterministically keep ``fraction`` of a dataset (at most 2000 images) out of training."""
     n = len(data)
     k = min(HELDOUT_MAX, max(1, round(n * fraction))) if n > 1 and fraction > 0 else 0
-    if k == 0:
-        return data, data.images[:0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
     held, keep = perm[:k], perm[k:].sort().values
-    labels = data.labels[keep] if data.labels is not None else None
+
+    def part(idx: torch.Tensor, info: dict[str, Any]) -> ImageData:
+        labels = data.labels[idx] if data.labels is not None else None
+        return ImageData(data.images[idx], labels, info, list(data.classes))
+
+    if k == 0:
+        return data, part(held, {"name": "held-out"})
     info = {**data.info, "num_images": len(keep), "heldout_images": int(k)}
-    return ImageData(data.images[keep], labels, info), data.images[held]
+    return part(keep, info), part(held, {"name": "held-out"})
 
 
 def load_training_data(
@@ -626,7 +650,7 @@ def load_training_data(
     limit: int | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> tuple[ImageData, torch.Tensor]:
+) -> tuple[ImageData, ImageData]:
     """(training data, held-out real images): MNIST's test set, or a seeded share of a folder."""
     data = load_dataset(
         kind, data_dir, resolution=resolution, channels=channels, split="train",
@@ -638,7 +662,7 @@ def load_training_data(
             progress=progress,
         )  # fmt: skip
         data.info["heldout_source"] = "MNIST test set (10,000 images, never trained on)"
-        return data, test.images
+        return data, test
     data, held = split_heldout(data, HELDOUT_FRACTION, seed)
     data.info["heldout_source"] = f"{len(held)} images held out of the folder (seeded split)"
     return data, held

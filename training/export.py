@@ -35,7 +35,12 @@ QUANTILE_LEVELS = 1000  # real_scores stores 1001 quantiles (levels 0, 0.001, ..
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    generator: nn.Module, z_dim: int, seed: int, batches: int = 8, batch_size: int = 256
+    generator: nn.Module,
+    z_dim: int,
+    seed: int,
+    batches: int = 8,
+    batch_size: int = 256,
+    num_classes: int = 0,
 ) -> nn.Module:
     """Copy of ``generator`` whose BatchNorm running statistics match its own weights.
 
@@ -56,19 +61,28 @@ def recalibrate_batchnorm(
     gen = torch.Generator().manual_seed(seed)
     device = next(g.parameters()).device
     for _ in range(batches):
-        g(torch.randn(batch_size, z_dim, generator=gen).to(device))
+        z = torch.randn(batch_size, z_dim, generator=gen).to(device)
+        if num_classes:
+            g(z, torch.randint(num_classes, (batch_size,), generator=gen).to(device))
+        else:
+            g(z)
     for m, mom in saved:
         m.momentum = mom
     return g.eval()
 
 
 def real_score_quantiles(
-    discriminator: nn.Module, images: torch.Tensor, source: str, batch_size: int = 1000
+    discriminator: nn.Module,
+    images: torch.Tensor,
+    source: str,
+    batch_size: int = 1000,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """D's logits on held-out real images, summarised as 1001 quantiles for percentiles."""
+    """D's logits on held-out real images (with their true classes for a conditional D),
+    summarised as 1001 quantiles for percentiles."""
     was_training = discriminator.training
     discriminator.eval()
-    logits = score(discriminator, images, chunk=batch_size)
+    logits = score(discriminator, images, labels, chunk=batch_size)
     discriminator.train(was_training)
     levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS + 1)
     q = np.quantile(logits.double().numpy(), levels)

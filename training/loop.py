@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from torch import nn
 from gan.checkpoint import build_config, load_checkpoint
 from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
-from gan.models import build_models, to_model_range
-from gan.sampling import generate, latents
+from gan.models import ModelConfig, build_models, to_model_range
+from gan.sampling import class_labels, generate, latents, sample
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles, recalibrate_batchnorm
@@ -72,26 +73,30 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 class _Batches:
     """Shuffled mini-batches from an in-memory uint8 tensor; order is part of the resume state."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, images: torch.Tensor, batch_size: int, seed: int, labels: torch.Tensor | None = None
+    ) -> None:
         if len(images) < batch_size:
             raise TrainingError(
                 f"the dataset has {len(images)} images, fewer than --batch-size {batch_size}"
             )
         self.images = images
+        self.labels = labels
         self.batch_size = batch_size
         self.gen = torch.Generator().manual_seed(seed)
         self.perm = torch.randperm(len(images), generator=self.gen)
         self.pos = 0
         self.epoch = 0
 
-    def next(self) -> torch.Tensor:
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(uint8 images [B, C, R, R], their labels [B] or None)."""
         if self.pos + self.batch_size > len(self.perm):
             self.perm = torch.randperm(len(self.images), generator=self.gen)
             self.pos = 0
             self.epoch += 1
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
-        return self.images[idx]
+        return self.images[idx], None if self.labels is None else self.labels[idx]
 
     def state(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos, "epoch": self.epoch}
@@ -99,6 +104,18 @@ class _Batches:
     def load(self, s: dict[str, Any]) -> None:
         self.gen.set_state(s["gen"])
         self.perm, self.pos, self.epoch = s["perm"], int(s["pos"]), int(s["epoch"])
+
+
+def conditional_model(mc: ModelConfig, data: ImageData) -> ModelConfig:
+    """The model config with one class per class of ``data`` (``--conditional``)."""
+    if data.labels is None or len(data.classes) < 2:
+        raise TrainingError(
+            "--conditional needs labelled data: MNIST, or an image folder with one sub-folder "
+            "per class (the ImageFolder convention: DIR/cats/*.png, DIR/dogs/*.png); this data "
+            f"has {len(data.classes)} class(es) and "
+            f"{'no' if data.labels is None else 'some'} labels"
+        )
+    return replace(mc, num_classes=len(data.classes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,21 +132,26 @@ class Trainer:
         data: ImageData,
         out_dir: Path,
         *,
-        heldout: torch.Tensor | None = None,
+        heldout: ImageData | torch.Tensor | None = None,
         evaluator: Evaluator | None = None,
         metric_name: str = "fid_quick",
         progress: bool = True,
     ) -> None:
         configure_torch(cfg.threads)
+        if cfg.conditional:
+            cfg.model = conditional_model(cfg.model, data)
         self.cfg = cfg
         self.mc = cfg.model
+        self.classes = list(data.classes) if self.mc.conditional else []
         if tuple(data.images.shape[1:]) != (self.mc.channels, self.mc.resolution, self.mc.resolution):
             raise TrainingError(
                 f"dataset images are {tuple(data.images.shape[1:])} but the model expects "
                 f"{(self.mc.channels, self.mc.resolution, self.mc.resolution)}"
             )
         self.data = data
-        self.heldout = heldout
+        self.heldout = heldout if isinstance(heldout, ImageData) or heldout is None else (
+            ImageData(heldout, None)
+        )
         self.out = Path(out_dir)
         self.evaluator = evaluator
         self.metric_name = metric_name
@@ -148,9 +170,16 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=betas)
         self.loss = build_loss(cfg.loss, r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every)
-        self.batches = _Batches(data.images, cfg.batch_size, cfg.seed)
+        labels = data.labels if self.mc.conditional else None
+        self.batches = _Batches(data.images, cfg.batch_size, cfg.seed, labels)
         self.z_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.fixed_z = latents(self.mc.z_dim, seeds=image_seeds(SAMPLE_GRID_SEED, 64))
+        # Sample grids: 64 images, or for a conditional model with few classes one column per
+        # class (image seed s has class s mod K, so K columns line the classes up).
+        k = self.mc.num_classes
+        self.grid_columns = k if 2 <= k <= 16 else 8
+        grid_n = self.grid_columns * (-(-64 // self.grid_columns))
+        self.grid_seeds = image_seeds(SAMPLE_GRID_SEED, grid_n)
+        self.fixed_z = latents(self.mc.z_dim, seeds=self.grid_seeds)
         self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last)
         self.train_seconds = 0.0
         self.last_metric: float | None = None
@@ -191,8 +220,12 @@ class Trainer:
         x = to_model_range(x)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
-    def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.mc.z_dim, generator=self.z_gen)
+    def _z(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents [n, z_dim] and, for a conditional model, uniformly drawn classes [n]."""
+        z = torch.randn(n, self.mc.z_dim, generator=self.z_gen)
+        if not self.mc.conditional:
+            return z, None
+        return z, torch.randint(self.mc.num_classes, (n,), generator=self.z_gen)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -200,11 +233,13 @@ class Trainer:
         # ---- fix G, update D: maximise log D(x) + log(1 - D(G(z))) ----
         self.d.requires_grad_(True)
         for k in range(cfg.d_steps):
-            real = self._prep(self.batches.next())
+            real_u8, real_y = self.batches.next()
+            real = self._prep(real_u8)
+            z, fake_y = self._z(cfg.batch_size)
             with torch.no_grad():
-                fake = self.g(self._z(cfg.batch_size))
+                fake = self.g(z, fake_y)
             d_iter = self.step * cfg.d_steps + k
-            loss, d_stats = self.loss.d_objective(self.d, real, fake, d_iter)
+            loss, d_stats = self.loss.d_objective(self.d, real, fake, d_iter, real_y, fake_y)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_d.step()
@@ -212,8 +247,9 @@ class Trainer:
             stats["d_loss"] = loss.item()
         # ---- fix D, update G: maximise log D(G(z)) (or the chosen variant) ----
         self.d.requires_grad_(False)
-        fake = self.g(self._z(cfg.batch_size))
-        loss_g = self.loss.g_objective(self.d, fake)
+        z, fake_y = self._z(cfg.batch_size)
+        fake = self.g(z, fake_y)
+        loss_g = self.loss.g_objective(self.d, fake, fake_y)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -235,21 +271,27 @@ class Trainer:
 
     def export_generator(self) -> nn.Module:
         source = self.g_ema if self.g_ema is not None else self.g
-        g = recalibrate_batchnorm(source, self.mc.z_dim, seed=self.cfg.seed + 3)
+        g = recalibrate_batchnorm(
+            source, self.mc.z_dim, seed=self.cfg.seed + 3, num_classes=self.mc.num_classes
+        )
         return with_memory_format(g, torch.contiguous_format)
 
     def save_samples(self, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
-        images = generate(g, self.fixed_z)
+        labels = class_labels(self.grid_seeds, self.mc.num_classes)
+        images = generate(g, self.fixed_z, labels)
         path = self.out / "samples" / f"step-{self.step:08d}.png"
-        save_grid(images, path, nrow=8)
+        save_grid(images, path, nrow=self.grid_columns)
         return path
 
     def evaluate(self, g: nn.Module) -> float | None:
         if self.evaluator is None:
             return None
-        z = latents(self.mc.z_dim, seed=EVAL_SEED, n=self.cfg.eval_samples)
-        metric = float(self.evaluator(generate(g, z)))
+        images = sample(
+            g, self.mc.z_dim, seed=EVAL_SEED, n=self.cfg.eval_samples,
+            num_classes=self.mc.num_classes,
+        )  # fmt: skip
+        metric = float(self.evaluator(images))
         self.last_metric = metric
         return metric
 
@@ -257,10 +299,12 @@ class Trainer:
         g = g if g is not None else self.export_generator()
         d = with_memory_format(copy.deepcopy(self.d), torch.contiguous_format).eval()
         real_scores = None
-        if self.heldout is not None and len(self.heldout) > 0:
+        held = self.heldout
+        if held is not None and len(held) > 0 and (held.labels is not None or not self.classes):
             real_scores = real_score_quantiles(
-                d, self.heldout, source=self.data.info.get("heldout_source", "held-out real images")
-            )
+                d, held.images, source=self.data.info.get("heldout_source", "held-out real images"),
+                labels=held.labels if self.classes else None,
+            )  # fmt: skip
         metrics: dict[str, Any] = {}
         if metric is not None:
             metrics[self.metric_name] = metric
@@ -272,6 +316,7 @@ class Trainer:
             training={**self.cfg.to_dict(), "train_seconds": round(self.train_seconds, 1)},
             metrics=metrics,
             real_scores=real_scores,
+            classes=self.classes,
             extra={"training_metric": {"name": self.metric_name, "value": metric}},
         )
         return self.manager.save(self.step, g, d, config, self.state(), metric=metric)
@@ -407,7 +452,7 @@ def resume_trainer(
     data: ImageData,
     out_dir: Path,
     *,
-    heldout: torch.Tensor | None = None,
+    heldout: ImageData | torch.Tensor | None = None,
     evaluator: Evaluator | None = None,
     steps: int | None = None,
     time_budget_s: float | None = None,

@@ -40,10 +40,17 @@ def register(name: str) -> Callable[[type[GANLoss]], type[GANLoss]]:
     return add
 
 
-def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
+def _forward(d: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """D's logits; the labels go in only for a conditional D (any module works otherwise)."""
+    return d(x) if labels is None else d(x, labels)
+
+
+def r1_penalty(
+    discriminator: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): mean squared gradient norm of D's logit at real images."""
     real = real.detach().requires_grad_(True)
-    logits = discriminator(real)
+    logits = _forward(discriminator, real, labels)
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
@@ -66,24 +73,33 @@ class GANLoss:
         raise NotImplementedError
 
     def d_objective(
-        self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, d_iter: int
+        self,
+        d: nn.Module,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        d_iter: int,
+        real_labels: torch.Tensor | None = None,
+        fake_labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """D's full objective for one step (``d_iter`` counts D steps, for lazy R1)."""
-        real_logits = d(real)
-        fake_logits = d(fake)
+        """D's full objective for one step (``d_iter`` counts D steps, for lazy R1); the labels
+        are the classes of a conditional model."""
+        real_logits = _forward(d, real, real_labels)
+        fake_logits = _forward(d, fake, fake_labels)
         loss = self.d_loss(real_logits, fake_logits)
         stats: dict[str, float] = {}
         if self.r1_gamma > 0 and d_iter % self.r1_every == 0:
-            r1 = r1_penalty(d, real)
+            r1 = r1_penalty(d, real, real_labels)
             loss = loss + 0.5 * self.r1_gamma * self.r1_every * r1
             stats["r1"] = r1.item()
         stats["d_real"] = torch.sigmoid(real_logits.detach()).mean().item()
         stats["d_fake"] = torch.sigmoid(fake_logits.detach()).mean().item()
         return loss, stats
 
-    def g_objective(self, d: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    def g_objective(
+        self, d: nn.Module, fake: torch.Tensor, fake_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """G's objective for one step (D's parameters are frozen by the caller)."""
-        return self.g_loss(d(fake))
+        return self.g_loss(_forward(d, fake, fake_labels))
 
 
 @register("nonsat")

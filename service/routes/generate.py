@@ -138,6 +138,43 @@ def plan_request(req: GenerateRequest, *, z_dim: int, max_images: int) -> Plan:
     return Plan(req.n, fmt, seed, list(image_seeds(seed, req.n)), req.truncation, None, None)
 
 
+def plan_labels(req: GenerateRequest, plan: Plan, classes: tuple[str, ...]) -> list[int] | None:
+    """Each image's class for a conditional model (None for an unconditional one); 422 for a
+    label an unconditional model cannot take, an unknown class, or a list of the wrong length."""
+    from gan.sampling import LabelError, class_labels, resolve_label
+
+    if not classes:
+        if req.label is not None:
+            raise field_error(
+                ["label"], "this model is unconditional (GET /info lists no classes): drop label"
+            )
+        return None
+    try:
+        if isinstance(req.label, list):
+            if len(req.label) != plan.count:
+                raise field_error(
+                    ["label"],
+                    f"label has {len(req.label)} entries for {plan.count} images; give one label "
+                    "for all, or one per image",
+                )
+            return [resolve_label(v, classes) for v in req.label]
+        if req.label is not None:
+            return [resolve_label(req.label, classes)] * plan.count
+    except LabelError as exc:
+        raise field_error(["label"], str(exc)) from exc
+    if plan.z is not None:
+        raise field_error(
+            ["label"],
+            f"this model is class-conditional and z carries no seed: give label (one of "
+            f"{len(classes)} classes, see GET /info)",
+        )
+    if req.interpolate is not None:
+        return [req.interpolate.from_seed % len(classes)] * plan.count
+    seeds = [s for s in plan.seeds if s is not None]
+    labels = class_labels(seeds, len(classes))
+    return None if labels is None else labels.tolist()
+
+
 def build_latents(plan: Plan, req: GenerateRequest, z_dim: int) -> torch.Tensor:
     """float32 ``[count, z_dim]``: per-image seeds, explicit rows, or the slerp path."""
     import torch
@@ -222,12 +259,17 @@ async def generate(
     req: Annotated[GenerateRequest, Body(openapi_examples=GENERATE_EXAMPLES)],
     request: Request,
 ) -> Response:
+    import torch
+
     engine, settings = engine_of(request), request.app.state.settings
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
+    classes = engine.config.classes
+    labels = plan_labels(req, plan, classes)
     with engine.arriving(GENERATOR) as arrival:
         z = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
-        images = await engine.generate(z, arrival=arrival)  # uint8 [B, C, R, R]
+        y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+        images = await engine.generate(z, y, arrival=arrival)  # uint8 [B, C, R, R]
     headers = engine.info.headers()
     headers["X-Image-Count"] = str(plan.count)
     if plan.request_seed is not None:
@@ -263,6 +305,8 @@ async def generate(
                 seed=plan.seeds[i],
                 latent=latents[i],
                 t=weights[i],
+                label=None if labels is None else labels[i],
+                class_name=None if labels is None else classes[labels[i]],
                 png_base64=base64.b64encode(pngs[i]).decode("ascii"),
             )
             for i in range(plan.count)

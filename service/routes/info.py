@@ -40,6 +40,7 @@ async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
         metrics=cfg.metrics,
         training=cfg.training,
         created_at=cfg.created_at,
+        classes=list(cfg.classes),
         normalisation=cfg.normalisation,
         real_scores=None
         if rs is None

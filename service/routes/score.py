@@ -168,6 +168,28 @@ def decode_inline(uploads: list[Upload]) -> bool:
     return True
 
 
+#: Conditional models scored without a label pair every image with every class; beyond this
+#: many classes that is too much work per image, and a label is required.
+MAX_CLASSES_WITHOUT_LABEL = 100
+
+
+def score_label(value: str | None, classes: tuple[str, ...]) -> int | None:
+    """The ``?label=`` query parameter as a class index (None: not given); 422 if unusable."""
+    from gan.sampling import LabelError, resolve_label
+
+    loc: list[str | int] = ["query", "label"]
+    if value is None:
+        if len(classes) > MAX_CLASSES_WITHOUT_LABEL:
+            raise RequestValidationError([{"loc": loc, "type": "missing", "msg": (
+                f"this model has {len(classes)} classes, too many to score each image against "
+                "all of them: give ?label=<class index or name>")}])  # fmt: skip
+        return None
+    try:
+        return resolve_label(value, classes)
+    except LabelError as exc:
+        raise RequestValidationError([{"loc": loc, "msg": str(exc), "type": "value_error"}]) from exc
+
+
 def _too_many(max_images: int) -> RequestValidationError:
     return RequestValidationError(
         [
@@ -263,9 +285,20 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
     "(gan.preprocess.to_model_pixels, described in the response), and all images of the "
     "request go through D in batched forward passes (shared with concurrent requests, at most "
     "GAN_MAX_BATCH images each; results do not depend on the batch). For each: D's logit, its sigmoid, and the realness "
-    "percentile: the share of held-out real images that D scored lower. Example: "
+    "percentile: the share of held-out real images that D scored lower. For a class-conditional "
+    "model, ?label= picks the class to score; without it each image is scored with every class "
+    "and the best-scoring class is reported. Example: "
     "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
-    **protected(requestBody=SCORE_REQUEST_BODY),
+    **protected(
+        requestBody=SCORE_REQUEST_BODY,
+        parameters=[{
+            "name": "label", "in": "query", "required": False,
+            "schema": {"type": "string"},
+            "description": "Class-conditional models only: score each image as this class "
+            "(index or name, see GET /info 'classes'). Left out: D scores each image paired "
+            "with every class and reports the best one and all logits.",
+        }],
+    ),
     responses={
         200: {"headers": {"X-Model-Id": {"schema": {"type": "string"}}}},
         401: {"model": ErrorResponse, "description": "API key missing or wrong"},
@@ -295,6 +328,8 @@ async def score(request: Request) -> Response:
     import torch
 
     engine, settings = engine_of(request), request.app.state.settings
+    classes = engine.config.classes
+    label = score_label(request.query_params.get("label"), classes)
 
     with engine.arriving(DISCRIMINATOR) as arrival:
         uploads, raw = await read_uploads(request, settings.max_images)
@@ -312,7 +347,22 @@ async def score(request: Request) -> Response:
             limiter = request.app.state.image_limiter
             prepared = await anyio.to_thread.run_sync(convert, limiter=limiter)
         batch = torch.from_numpy(np.stack([p.pixels for p in prepared]))  # uint8 [B, C, R, R]
-        logits = (await engine.score(batch, arrival=arrival)).tolist()
+        per_class: list[list[float]] | None = None
+        if not classes:
+            logits = (await engine.score(batch, arrival=arrival)).tolist()
+            labels: list[int | None] = [None] * len(prepared)
+        elif label is not None:
+            y = torch.full((len(prepared),), label, dtype=torch.int64)
+            logits = (await engine.score(batch, y, arrival=arrival)).tolist()
+            labels = [label] * len(prepared)
+        else:  # every image paired with every class: [B * K] rows, class fastest
+            k = len(classes)
+            y = torch.arange(k).repeat(len(prepared))
+            table = (await engine.score(batch.repeat_interleave(k, 0), y, arrival=arrival))
+            per_class = table.view(len(prepared), k).tolist()
+            best = [max(range(k), key=row.__getitem__) for row in per_class]
+            logits = [row[c] for row, c in zip(per_class, best, strict=True)]
+            labels = list(best)
     rs = engine.real_scores
     notes: list[str] = []
     if rs is None:
@@ -332,8 +382,11 @@ async def score(request: Request) -> Response:
             logit=logit,
             probability=sigmoid(logit),
             realness_percentile=None if rs is None else rs.percentile(logit),
+            label=c,
+            class_name=None if c is None else classes[c],
+            class_logits=None if per_class is None else per_class[i],
         )
-        for p, logit in zip(prepared, logits, strict=True)
+        for i, (p, logit, c) in enumerate(zip(prepared, logits, labels, strict=True))
     ]
     body = ScoreResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),

@@ -56,6 +56,14 @@ def rgb_ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def cond_ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny class-conditional checkpoint with three named classes."""
+    return make_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny-cond", classes=["zero", "one", "two"]
+    )
+
+
 ClientFactory = Callable[..., TestClient]
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointConfig, CheckpointError, load_checkpoint
-from gan.sampling import sample
+from gan.latents import image_seeds
+from gan.sampling import class_labels, sample
 from training.data import DataError, ImageData, load_mnist
 from training.metrics.classifier import Classifier, ClassifierError, load_classifier
 from training.metrics.metrics import (
@@ -133,14 +134,25 @@ class Evaluator:
             idx = torch.randperm(pool.shape[0], generator=gen)[:n].sort().values
             feats, predicted = self.features(pool[idx])
             result = self.metrics_from_features(feats, predicted, seed)
+            pool_labels = getattr(self._baseline_pool, "labels", None)
+            if pool_labels is not None:  # the classifier's accuracy on these real digits
+                result["label_accuracy"] = float((predicted == pool_labels[idx].numpy()).mean())
             result["source"] = f"{n} random images of the real training set (seed {seed})"
             self._baseline_cache[key] = result
         return dict(self._baseline_cache[key])
 
     def evaluate_images(
-        self, images_uint8: torch.Tensor, seed: int = 0, with_baseline: bool = True
+        self,
+        images_uint8: torch.Tensor,
+        seed: int = 0,
+        with_baseline: bool = True,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """All metrics for uint8 images [N, C, H, W], with the real-vs-real baseline beside."""
+        """All metrics for uint8 images [N, C, H, W], with the real-vs-real baseline beside.
+
+        ``labels`` (the digit each image was asked to show, for a conditional model) adds
+        ``label_accuracy``: the share the classifier assigns to the requested digit.
+        """
         started = time.time()
         images = _as_images(images_uint8, "images")
         feats, predicted = self.features(images)
@@ -150,6 +162,8 @@ class Evaluator:
             "seed": int(seed),
             "metrics": self.metrics_from_features(feats, predicted, seed),
         }
+        if labels is not None:
+            result["metrics"]["label_accuracy"] = float((predicted == labels.numpy()).mean())
         if with_baseline:
             result["baseline"] = self.baseline(int(images.shape[0]), seed)
         result["reference"] = self.reference_info
@@ -191,10 +205,14 @@ class Evaluator:
         except CheckpointError as exc:
             raise EvalError(str(exc)) from exc
         ds_name = check_dataset(ckpt.config, ckpt_dir, allow_non_mnist)
+        k = ckpt.model_config.num_classes
         images = sample(
-            ckpt.generator, ckpt.model_config.z_dim, seed=seed, n=num_samples, chunk=batch_size
+            ckpt.generator, ckpt.model_config.z_dim, seed=seed, n=num_samples, num_classes=k,
+            chunk=batch_size,
+        )  # fmt: skip
+        result = self.evaluate_images(
+            images, seed=seed, labels=digit_labels(ckpt.config.classes, seed, num_samples)
         )
-        result = self.evaluate_images(images, seed=seed)
         result["checkpoint"] = {
             "path": str(ckpt.path),
             "model_id": ckpt.model_id,
@@ -223,3 +241,13 @@ def check_dataset(
             "be meaningless (pass --allow-non-mnist to compute them anyway)"
         )
     return ds_name if isinstance(ds_name, str) else None
+
+
+def digit_labels(classes: tuple[str, ...], seed: int, n: int) -> torch.Tensor | None:
+    """The digit each sampled image of a conditional MNIST model shows (class ``(seed + i) mod
+    K``, named "0".."9"), for ``label_accuracy``; None for other models."""
+    if not classes or not all(c.isdigit() and int(c) < 10 for c in classes):
+        return None
+    labels = class_labels(image_seeds(seed, n), len(classes))
+    assert labels is not None
+    return torch.tensor([int(classes[i]) for i in labels.tolist()], dtype=torch.int64)

@@ -15,6 +15,7 @@ REPORT_ROWS: tuple[tuple[str, str, bool], ...] = (
     ("recall", "recall", False),
     ("coverage_entropy", "class entropy (norm.)", False),
     ("coverage_min_share", "smallest class share", False),
+    ("label_accuracy", "label accuracy", False),  # conditional models only
 )
 
 
@@ -54,11 +55,11 @@ def format_report(result: dict[str, Any]) -> str:
     lines += [header, "-" * len(header)]
     m = result["metrics"]
     for key, label, lower in REPORT_ROWS:
-        if key == "kid_std":
-            continue  # shown with KID
+        if key == "kid_std" or key not in m:
+            continue  # KID's std is shown with KID; label accuracy only for conditional models
         arrow = "(lower better)" if lower else "(higher better)"
-        base_s = _cell(key, base) if base else ""
-        ratio_s = _ratio(key, m, base) if base else ""
+        base_s = _cell(key, base) if base and key in base else ""
+        ratio_s = _ratio(key, m, base) if base and key in base else ""
         lines.append(f"{label:<22}{_cell(key, m):>20}{base_s:>20}{ratio_s:>10}  {arrow}")
     lines.append("")
     shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(m["class_shares"]))
@@ -73,7 +74,7 @@ def format_report(result: dict[str, Any]) -> str:
 def metrics_for_config(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a result that ``--write`` stores under a checkpoint's ``metrics``."""
     m, base = result["metrics"], result.get("baseline", {})
-    keys = [k for k, _, _ in REPORT_ROWS] + ["class_shares"]
+    keys = [k for k, _, _ in REPORT_ROWS if k in m] + ["class_shares"]
     return {
         **{k: m[k] for k in keys},
         "eval": {

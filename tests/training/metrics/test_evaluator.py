@@ -341,3 +341,17 @@ def test_a_broken_classifier_is_one_error_line_in_gan_train(
     assert rc == 2
     assert err[-1].startswith("error: ") and "config.json" in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_conditional_mnist_models_report_label_accuracy(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path / "cond", dataset="mnist", classes=[str(d) for d in range(10)])
+    out = tmp_path / "r.json"
+    assert run_eval_cli(["--checkpoint", str(ckpt), "--num", "200", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert 0.0 <= result["metrics"]["label_accuracy"] <= 1.0
+    assert result["baseline"]["label_accuracy"] > 0.97  # the classifier on real digits
+    assert "label accuracy" in format_report(result)
+    unconditional = make_checkpoint(tmp_path / "plain", dataset="mnist")
+    plain = tmp_path / "p.json"
+    assert run_eval_cli(["--checkpoint", str(unconditional), "--num", "200", "--json", str(plain)]) == 0
+    assert "label_accuracy" not in json.loads(plain.read_text())["metrics"]
