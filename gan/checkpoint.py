@@ -24,6 +24,7 @@ loaded :class:`Checkpoint` carries a typed :class:`CheckpointConfig`; nobody els
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import itertools
 import json
@@ -323,20 +324,37 @@ def save_checkpoint(
     config: dict[str, Any],
     train_state: Any | None = None,
 ) -> Path:
-    """Atomically write a checkpoint directory at ``path`` (replacing any previous one)."""
+    """Atomically write a checkpoint directory at ``path`` (replacing any previous one).
+
+    A failed write (a full disk, say) leaves the previous checkpoint in place, removes the
+    partial temporary and raises one :class:`CheckpointError` naming the folder and the space
+    the checkpoint needs.
+    """
     final = Path(path)
-    with atomic_directory(final) as tmp:
-        save_file(_state_dict_cpu(generator), str(tmp / GENERATOR_FILE))
-        save_file(_state_dict_cpu(discriminator), str(tmp / DISCRIMINATOR_FILE))
-        files = {name: {"sha256": sha256_file(tmp / name)} for name in WEIGHT_FILES}
-        if train_state is not None:
-            tensors, tree = flatten_state(train_state)
-            save_file(tensors, str(tmp / TRAIN_STATE_TENSORS))
-            (tmp / TRAIN_STATE_JSON).write_text(json.dumps(tree))
-        cfg = dict(config)
-        cfg["files"] = files
-        cfg["checkpoint_hash"] = checkpoint_hash_from_files(files)
-        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    g_state, d_state = _state_dict_cpu(generator), _state_dict_cpu(discriminator)
+    tensors, tree = flatten_state(train_state) if train_state is not None else ({}, None)
+    try:
+        with atomic_directory(final) as tmp:
+            save_file(g_state, str(tmp / GENERATOR_FILE))
+            save_file(d_state, str(tmp / DISCRIMINATOR_FILE))
+            files = {name: {"sha256": sha256_file(tmp / name)} for name in WEIGHT_FILES}
+            if train_state is not None:
+                save_file(tensors, str(tmp / TRAIN_STATE_TENSORS))
+                (tmp / TRAIN_STATE_JSON).write_text(json.dumps(tree))
+            cfg = dict(config)
+            cfg["files"] = files
+            cfg["checkpoint_hash"] = checkpoint_hash_from_files(files)
+            (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    except (OSError, SafetensorError) as exc:
+        need = sum(t.numel() * t.element_size() for d in (g_state, d_state, tensors) for t in d.values())
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "StorageFull" in str(exc) or (
+            "No space left" in str(exc)
+        )
+        why = "no space left on the device" if full else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(
+            f"cannot write checkpoint {final}: {why}; it needs about {need / 1e6:.0f} MB in "
+            f"{final.parent} (the previous checkpoint there, if any, is intact)"
+        ) from exc
     return final
 
 
@@ -355,8 +373,18 @@ def copy_checkpoint(
     with atomic_directory(final) as tmp:
         for name in names:
             if (source / name).is_file():
-                shutil.copyfile(source / name, tmp / name)
+                _link_or_copy(source / name, tmp / name)
     return final
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the filesystem allows (no second copy of the bytes; files are only
+    ever replaced by a rename, never rewritten in place, so linked copies cannot diverge),
+    else a byte copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def checkpoint_hash_from_files(files: dict[str, dict[str, str]]) -> str:

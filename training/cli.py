@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -49,7 +50,8 @@ def build_train_parser() -> argparse.ArgumentParser:
         description="Train a GAN (G and D) on MNIST or a folder of images and write checkpoints.",
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=DATASETS, default="mnist", help="dataset kind (mnist)")
+    g.add_argument("--data", choices=DATASETS, default=None,
+                   help="dataset kind (default mnist; --resume: the run's own)")
     g.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or image folder")
     g.add_argument("--download", action="store_true", help="download MNIST if missing (verified by SHA-256)")
@@ -92,6 +94,50 @@ def _resume_source(path: Path) -> Path:
     return latest
 
 
+def _data_source(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """--data, --data-dir and --limit: as given for a new run; for --resume, the run's own
+    unless given again, and never different data."""
+    from training.config import TrainingError
+
+    given = {"data": args.data, "data_dir": args.data_dir, "limit": args.limit}
+    if not saved:  # a new run, or a run saved before data sources were recorded
+        return {**given, "data": args.data or "mnist"}
+    for key in ("data", "limit"):
+        if given[key] is not None and given[key] != saved.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise TrainingError(
+                f"--resume: the run trained with {flag} {saved.get(key)}; {flag} {given[key]} "
+                "would change its data (start a new run for other data)"
+            )
+    data_dir = args.data_dir if args.data_dir is not None else saved.get("data_dir")
+    return {"data": saved.get("data") or "mnist", "data_dir": data_dir, "limit": saved.get("limit")}
+
+
+class _StopOnSignal:
+    """SIGINT (Ctrl+C) and SIGTERM ask the trainer to stop after the current step; it saves a
+    checkpoint and the loss plot, and gan-train exits 130 / 143. A second signal stops at once."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.trainer.stop_signal is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        print(f"\nsignal {signum}: stopping after this step and saving a checkpoint "
+              "(again to stop at once)", file=sys.stderr)  # fmt: skip
+        self.trainer.request_stop(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def train(argv: list[str] | None = None) -> int:
     from training.config import (
         TrainingError,
@@ -101,12 +147,13 @@ def train(argv: list[str] | None = None) -> int:
     )
     from training.data import load_training_data
     from training.export import export_checkpoint
-    from training.loop import Trainer, read_resume_state, resume_trainer
+    from training.loop import Interrupted, Trainer, read_resume_state, resume_trainer
 
     args = build_train_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     progress = not args.no_progress
     options = given_options(args)
+    resume_state = None
     if args.resume is not None:
         src = _resume_source(args.resume)
         fixed = sorted(set(options) - set(RESUME_OVERRIDES))
@@ -118,28 +165,44 @@ def train(argv: list[str] | None = None) -> int:
         run_dir = args.out or (src.parent.parent if src.parent.name == "checkpoints" else src.parent)
         saved_cfg, state = read_resume_state(src)
         cfg = config_from_options(options, base=saved_cfg)
-        data, held = load_training_data(
-            args.data, args.data_dir, cfg.model.resolution, cfg.model.channels,
-            download=args.download, cache_dir=args.cache_dir, limit=args.limit, seed=cfg.seed,
-            progress=progress,
-        )  # fmt: skip
-        trainer = resume_trainer(
-            src, data, run_dir, heldout=held,
-            evaluator=_make_evaluator(args.data, args.no_eval, args.data_dir),
-            progress=progress, resume_state=(cfg, state),
-        )  # fmt: skip
-        print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
+        source = _data_source(args, state.get("data_source"))
+        resume_state = (cfg, state)
     else:
         cfg = config_from_options(options)
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        data, held = load_training_data(
-            args.data, args.data_dir, cfg.model.resolution, cfg.model.channels,
-            download=args.download, cache_dir=args.cache_dir, limit=args.limit, seed=cfg.seed,
-            progress=progress,
+        source = _data_source(args, None)
+    data, held = load_training_data(
+        source["data"], source["data_dir"], cfg.model.resolution, cfg.model.channels,
+        download=args.download, cache_dir=args.cache_dir, limit=source["limit"], seed=cfg.seed,
+        progress=progress,
+    )  # fmt: skip
+    saved_fingerprint = resume_state[1].get("data_source", {}).get("fingerprint") if resume_state else None
+    if saved_fingerprint and data.info.get("fingerprint") != saved_fingerprint:
+        raise TrainingError(
+            f"--resume: the images in {source['data_dir']} are not the ones the run trained on "
+            "(their fingerprint differs); point --data-dir at the original folder"
+        )
+    evaluator = _make_evaluator(source["data"], args.no_eval, source["data_dir"])
+    if resume_state is not None:
+        trainer = resume_trainer(
+            src, data, run_dir, heldout=held, evaluator=evaluator, progress=progress,
+            resume_state=resume_state,
         )  # fmt: skip
-        evaluator = _make_evaluator(args.data, args.no_eval, args.data_dir)
+        print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
+    else:
         trainer = Trainer(cfg, data, run_dir, heldout=held, evaluator=evaluator, progress=progress)
-    last = trainer.fit()
+    trainer.data_source = {
+        **source,
+        "data_dir": None if source["data_dir"] is None else str(Path(source["data_dir"]).resolve()),
+        "fingerprint": data.info.get("fingerprint"),
+    }
+    try:
+        with _StopOnSignal(trainer):
+            last = trainer.fit()
+    except Interrupted as stop:
+        print(f"interrupted: saved {stop.checkpoint}; continue with gan-train --resume {run_dir}",
+              file=sys.stderr)  # fmt: skip
+        return 128 + stop.signum
     print(f"run folder: {run_dir}")
     print(f"latest checkpoint: {last}")
     if args.export is not None:

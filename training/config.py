@@ -9,6 +9,7 @@ field here and nothing else. The config is saved in ``run.json`` and in every ch
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -77,11 +78,25 @@ class TrainConfig:
                 raise TrainingError(str(exc)) from exc
         if self.loss not in LOSSES:
             raise TrainingError(f"--loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
-        for name in ("steps", "batch_size", "d_steps", "r1_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise TrainingError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name, low in (
+            ("steps", 1), ("batch_size", 1), ("d_steps", 1), ("r1_every", 1), ("log_every", 1),
+            ("sample_every", 1), ("checkpoint_every", 1), ("keep_last", 1), ("eval_samples", 2),
+            ("eval_every", 0), ("ema_warmup", 0), ("threads", 0), ("seed", 0),
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainingError(f"{_flag_of(name)} must be an integer >= {low}, got {value!r}")
+        for name in ("lr_g", "lr_d"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise TrainingError(f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise TrainingError(f"{_flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("r1_gamma", "time_budget_s"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise TrainingError(
+                    f"{_flag_of(name)} must be a number >= 0 (0: off), got {getattr(self, name)}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,6 +158,14 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields that were given on the command line, by field name."""
     names = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _flag_of(name: str) -> str:
+    """The command-line option of a TrainConfig field, for messages."""
+    for f in fields(TrainConfig):
+        if f.name == name:
+            return _flag(name, dict(f.metadata))
+    return "--" + name.replace("_", "-")
 
 
 def option_names(names: list[str]) -> str:

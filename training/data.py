@@ -14,11 +14,11 @@ the folder's file list, the target size and the preprocessing version.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
-import tempfile
 import urllib.request
 import warnings
 import zlib
@@ -336,24 +336,49 @@ def folder_fingerprint(
     return hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
 
 
-def _writable_dir(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError:
-        return False
-    return True
+#: Most bytes the dataset cache keeps (``$GAN_DATA_CACHE_MAX_BYTES``); the least recently used
+#: entries beyond it are deleted after each write.
+DEFAULT_CACHE_MAX_BYTES = 4 * 1024**3
 
 
-def default_cache_dir(data_dir: Path) -> Path:
-    """``<data_dir>/.gan-cache`` when it can be written, else ``$XDG_CACHE_HOME/gan-serve``
-    (default ``~/.cache/gan-serve``)."""
-    local = data_dir / ".gan-cache"
-    if _writable_dir(local):
-        return local
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/gan-serve/datasets`` (default ``~/.cache/gan-serve/datasets``): decoded
+    image folders are cached here, never inside the user's image folder."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gan-serve"
+    return Path(base) / "gan-serve" / "datasets"
+
+
+def cache_max_bytes() -> int:
+    value = os.environ.get("GAN_DATA_CACHE_MAX_BYTES")
+    if value is None:
+        return DEFAULT_CACHE_MAX_BYTES
+    try:
+        return max(0, int(value))
+    except ValueError as exc:
+        raise DataError(f"GAN_DATA_CACHE_MAX_BYTES={value!r} is not a number of bytes") from exc
+
+
+def prune_cache(root: Path, max_bytes: int, keep: Path) -> list[Path]:
+    """Delete the least recently used cache entries in ``root`` until they use at most
+    ``max_bytes`` (``keep``, the entry just used, always stays); returns what was deleted."""
+    entries = []
+    for path in root.glob("folder-*.safetensors"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed: list[Path] = []
+    for _, size, path in sorted(entries):  # oldest first
+        if total <= max_bytes:
+            break
+        if path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def _read_cache(
@@ -465,7 +490,7 @@ def load_folder(
     if limit is not None:
         files = files[:limit]
     fingerprint = folder_fingerprint(directory, files, resolution, channels)
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir(directory)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_path = cache_root / f"folder-{fingerprint[:40]}.safetensors"
     cached = _read_cache(cache_path, fingerprint, (channels, resolution, resolution))
     if cached is not None:
@@ -482,9 +507,12 @@ def load_folder(
             "they are valid PNG, JPEG, WebP, BMP or GIF images"
         )
     cache_file: Path | None = cache_path
-    if not cache_hit and not _write_cache(
-        cache_path, images, fingerprint, {"skipped": [list(s) for s in skipped]}
-    ):
+    if cache_hit:
+        with contextlib.suppress(OSError):
+            os.utime(cache_path)  # most recently used: pruned last
+    elif _write_cache(cache_path, images, fingerprint, {"skipped": [list(s) for s in skipped]}):
+        prune_cache(cache_root, cache_max_bytes(), keep=cache_path)
+    else:
         cache_file = None
     if not images.flags.writeable:
         images = images.copy()
@@ -555,7 +583,9 @@ def load_dataset(
     * ``"folder"``: every PNG/JPEG/WebP/BMP/GIF under ``data_dir`` (recursively), labels None,
       split ``"train"`` only (the whole folder). Undecodable or oversized images are skipped
       and reported in one :class:`DataWarning`. The decoded tensor is cached in ``cache_dir``
-      (default :func:`default_cache_dir`) and reused until a file is added, removed or changed.
+      (default :func:`default_cache_dir`, never the image folder itself; at most
+      ``$GAN_DATA_CACHE_MAX_BYTES``, least recently used entries go first) and reused until a
+      file is added, removed or changed.
 
     ``limit`` keeps the first ``limit`` images (MNIST) or image files (folder, sorted by path).
     ``info`` describes the data for the checkpoint's config.json.

@@ -31,7 +31,7 @@ from gan.checkpoint import build_config, load_checkpoint
 from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
 from gan.models import ModelConfig, build_models, to_model_range
-from gan.sampling import class_labels, generate, latents, sample
+from gan.sampling import class_labels, generate, latents, sample, score
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles, recalibrate_batchnorm
@@ -68,6 +68,15 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(pm, 1.0 - decay)
     for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(bm)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving ``checkpoint`` (resume from it)."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by signal {signum}; saved {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
 
 
 class _Batches:
@@ -183,6 +192,10 @@ class Trainer:
         self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last)
         self.train_seconds = 0.0
         self.last_metric: float | None = None
+        self.stop_signal: int | None = None
+        # Where the data came from (gan-train's --data, --data-dir, --limit): saved with the
+        # training state so that --resume reads the same data; never exported.
+        self.data_source: dict[str, Any] = {}
 
     # ---- state for --resume -----------------------------------------------------------------
 
@@ -199,6 +212,7 @@ class Trainer:
             "z_gen": self.z_gen.get_state(),
             "batches": self.batches.state(),
             "train_config": self.cfg.to_dict(),
+            "data_source": self.data_source,
         }
 
     def load_state(self, s: dict[str, Any]) -> None:
@@ -327,29 +341,69 @@ class Trainer:
 
     # ---- the main loop ----------------------------------------------------------------------
 
+    def request_stop(self, signum: int) -> None:
+        """Ask the loop to stop after the current step, save a checkpoint and raise
+        :class:`Interrupted` (the CLI's SIGINT / SIGTERM handler calls this)."""
+        self.stop_signal = signum
+
+    def d_gap(self, g: nn.Module) -> float | None:
+        """Mean D logit on held-out real images minus on G's samples (EMA G, eval mode): how
+        well D still tells them apart, the quality signal of runs without the MNIST classifier."""
+        held = self.heldout
+        if held is None or len(held) == 0 or (self.classes and held.labels is None):
+            return None
+        n = min(len(held), 500)
+        d = self.d.eval()
+        try:
+            real_y = held.labels[:n] if self.classes and held.labels is not None else None
+            real = score(d, held.images[:n], real_y)
+            fake_labels = class_labels(image_seeds(EVAL_SEED, n), self.mc.num_classes)
+            fakes = sample(g, self.mc.z_dim, seed=EVAL_SEED, n=n, num_classes=self.mc.num_classes)
+            fake = score(d, fakes, fake_labels)
+        finally:
+            self.d.train()
+        return float(real.mean() - fake.mean())
+
     def fit(self) -> Path:
+        """Train until ``steps`` (or this call's ``time_budget_s``), writing logs, grids and
+        checkpoints; returns the last checkpoint. A :meth:`request_stop` stops after the current
+        step with a checkpoint and raises :class:`Interrupted`."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            self.out / "run.json", {"train_config": cfg.to_dict(), "dataset": self.data.info}
-        )
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(
+                self.out / "run.json", {"train_config": cfg.to_dict(), "dataset": self.data.info}
+            )
+        except OSError as exc:
+            raise TrainingError(
+                f"cannot write the run folder {self.out}: {exc.strerror or exc}; choose a "
+                "writable --out"
+            ) from exc
         self.g.train()
         self.d.train()
-        bar = tqdm(
-            total=cfg.steps, initial=self.step, disable=not self.progress, unit="it",
-            dynamic_ncols=True, desc="train",
-        )
+        budget = cfg.time_budget_s
+        started_seconds = self.train_seconds  # the budget counts this call's training only
+        if budget > 0:  # the bar (and its ETA) follows the budget, not the step count
+            bar = tqdm(total=round(budget), disable=not self.progress, unit="s",
+                       dynamic_ncols=True, desc="train (time budget)")  # fmt: skip
+        else:
+            bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="it",
+                       dynamic_ncols=True, desc="train")  # fmt: skip
         window_start, window_steps = time.perf_counter(), 0
         last_path: Path | None = None
         stopped_early = False
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             stats = self.train_step()
-            self.train_seconds += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.train_seconds += seconds
             window_steps += 1
-            bar.update(1)
+            if budget > 0:
+                bar.update(min(round(self.train_seconds - started_seconds), round(budget)) - bar.n)
+            else:
+                bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 elapsed = time.perf_counter() - window_start
                 its = window_steps / max(elapsed, 1e-9)
@@ -360,12 +414,13 @@ class Trainer:
                 }
                 self._log(record)
                 bar.set_postfix(
-                    d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}",
+                    step=self.step, d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}",
                     Dx=f"{stats['d_real']:.2f}", DGz=f"{stats['d_fake']:.2f}",
                 )
                 window_start, window_steps = time.perf_counter(), 0
-            over_budget = cfg.time_budget_s > 0 and self.train_seconds >= cfg.time_budget_s
-            is_last = self.step == cfg.steps or over_budget
+            over_budget = budget > 0 and self.train_seconds - started_seconds >= budget
+            interrupted = self.stop_signal is not None
+            is_last = self.step == cfg.steps or over_budget or interrupted
             if self.step % cfg.sample_every == 0 or is_last:
                 g_exp = self.export_generator()
                 self.save_samples(g_exp)
@@ -375,33 +430,44 @@ class Trainer:
             if self.step % cfg.checkpoint_every == 0 or is_last or do_eval:
                 g_exp = g_exp if g_exp is not None else self.export_generator()
                 metric = self.evaluate(g_exp)
+                gap = self.d_gap(g_exp)
+                record = {"step": self.step}
                 if metric is not None:
-                    self._log({"step": self.step, self.metric_name: round(metric, 4)})
+                    record[self.metric_name] = round(metric, 4)
                     bar.write(f"step {self.step}: {self.metric_name} = {metric:.3f}")
+                if gap is not None:
+                    record["d_gap"] = round(gap, 4)
+                if len(record) > 1:
+                    self._log(record)
+                write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
                 if self.step % cfg.checkpoint_every == 0 or is_last:
                     last_path = self.save_checkpoint(metric, g_exp)
-            if over_budget:
+            if over_budget or interrupted:
                 stopped_early = True
                 break
         bar.close()
-        if stopped_early:
-            log.info("time budget of %.0f s reached at step %d", cfg.time_budget_s, self.step)
+        if stopped_early and self.stop_signal is None:
+            log.info("time budget of %.0f s reached at step %d", budget, self.step)
         write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
         if last_path is None:  # resumed a run that had already finished
             last_path = self.save_checkpoint(self.last_metric)
+        if self.stop_signal is not None:
+            raise Interrupted(self.stop_signal, last_path)
         return last_path
 
 
 def write_loss_curve(log_path: Path, out_png: Path) -> None:
-    """Plot D and G losses (and the quick metric, if any) from a run's log.jsonl."""
+    """Plot D and G losses, and the quick FID (MNIST) or D's real/fake gap (other data), from a
+    run's log.jsonl (written at every evaluation and at the end)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, dl, gl, ms, mv = [], [], [], [], []
     if not log_path.is_file():
         return
+    steps, dl, gl = [], [], []
+    signal: dict[str, tuple[list[int], list[float]]] = {}
     for line in log_path.read_text().splitlines():
         try:
             r = json.loads(line)
@@ -412,12 +478,13 @@ def write_loss_curve(log_path: Path, out_png: Path) -> None:
             dl.append(r["d_loss"])
             gl.append(r["g_loss"])
         for k, v in r.items():
-            if k.startswith("fid"):
-                ms.append(r["step"])
-                mv.append(v)
+            if k.startswith("fid") or k == "d_gap":
+                signal.setdefault(k, ([], []))
+                signal[k][0].append(r["step"])
+                signal[k][1].append(v)
     if not steps:
         return
-    ncols = 2 if mv else 1
+    ncols = 1 + len(signal)
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
     ax = axes[0][0]
     ax.plot(steps, dl, label="D loss")
@@ -426,12 +493,13 @@ def write_loss_curve(log_path: Path, out_png: Path) -> None:
     ax.set_title("losses")
     ax.legend()
     ax.grid(alpha=0.3)
-    if mv:
-        ax2 = axes[0][1]
-        ax2.plot(ms, mv, marker="o")
-        ax2.set_yscale("log")
+    titles = {"d_gap": "D's mean logit: held-out real minus G's samples"}
+    for ax2, (key, (xs, ys)) in zip(axes[0][1:], sorted(signal.items()), strict=True):
+        ax2.plot(xs, ys, marker="o")
+        if key.startswith("fid"):
+            ax2.set_yscale("log")
         ax2.set_xlabel("step")
-        ax2.set_title("FID (classifier space, quick)")
+        ax2.set_title(titles.get(key, "FID (classifier space, quick)"))
         ax2.grid(alpha=0.3)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -118,11 +120,14 @@ def test_crash_mid_write_keeps_the_good_checkpoint(tiny_checkpoint: Path, monkey
     import gan.checkpoint as mod
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(mod, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError) as info:
         save_checkpoint(tiny_checkpoint, ck.generator, ck.discriminator, ck.config.raw)
+    message = str(info.value)
+    assert message.startswith(f"cannot write checkpoint {tiny_checkpoint}: no space left")
+    assert "it needs about" in message and "\n" not in message
     assert {f.name: f.read_bytes() for f in tiny_checkpoint.iterdir()} == before
     assert not [p for p in tiny_checkpoint.parent.iterdir() if p.name.startswith(".")]
     load_checkpoint(tiny_checkpoint)
@@ -161,3 +166,16 @@ def test_percentile_interpolation_and_ends() -> None:
     assert rs.percentile(0.0) == pytest.approx(25.0)
     assert rs.percentile(1.0) == pytest.approx(50.0)  # a run of equal quantiles: jump across it
     assert rs.percentile(1.0001) == 100.0
+
+
+def test_copies_are_hard_links_where_possible(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from gan.checkpoint import copy_checkpoint, update_config
+
+    copy = copy_checkpoint(tiny_checkpoint, tmp_path / "copy")
+    for name in ("config.json", "generator.safetensors", "discriminator.safetensors"):
+        assert os.path.samefile(copy / name, tiny_checkpoint / name)
+    # Updating one copy's config (an atomic rename) leaves the other untouched.
+    before = (tiny_checkpoint / "config.json").read_bytes()
+    update_config(copy, {"metrics": {"fid": 1.0}})
+    assert (tiny_checkpoint / "config.json").read_bytes() == before
+    assert load_checkpoint(copy).config.metrics["fid"] == 1.0

@@ -275,7 +275,8 @@ def test_folder_cache_hit_does_not_decode(
     first, _ = _load_folder(mixed_folder)
     assert first.info["cache_hit"] is False
     cache = Path(first.info["cache"])
-    assert cache.parent == mixed_folder / ".gan-cache" and cache.suffix == ".safetensors"
+    assert cache.parent == default_cache_dir() and cache.suffix == ".safetensors"
+    assert not [p for p in mixed_folder.rglob("*") if "cache" in p.name]  # input left alone
 
     def boom(*args: object, **kw: object) -> None:
         raise AssertionError("decoded although the cache is valid")
@@ -321,23 +322,36 @@ def test_folder_corrupt_cache_is_rebuilt(mixed_folder: Path) -> None:
     assert _load_folder(mixed_folder)[0].info["cache_hit"] is True
 
 
-def test_folder_explicit_and_fallback_cache_dir(
+def test_folder_explicit_and_default_cache_dir(
     mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    before = sorted(p.relative_to(mixed_folder) for p in mixed_folder.rglob("*"))
     explicit = tmp_path / "my-cache"
     got, _ = _load_folder(mixed_folder, cache_dir=explicit)
     assert Path(got.info["cache"]).parent == explicit
-    assert not (mixed_folder / ".gan-cache").exists()
-    # Data folder not writable -> user cache directory.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "_writable_dir", lambda p: False)
-    assert default_cache_dir(mixed_folder) == tmp_path / "xdg" / "gan-serve"
+    assert default_cache_dir() == tmp_path / "xdg" / "gan-serve" / "datasets"
+    assert Path(_load_folder(mixed_folder)[0].info["cache"]).parent == default_cache_dir()
+    # The input folder is never written to.
+    assert sorted(p.relative_to(mixed_folder) for p in mixed_folder.rglob("*")) == before
 
 
-def test_writable_dir(tmp_path: Path) -> None:
-    assert data._writable_dir(tmp_path / "new" / "cache")
-    (tmp_path / "file").write_text("x")
-    assert not data._writable_dir(tmp_path / "file" / "cache")
+def test_cache_keeps_to_its_size_cap(
+    mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    a = Path(_load_folder(mixed_folder, cache_dir=cache, resolution=8)[0].info["cache"])
+    size = a.stat().st_size
+    os.utime(a, (1, 1))  # long unused
+    monkeypatch.setenv("GAN_DATA_CACHE_MAX_BYTES", str(size + size // 2))
+    b = Path(_load_folder(mixed_folder, cache_dir=cache, resolution=16)[0].info["cache"])
+    assert b.is_file() and not a.exists()  # the least recently used entry made room
+    monkeypatch.setenv("GAN_DATA_CACHE_MAX_BYTES", "0")
+    c = Path(_load_folder(mixed_folder, cache_dir=cache, resolution=12)[0].info["cache"])
+    assert c.is_file() and not b.exists()  # the entry in use always stays
+    monkeypatch.setenv("GAN_DATA_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(DataError, match="GAN_DATA_CACHE_MAX_BYTES"):
+        _load_folder(mixed_folder, cache_dir=cache, resolution=10)
 
 
 def test_folder_cache_write_failure_is_a_warning(mixed_folder: Path, tmp_path: Path) -> None:
