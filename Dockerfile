@@ -46,7 +46,7 @@ RUN set -eu; \
     "$VENV/bin/pip" install --no-cache-dir "$@" "torch==$TORCH_VERSION"
 
 # 2. The project's other dependencies, read from pyproject.toml (cached until it changes).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 RUN set -eu; \
     if [ "$WHEELS" = all ]; then set -- --no-index --find-links "$WHEELS_DIR"; else set --; fi; \
     python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt; \
