@@ -64,6 +64,14 @@ class TrainConfig:
     time_budget_s: float = _opt(
         0.0, "stop after N seconds of training (0: no budget; still saves)", flag="--time-budget"
     )
+    augment: bool = _opt(
+        False, "DiffAugment (colour, translation, cutout) on real and fake images before D: for "
+        "folders of a few hundred to a few thousand images"
+    )
+    device: str = _opt("auto", "training device (auto: CUDA when present, else CPU)",
+                       choices=("auto", "cpu", "cuda", "mps"))
+    precision: str = _opt("fp32", "fp32, or bf16/fp16 autocast on a GPU",
+                          choices=("fp32", "bf16", "fp16"))
     conditional: bool = _opt(
         False, "class-conditional G and D (projection D) on the dataset's labels: MNIST's "
         "digits, or a folder's first-level sub-folders"
@@ -76,6 +84,10 @@ class TrainConfig:
                 self.model = ModelConfig.from_dict(self.model)
             except (ConfigError, TypeError) as exc:
                 raise TrainingError(str(exc)) from exc
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise TrainingError(f"--device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise TrainingError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.loss not in LOSSES:
             raise TrainingError(f"--loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
         for name, low in (

@@ -14,12 +14,14 @@ A run folder is self-describing::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
 from gan.models import ModelConfig, build_models, to_model_range
 from gan.sampling import class_labels, generate, latents, sample, score
+from training.augment import diff_augment
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles, recalibrate_batchnorm
@@ -115,6 +118,28 @@ class _Batches:
         self.perm, self.pos, self.epoch = s["perm"], int(s["pos"]), int(s["epoch"])
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device``: auto picks CUDA when present, else the CPU; an unavailable one is refused."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda, but no CUDA GPU is available here; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise TrainingError("--device mps, but MPS is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """``--precision``: None for fp32, else the autocast dtype (GPUs only)."""
+    if name == "fp32":
+        return None
+    if device.type == "cpu":
+        raise TrainingError(
+            f"--precision {name} uses GPU autocast; on the CPU train in fp32 (the default)"
+        )
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
 def conditional_model(mc: ModelConfig, data: ImageData) -> ModelConfig:
     """The model config with one class per class of ``data`` (``--conditional``)."""
     if data.labels is None or len(data.classes) < 2:
@@ -167,8 +192,14 @@ class Trainer:
         self.progress = progress
         self.step = 0
 
-        self.g, self.d = build_models(self.mc, seed=cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.autocast_dtype = resolve_precision(cfg.precision, self.device)
+        self.g, self.d = build_models(self.mc, seed=cfg.seed)  # initialised on the CPU: same
+        self.g, self.d = self.g.to(self.device), self.d.to(self.device)  # weights on any device
         torch.manual_seed(cfg.seed)  # everything after init draws from a known state
+        # fp16 needs loss scaling; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 4)
         if cfg.channels_last:
             self.g = with_memory_format(self.g, torch.channels_last)
             self.d = with_memory_format(self.d, torch.channels_last)
@@ -210,6 +241,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "z_gen": self.z_gen.get_state(),
+            "aug_gen": self.aug_gen.get_state(),
             "batches": self.batches.state(),
             "train_config": self.cfg.to_dict(),
             "data_source": self.data_source,
@@ -226,20 +258,32 @@ class Trainer:
         self.opt_d.load_state_dict(s["opt_d"])
         torch.set_rng_state(s["torch_rng"])
         self.z_gen.set_state(s["z_gen"])
+        if s.get("aug_gen") is not None:
+            self.aug_gen.set_state(s["aug_gen"])
         self.batches.load(s["batches"])
 
     # ---- one iteration ----------------------------------------------------------------------
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        x = to_model_range(x)
+        x = to_model_range(x.to(self.device))
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def _z(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Latents [n, z_dim] and, for a conditional model, uniformly drawn classes [n]."""
-        z = torch.randn(n, self.mc.z_dim, generator=self.z_gen)
+        """Latents [n, z_dim] and, for a conditional model, uniformly drawn classes [n]; drawn on
+        the CPU (the same numbers on every device), then moved."""
+        z = torch.randn(n, self.mc.z_dim, generator=self.z_gen).to(self.device)
         if not self.mc.conditional:
             return z, None
-        return z, torch.randint(self.mc.num_classes, (n,), generator=self.z_gen)
+        y = torch.randint(self.mc.num_classes, (n,), generator=self.z_gen)
+        return z, y.to(self.device)
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.aug_gen) if self.cfg.augment else x
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -249,24 +293,31 @@ class Trainer:
         for k in range(cfg.d_steps):
             real_u8, real_y = self.batches.next()
             real = self._prep(real_u8)
+            real_y = None if real_y is None else real_y.to(self.device)
             z, fake_y = self._z(cfg.batch_size)
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 fake = self.g(z, fake_y)
             d_iter = self.step * cfg.d_steps + k
-            loss, d_stats = self.loss.d_objective(self.d, real, fake, d_iter, real_y, fake_y)
+            with self._autocast():
+                loss, d_stats = self.loss.d_objective(
+                    self.d, self._aug(real), self._aug(fake.float()), d_iter, real_y, fake_y
+                )
             self.opt_d.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt_d.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt_d)
+            self.scaler.update()
             stats.update(d_stats)
             stats["d_loss"] = loss.item()
         # ---- fix D, update G: maximise log D(G(z)) (or the chosen variant) ----
         self.d.requires_grad_(False)
         z, fake_y = self._z(cfg.batch_size)
-        fake = self.g(z, fake_y)
-        loss_g = self.loss.g_objective(self.d, fake, fake_y)
+        with self._autocast():
+            fake = self.g(z, fake_y)
+            loss_g = self.loss.g_objective(self.d, self._aug(fake), fake_y)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
         stats["g_loss"] = loss_g.item()
         if self.g_ema is not None:
             t = self.step
