@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve docker-test clean
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-peers docker-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-train: install-dev
 
 bench-serve: install-dev
 	$(BIN)/python bench/serve_load.py
+
+## bench-peers: gan-serve vs BentoML and TorchServe on the same checkpoint (installs them first)
+bench-peers: install-dev
+	$(BIN)/python bench/serve_load.py --peers bentoml,torchserve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -21,6 +21,14 @@ latency of the 2xx answers, the count of every status, the server's peak RSS (Vm
 from process start to a 200 on ``/ready``. Everything listens on 127.0.0.1 only; servers are
 stopped with SIGTERM (then SIGKILL) whatever happens.
 
+With ``--peers bentoml,torchserve`` it runs the peer comparison instead: the same checkpoint
+served by gan-serve, by BentoML 1.4 (adaptive batching) and by TorchServe 0.12 (batch 64, 2 ms
+delay), from bench/peers/ in their own virtual environments (bench/peers/setup.sh); the same client
+drives single-image ``/score`` at 1, 8 and 32 clients, ``/generate`` n=1 at 8 clients and n=64 at
+``--batch-clients``, ``--rounds`` rounds of ``--seconds`` per cell with the servers' order rotated
+each round; printed: req/s, p50/p99, the peak RSS of each server's process tree, and the ratios
+gan-serve / peer (medians of the per-round ratios) against their targets.
+
 Finally (unless ``--no-profile``) the single-image ``/score`` load runs once more with py-spy (a
 dev tool, ``pip install py-spy``) attached to the server, and the share of its samples per part
 (forward, event loop, multipart parsing, decoding, response, ...) is printed. Results go to
@@ -119,6 +127,35 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _process_label(argv: list[str]) -> str:
+    """A short name for a server process from its command line."""
+    if not argv:
+        return "?"
+    exe = Path(argv[0]).name
+    if exe == "java":
+        return "java (TorchServe frontend)"
+    text = " ".join(argv)
+    for needle, label in (
+        ("model_service_worker", "python (TorchServe worker)"),
+        ("_bentoml_impl.worker", "python (BentoML worker)"),
+        ("bentoml serve", "python (BentoML supervisor)"),
+        ("torchserve", "python (torchserve launcher)"),
+        ("service.cli", "python (gan-serve)"),
+    ):
+        if needle in text:
+            return label
+    return exe
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM (peak resident set size) of a process, in MB."""
     try:
@@ -140,17 +177,73 @@ class Server:
         env: dict[str, str],
         logdir: Path,
         port: int,
+        *,
+        cwd: Path = ROOT,
+        routes: dict[str, str] | None = None,
+        process_tree: bool = False,
     ) -> None:
+        """``routes`` maps the benchmark's paths (/score, /generate) to this server's;
+        ``process_tree``: the server runs several processes (its own session, measured and
+        stopped as a whole)."""
         self.name = name
         self.port = port
         self.base = f"http://{HOST}:{port}"
+        self.routes = routes or {}
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("w")
         self.started = time.perf_counter()
+        self.process_tree = process_tree
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=process_tree,
         )
         self.ready_s: float | None = None
+
+    def route(self, path: str) -> str:
+        return self.routes.get(path, path)
+
+    def pids(self) -> list[int]:
+        """The server process and its descendants, now."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(stat.parent.name))
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo.extend(children.get(pid, []))
+        return out
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by the server's processes (those alive now)."""
+        used = [cpu_seconds(pid) for pid in self.pids()]
+        return None if used[0] is None else sum(u for u in used if u is not None)
+
+    def peak_rss_mb(self) -> float | None:
+        """Sum of the peak RSS (VmHWM) of the server's processes (shared pages counted in each)."""
+        peaks = [peak_rss_mb(pid) for pid in self.pids()]
+        return None if peaks[0] is None else round(sum(p for p in peaks if p is not None), 1)
+
+    def rss_by_process(self) -> dict[str, float]:
+        """Peak RSS (MB) of each process of the tree, by a short name of its command."""
+        out: dict[str, float] = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                name = _process_label([a.decode(errors="replace") for a in argv if a])
+                peak = peak_rss_mb(pid)
+                if peak is not None:
+                    key, k = name, 2
+                    while key in out:
+                        key, k = f"{name} #{k}", k + 1
+                    out[key] = round(peak, 1)
+        return out
 
     @property
     def pid(self) -> int:
@@ -176,12 +269,26 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S} s")
 
     def stop(self) -> None:
+        tree = self.pids() if self.process_tree and self.proc.poll() is None else []
         for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
             if self.proc.poll() is not None:
                 break
-            self.proc.send_signal(sig)
+            if self.process_tree:  # the whole session this server started
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(wait)
+        # Processes of the tree that left its session (BentoML's workers do) or outlived it.
+        leftovers = [pid for pid in tree if pid != self.proc.pid and _alive(pid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and any(_alive(p) for p in leftovers):
+                time.sleep(0.1)
         self._log.close()
 
     def thread_cpu(self) -> dict[str, float]:
@@ -313,7 +420,12 @@ def _percentile(sorted_ms: list[float], q: float) -> float | None:
 
 
 async def _drive(
-    base: str, spec: RequestSpec, concurrency: int, seconds: float, warmup_s: float
+    base: str,
+    path: str,
+    spec: RequestSpec,
+    concurrency: int,
+    seconds: float,
+    warmup_s: float,
 ) -> tuple[float, list[float], Counter[str]]:
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -325,7 +437,7 @@ async def _drive(
         async def one(record: bool) -> None:
             start = time.perf_counter()
             try:
-                r = await client.post(spec.path, content=spec.body, headers=headers)
+                r = await client.post(path, content=spec.body, headers=headers)
             except httpx.HTTPError as exc:
                 if record:
                     statuses[type(exc).__name__] += 1
@@ -372,11 +484,11 @@ def run_load(
     seconds: float,
     warmup_s: float = 0.5,
 ) -> LoadResult:
-    server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
+    server_cpu0, client_cpu0 = server.cpu_seconds(), time.process_time()
     elapsed, latencies, statuses = _event_loop_runner()(
-        _drive(server.base, spec, concurrency, seconds, warmup_s)
+        _drive(server.base, server.route(spec.path), spec, concurrency, seconds, warmup_s)
     )
-    server_cpu1, client_cpu1 = cpu_seconds(server.pid), time.process_time()
+    server_cpu1, client_cpu1 = server.cpu_seconds(), time.process_time()
     total = elapsed + warmup_s
     cpu = {
         "server_cpu_pct": None
@@ -389,7 +501,11 @@ def run_load(
     unexpected = set(statuses) - {"200", "503"}
     if unexpected:  # show what the server said about it
         lines = server.log_path.read_text(errors="replace").splitlines()
-        errors = [line for line in lines if '"level": "ERROR"' in line or "Traceback" in line]
+        errors = [
+            line
+            for line in lines
+            if '"level": "ERROR"' in line or "[ERROR]" in line or "Traceback" in line
+        ]
         print(f"{server.name}: unexpected {sorted(unexpected)}; server errors: {errors[-5:]}")
     return LoadResult(
         scenario=scenario,
@@ -404,7 +520,7 @@ def run_load(
         p95_ms=_percentile(lat, 95),
         p99_ms=_percentile(lat, 99),
         statuses=dict(sorted(statuses.items())),
-        peak_rss_mb=peak_rss_mb(server.pid),
+        peak_rss_mb=server.peak_rss_mb(),
         ready_s=None if server.ready_s is None else round(server.ready_s, 2),
         extra=cpu,
     )
@@ -480,6 +596,354 @@ def sample_pngs(checkpoint: Path, count: int) -> list[bytes]:
 
     ckpt = load_checkpoint(checkpoint)
     return encode_pngs(sample(ckpt.generator, ckpt.model_config.z_dim, seed=7, n=count))
+
+
+# ------------------------------------------------------------------------------------------
+# Peers: the same checkpoint served by BentoML and TorchServe (--peers)
+# ------------------------------------------------------------------------------------------
+
+PEERS_DIR = ROOT / "bench" / "peers"
+PEERS = ("bentoml", "torchserve")
+#: The peer run's req/s targets, gan-serve / peer, per scenario.
+PEER_TARGETS = {"bentoml": 1.5, "torchserve": 1.0}
+READY_PATHS = {"gan-serve": "/ready", "bentoml": "/readyz", "torchserve": "/ping"}
+
+
+@dataclass(frozen=True)
+class PeerScenario:
+    scenario: str
+    spec: RequestSpec
+    concurrency: int
+
+
+def peers_venv() -> Path:
+    """Where bench/peers/setup.sh puts the peers' virtual environments (PEERS_VENV)."""
+    return Path(os.environ.get("PEERS_VENV") or ROOT / "bench" / ".peers-venv")
+
+
+def setup_peers(peers: list[str]) -> None:
+    """Create (or keep, when up to date) each peer's own virtual environment."""
+    env = {**os.environ, "PEERS_VENV": str(peers_venv())}
+    subprocess.run(["bash", str(PEERS_DIR / "setup.sh"), *peers], check=True, env=env)
+
+
+def _peer_env(checkpoint: Path, threads: int, venv: Path) -> dict[str, str]:
+    """The peers' environment: ours, less GAN_* and Python/venv variables, plus theirs."""
+    drop = ("GAN_", "PYTHON", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
+    env.update(
+        {
+            "GAN_PEER_CHECKPOINT": str(checkpoint.resolve()),
+            "GAN_PEER_TORCH_THREADS": str(threads),
+            "GAN_REPO_ROOT": str(ROOT),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def bentoml_server(checkpoint: Path, logdir: Path, threads: int) -> Server:
+    """bench/peers/bentoml_service.py under ``bentoml serve`` (one worker process)."""
+    venv = peers_venv() / "bentoml"
+    port = free_port()
+    env = _peer_env(checkpoint, threads, venv)
+    env["BENTOML_HOME"] = str(logdir / "bentoml-home")
+    env["BENTOML_DO_NOT_TRACK"] = "True"  # no usage reports (no network here anyway)
+    argv = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:GanPeer"]
+    argv += ["--working-dir", str(PEERS_DIR), "--host", HOST, "--port", str(port)]
+    return Server("bentoml", argv, env, logdir, port, process_tree=True)
+
+
+def torchserve_server(checkpoint: Path, logdir: Path, threads: int) -> Server:
+    """bench/peers/torchserve_handler.py archived as models ``score`` and ``generate``, served
+    by ``torchserve --foreground`` with bench/peers/config.properties (ports filled in)."""
+    venv = peers_venv() / "torchserve"
+    home = logdir / "torchserve"
+    store, tmp, logs = home / "model-store", home / "tmp", home / "logs"
+    for folder in (store, tmp, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    env = _peer_env(checkpoint, threads, venv)
+    for name in ("score", "generate"):
+        subprocess.run(
+            [
+                str(venv / "bin" / "torch-model-archiver"),
+                "--model-name",
+                name,
+                "--version",
+                "1.0",
+                "--handler",
+                str(PEERS_DIR / "torchserve_handler.py"),
+                "--extra-files",
+                str(PEERS_DIR / "common.py"),
+                "--export-path",
+                str(store),
+                "--force",
+            ],
+            check=True,
+            env=env,
+            cwd=home,
+        )
+    inference, management, metrics, grpc_i, grpc_m, worker = _free_ports(6)
+    fields = {
+        "INFERENCE_PORT": inference,
+        "MANAGEMENT_PORT": management,
+        "METRICS_PORT": metrics,
+        "GRPC_INFERENCE_PORT": grpc_i,
+        "GRPC_MANAGEMENT_PORT": grpc_m,
+        "WORKER_PORT": worker,
+        "TMPDIR": tmp,
+        "MODEL_STORE": store,
+    }
+    config = (PEERS_DIR / "config.properties").read_text()
+    for key, value in fields.items():
+        config = config.replace(f"@{key}@", str(value))
+    (home / "config.properties").write_text(config)
+    # TMPDIR: the launcher's pid file (one per machine otherwise); LOG_LOCATION: its logs.
+    env.update({"TMPDIR": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
+    argv = [str(venv / "bin" / "torchserve"), "--start", "--foreground", "--ncs"]
+    argv += ["--disable-token-auth", "--model-store", str(store)]
+    argv += ["--ts-config", str(home / "config.properties")]
+    routes = {"/score": "/predictions/score", "/generate": "/predictions/generate"}
+    return Server(
+        "torchserve", argv, env, logdir, inference, cwd=home, routes=routes, process_tree=True
+    )
+
+
+def wait_serving(server: Server, specs: list[RequestSpec]) -> None:
+    """Until every request answers 200 (TorchServe says ready before its workers are)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with httpx.Client(base_url=server.base, timeout=REQUEST_TIMEOUT_S) as http:
+        for spec in specs:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    r = http.post(
+                        server.route(spec.path),
+                        content=spec.body,
+                        headers={"Content-Type": spec.content_type},
+                    )
+                    if r.status_code == 200:
+                        break
+                if server.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{server.name}: {spec.path} never answered 200; log:\n"
+                        + server.log_path.read_text(errors="replace")[-3000:]
+                    )
+                time.sleep(0.2)
+    server.ready_s = time.perf_counter() - server.started
+
+
+def _find_logit(data: Any) -> float | None:
+    """The first ``logit`` in a JSON answer, whatever its nesting."""
+    if isinstance(data, dict):
+        if isinstance(data.get("logit"), (int, float)):
+            return float(data["logit"])
+        data = list(data.values())
+    if isinstance(data, list):
+        for item in data:
+            found = _find_logit(item)
+            if found is not None:
+                return found
+    return None
+
+
+def outputs_of(server: Server, specs: dict[str, RequestSpec]) -> dict[str, Any]:
+    """Each request's answer: PNG bytes for /generate, D's logit for /score."""
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=server.base, timeout=REQUEST_TIMEOUT_S) as http:
+        for name, spec in specs.items():
+            r = http.post(
+                server.route(spec.path),
+                content=spec.body,
+                headers={"Content-Type": spec.content_type},
+            )
+            r.raise_for_status()
+            out[name] = _find_logit(r.json()) if spec.path == "/score" else r.content
+    return out
+
+
+def equivalence(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Whether a peer answers as gan-serve does (same PNG bytes, same logit)."""
+    report: dict[str, Any] = {}
+    for name, value in ours.items():
+        other = theirs.get(name)
+        if isinstance(value, bytes):
+            report[name] = "identical bytes" if other == value else "DIFFERENT bytes"
+        elif isinstance(value, float) and isinstance(other, float):
+            report[name] = f"|logit diff| {abs(value - other):.2g}"
+        else:
+            report[name] = f"no answer to compare ({other!r})"
+    return report
+
+
+def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
+    """gan-serve and the peers on the same checkpoint, same client, rotated rounds."""
+    from service.settings import Settings
+
+    threads = args.torch_threads if args.torch_threads is not None else Settings().torch_threads
+    started = time.perf_counter()
+    if args.peers_setup:
+        setup_peers(peers)
+    settings_env = {"GAN_TORCH_THREADS": str(threads)}
+    results: list[LoadResult] = []
+    names = ["gan-serve", *peers]
+    with tempfile.TemporaryDirectory(prefix="serve-peers-") as tmp, contextlib.ExitStack() as stack:
+        tmpdir = Path(tmp)
+        checkpoint = args.checkpoint
+        if not (checkpoint / "config.json").is_file():
+            print(f"note: {checkpoint} has no checkpoint: using a random one of the default config")
+            checkpoint = wide_checkpoint(tmpdir / "default", width=64)
+        info = machine()
+        print(f"machine: {info}")
+        pngs = sample_pngs(checkpoint, 1)
+        one = score_spec(pngs)
+        gen1, gen64 = generate_spec(1, "png"), generate_spec(64, "grid")
+        scenarios = [
+            PeerScenario("score-1", one, 1),
+            PeerScenario("score-1", one, 8),
+            PeerScenario("score-1", one, 32),
+            PeerScenario("generate-1", gen1, 8),
+            PeerScenario("generate-64", gen64, args.batch_clients),
+        ]
+        print(
+            f"servers: gan-serve (defaults, GAN_TORCH_THREADS={threads}), "
+            + ", ".join(peers)
+            + f" ({threads} torch thread(s), batches of <= 64, 2 ms delay); "
+            f"{args.rounds} round(s) of {args.seconds:g} s per cell, order rotated per round"
+        )
+        makers = {"bentoml": bentoml_server, "torchserve": torchserve_server}
+        servers: dict[str, Server] = {}
+        # All servers run at once (idle ones cost next to nothing) and take turns.
+        gan = gan_serve("gan-serve", checkpoint, tmpdir, settings_env)
+        servers["gan-serve"] = stack.enter_context(running(gan, READY_PATHS["gan-serve"]))
+        for name in peers:
+            srv = makers[name](checkpoint, tmpdir, threads)
+            servers[name] = stack.enter_context(running(srv, READY_PATHS[name]))
+        for srv in servers.values():
+            wait_serving(srv, [one, gen1, gen64])
+        print(
+            "ready (s from start to 200 on every request): "
+            + ", ".join(f"{n} {servers[n].ready_s:.1f}" for n in names)
+        )
+        specs = {"generate n=1 png": gen1, "generate n=64 grid": gen64, "score": one}
+        ours = outputs_of(servers["gan-serve"], specs)
+        same: dict[str, dict[str, Any]] = {}
+        for name in peers:
+            same[name] = equivalence(ours, outputs_of(servers[name], specs))
+            print(f"answers of {name} vs gan-serve: {same[name]}")
+        print(HEADER)
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            for sc in scenarios:
+                for name in order:
+                    r = run_load(servers[name], sc.scenario, sc.spec, sc.concurrency, args.seconds)
+                    results.append(r)
+                    print(fmt_row(r), flush=True)
+        rss = {name: servers[name].peak_rss_mb() for name in names}
+        rss_parts = {name: servers[name].rss_by_process() for name in names}
+        for srv in servers.values():
+            srv.stop()
+        retries = 0
+        if "bentoml" in servers:  # bench/peers/bentoml_service.py logs each one
+            log = servers["bentoml"].log_path.read_text(errors="replace")
+            retries = log.count("g_forward connection dropped")
+
+    def cells(name: str, sc: PeerScenario) -> list[LoadResult]:
+        return [
+            r
+            for r in results
+            if (r.server, r.scenario, r.concurrency) == (name, sc.scenario, sc.concurrency)
+        ]
+
+    print(f"\nmedians over {args.rounds} round(s): req/s (p99 ms)")
+    print(f"{'scenario':<14} {'clients':>7}  " + "  ".join(f"{n:>20}" for n in names))
+    for sc in scenarios:
+        row = []
+        for name in names:
+            rs = cells(name, sc)
+            rps = _median([r.req_s for r in rs])
+            p99 = _median([r.p99_ms if r.p99_ms is not None else float("nan") for r in rs])
+            row.append(f"{rps:>9.1f} ({p99:>6.1f} ms)")
+        print(f"{sc.scenario:<14} {sc.concurrency:>7}  " + "  ".join(f"{c:>20}" for c in row))
+
+    print(
+        f"\nratios gan-serve / peer (median of the {args.rounds} per-round ratios; req/s target, "
+        "p99 target <= 1):"
+    )
+    ratios: dict[str, dict[str, float]] = {}
+    verdicts: dict[str, bool] = {}
+    for sc in scenarios:
+        ours_runs = cells("gan-serve", sc)
+        for name in peers:
+            theirs = cells(name, sc)
+            rps = _median(
+                [a.req_s / b.req_s for a, b in zip(ours_runs, theirs, strict=True) if b.req_s]
+            )
+            p99 = _median(
+                [
+                    a.p99_ms / b.p99_ms
+                    for a, b in zip(ours_runs, theirs, strict=True)
+                    if a.p99_ms is not None and b.p99_ms
+                ]
+            )
+            key = f"{sc.scenario} c={sc.concurrency} vs {name}"
+            ratios[key] = {"req_s": round(rps, 2), "p99": round(p99, 2)}
+            need = PEER_TARGETS[name]
+            ok_rps, ok_p99 = rps >= need, p99 <= 1.0
+            verdicts[f"{key}: req/s >= {need}"] = ok_rps
+            verdicts[f"{key}: p99 <= 1"] = ok_p99
+            print(
+                f"  {key:<36} req/s {rps:>5.2f} (>= {need}) {'ok' if ok_rps else 'MISS':<4}"
+                f"  p99 {p99:>5.2f} {'ok' if ok_p99 else 'MISS'}"
+            )
+    print("\npeak RSS of each server's process tree (sum of the processes' VmHWM, MB):")
+    for name in names:
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in rss_parts[name].items())
+        print(f"  {name:<11} {rss[name] or 0:>6.0f}  ({parts})")
+    ours_rss = rss["gan-serve"] or 0.0
+    if args.rss_baseline_mb:
+        ok = ours_rss <= args.rss_baseline_mb
+        verdicts[f"gan-serve peak RSS <= {args.rss_baseline_mb:g} MB"] = ok
+        print(
+            f"  gan-serve peak RSS {ours_rss:.0f} <= baseline {args.rss_baseline_mb:g} MB: "
+            f"{'ok' if ok else 'MISS'}"
+        )
+    if "bentoml" in peers:
+        print(
+            f"bentoml: {retries} GanPeer -> GanGenerator calls retried after a dropped "
+            "connection (BentoML issue #4971)"
+        )
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "peers": peers,
+                    "bentoml_internal_retries": retries,
+                    "torch_threads": threads,
+                    "seconds": args.seconds,
+                    "rounds": args.rounds,
+                    "equivalence": same,
+                    "results": [asdict(r) for r in results],
+                    "ratios": ratios,
+                    "verdicts": verdicts,
+                    "peak_rss_mb": rss,
+                    "peak_rss_mb_by_process": rss_parts,
+                },
+                indent=1,
+            )
+        )
+    return 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -627,6 +1091,26 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="profile the server under single-image /score with py-spy (skipped without it)",
     )
+    p.add_argument(
+        "--peers",
+        default="",
+        metavar="LIST",
+        help="instead of the default run: compare gan-serve with these peers serving the same "
+        "checkpoint (comma-separated: bentoml,torchserve), --rounds rounds of --seconds per cell",
+    )
+    p.add_argument(
+        "--rss-baseline-mb",
+        type=float,
+        default=0.0,
+        help="with --peers: check that gan-serve's peak RSS stays at or below this (MB; 0: "
+        "report only). Take it from a peer run of the code before a change.",
+    )
+    p.add_argument(
+        "--peers-setup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run bench/peers/setup.sh first (creates the peers' venvs; a no-op when present)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "serve_load.png")
     p.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -634,6 +1118,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_server is not None:
         run_floor_server(args.floor_server)
         return 0
+    if args.peers:
+        peers = [name.strip() for name in args.peers.split(",") if name.strip()]
+        unknown = sorted(set(peers) - set(PEERS))
+        if unknown:
+            p.error(f"--peers: unknown {unknown}; known: {', '.join(PEERS)}")
+        return peer_comparison(args, list(dict.fromkeys(peers)))
 
     from service.settings import Settings
 
