@@ -72,6 +72,10 @@ class TrainConfig:
                        choices=("auto", "cpu", "cuda", "mps"))
     precision: str = _opt("fp32", "fp32, or bf16/fp16 autocast on a GPU",
                           choices=("fp32", "bf16", "fp16"))
+    tensorboard: bool = _opt(
+        False, "also write TensorBoard event files to <out>/tensorboard (needs the tensorboard "
+        "package: pip install tensorboard)"
+    )
     conditional: bool = _opt(
         False, "class-conditional G and D (projection D) on the dataset's labels: MNIST's "
         "digits, or a folder's first-level sub-folders"

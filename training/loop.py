@@ -227,6 +227,7 @@ class Trainer:
         # Where the data came from (gan-train's --data, --data-dir, --limit): saved with the
         # training state so that --resume reads the same data; never exported.
         self.data_source: dict[str, Any] = {}
+        self.tb: Any = None  # TensorBoard SummaryWriter while fit() runs with --tensorboard
 
     # ---- state for --resume -----------------------------------------------------------------
 
@@ -389,6 +390,22 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def _open_tensorboard(self) -> Any:
+        """A SummaryWriter on <out>/tensorboard when --tensorboard is on, else None."""
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise TrainingError(
+                "--tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from exc
+        return SummaryWriter(str(self.out / "tensorboard"))
 
     # ---- the main loop ----------------------------------------------------------------------
 
@@ -432,6 +449,7 @@ class Trainer:
                 f"cannot write the run folder {self.out}: {exc.strerror or exc}; choose a "
                 "writable --out"
             ) from exc
+        self.tb = self._open_tensorboard()
         self.g.train()
         self.d.train()
         budget = cfg.time_budget_s
@@ -474,7 +492,9 @@ class Trainer:
             is_last = self.step == cfg.steps or over_budget or interrupted
             if self.step % cfg.sample_every == 0 or is_last:
                 g_exp = self.export_generator()
-                self.save_samples(g_exp)
+                grid_path = self.save_samples(g_exp)
+                if self.tb is not None:
+                    self.tb.add_image("samples", _chw(grid_path), self.step)
             else:
                 g_exp = None
             do_eval = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
@@ -497,6 +517,8 @@ class Trainer:
                 stopped_early = True
                 break
         bar.close()
+        if self.tb is not None:
+            self.tb.close()
         if stopped_early and self.stop_signal is None:
             log.info("time budget of %.0f s reached at step %d", budget, self.step)
         write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
@@ -505,6 +527,15 @@ class Trainer:
         if self.stop_signal is not None:
             raise Interrupted(self.stop_signal, last_path)
         return last_path
+
+
+def _chw(png: Path) -> Any:
+    """A saved grid as a uint8 [C, H, W] array for TensorBoard."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(Image.open(png).convert("RGB"))
+    return arr.transpose(2, 0, 1)
 
 
 def write_loss_curve(log_path: Path, out_png: Path) -> None:

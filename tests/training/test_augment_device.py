@@ -81,3 +81,15 @@ def test_a_device_trained_checkpoint_loads_on_the_cpu_identically(tmp_path: Path
     for a, b in ((on_cpu.generator, moved.generator), (on_cpu.discriminator, moved.discriminator)):
         for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert va.device.type == "cpu" and torch.equal(va, vb.cpu()), k
+
+
+def test_tensorboard_event_files(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    Trainer(_cfg(tensorboard=True, sample_every=3), _data(), tmp_path / "r", progress=False).fit()
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    assert {"d_loss", "g_loss"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("g_loss")] == [1, 2, 3]
+    assert "samples" in acc.Tags()["images"]
