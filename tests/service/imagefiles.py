@@ -64,6 +64,12 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return raw_png(width, height, 8, 0, b"\x00" * 64)
 
 
+def thin_png(width: int = 1_000_000, height: int = 1) -> bytes:
+    """A few kB of PNG whose shorter side resized to 28 px would make it 28,000,000 x 28."""
+    row = b"\x00" + (bytes(range(256)) * (width // 256 + 1))[:width]  # filter byte + pixels
+    return raw_png(width, height, 8, 0, row * height)
+
+
 def cmyk_jpeg() -> bytes:
     return save(gradient("CMYK"), "JPEG", quality=95)
 

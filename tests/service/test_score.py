@@ -153,6 +153,7 @@ BAD = {
     "bomb_png_over_service_limit": (F.bomb_png(2049, 2048), "limit is 4194304 pixels"),
     "gif_bad_header": (b"GIF89a\x00\x00", "header cannot be read"),
     "png_signature_only": (b"\x89PNG\r\n\x1a\n", "PNG"),
+    "thin_png_1000000x1": (F.thin_png(), "an aspect ratio of 1000000:1"),
 }
 
 
