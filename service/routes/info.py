@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from gan.checkpoint import portable_dataset_info
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report
@@ -36,7 +37,7 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
         resolution=engine.resolution,
         channels=engine.channels,
         device=engine.device,
-        dataset=cfg.dataset,
+        dataset=portable_dataset_info(cfg.dataset),  # not the trainer's paths (old checkpoints)
         metrics=cfg.metrics,
         training=cfg.training,
         created_at=cfg.created_at,
