@@ -4,7 +4,8 @@ A request to ``/generate`` or ``/score`` goes through :class:`ModelRequestMiddle
 
 1. all ``GAN_QUEUE_SIZE`` admission slots taken: 503 with ``Retry-After`` at once, nothing read;
 2. a ``Content-Length`` above the route's limit (:class:`BodyLimits`): 413 at once;
-3. the body is read into memory WITHOUT a slot: 413 when it grows past the limit; 408 when a
+3. the body is read into memory WITHOUT a slot (announced to the batch worker, which may wait
+   GAN_MAX_DELAY_MS for it, during its first 50 ms): 413 when it grows past the limit; 408 when a
    chunk does not come within ``GAN_BODY_TIMEOUT_S`` or the whole body within
    ``GAN_BODY_DEADLINE_S``; 503 when the bodies being received at that moment would hold more
    than ``GAN_BODY_BUFFER_BYTES`` together; a client that goes away is logged and counted as
@@ -24,6 +25,8 @@ Memory for bodies is bounded by ``GAN_BODY_BUFFER_BYTES`` while they arrive, plu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.middleware import send_json, within
 
 if TYPE_CHECKING:
+    from service.batching import Arrival
     from service.metrics import Metrics
     from service.settings import Settings
 
@@ -44,6 +48,12 @@ GENERATE_BYTES_PER_NUMBER = 32
 GENERATE_BODY_SLACK = 64 * 1024
 
 _ADVICE = "send fewer or smaller images"
+#: A body being read is announced to the batch worker for at most this long (a body that takes
+#: longer will not catch the batch being formed; a slow client must not hold the worker back).
+ANNOUNCE_FOR_S = 0.05
+#: An admitted request starts watching for its client's disconnect after this long (see
+#: ModelRequestMiddleware._run): at most this much of its work is spent for a client that left.
+WATCH_AFTER_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,10 @@ class ModelRequestMiddleware:
         buffer_bytes: int,
         retry_after_s: int = 1,
         metrics: Metrics | None = None,
+        announce: Callable[[str], AbstractContextManager[Arrival | None]] | None = None,
     ) -> None:
         self.app = app
+        self.announce = announce
         self.paths = paths
         self.limit = queue_size
         self.limits = limits
@@ -182,7 +194,7 @@ class ModelRequestMiddleware:
         try:
             if declared is not None and declared > limit.max_bytes:
                 raise _Refused(413, limit.detail())
-            chunks = await self._read_body(receive, limit, declared)
+            chunks = await self._read_announced(path, receive, limit, declared)
         except _Refused as refused:
             self._reject(path, refused.reason)
             headers = {"Connection": "close"}
@@ -202,6 +214,23 @@ class ModelRequestMiddleware:
             self.in_progress -= 1
             if self.metrics is not None:
                 self.metrics.in_progress.set(self.in_progress)
+
+    async def _read_announced(
+        self, path: str, receive: Receive, limit: BodyLimit, declared: int | None
+    ) -> list[bytes]:
+        """:meth:`_read_body`, announced to the batch worker (``announce``) for at most
+        :data:`ANNOUNCE_FOR_S`: requests on their way share a forward pass with those queued.
+        The route announces itself again at once (no await in between)."""
+        if self.announce is None:
+            return await self._read_body(receive, limit, declared)
+        with self.announce(path) as arrival:
+            if arrival is None:
+                return await self._read_body(receive, limit, declared)
+            timer = asyncio.get_running_loop().call_later(ANNOUNCE_FOR_S, arrival.settle)
+            try:
+                return await self._read_body(receive, limit, declared)
+            finally:
+                timer.cancel()
 
     async def _read_body(
         self, receive: Receive, limit: BodyLimit, declared: int | None
@@ -259,7 +288,12 @@ class ModelRequestMiddleware:
 
     async def _run(self, scope: Scope, chunks: list[bytes], receive: Receive, send: Send) -> None:
         """The app, given ``chunks`` as the body; cancelled if the client disconnects before its
-        response is complete (then ClientDisconnect: 499)."""
+        response is complete (then ClientDisconnect: 499).
+
+        The disconnect watch (a task waiting on ``receive``) starts only if the request is still
+        running after :data:`WATCH_AFTER_S`: most requests are answered sooner, and a client
+        that left before is noticed at once when it starts.
+        """
         replayed = 0
         gone = asyncio.Event()
         answered = False
@@ -289,11 +323,20 @@ class ModelRequestMiddleware:
                 gone.set()
                 cancel.cancel()
 
+        loop = asyncio.get_running_loop()
+        watcher: asyncio.Task[None] | None = None
+
+        def start_watching(cancel: anyio.CancelScope) -> None:
+            nonlocal watcher
+            watcher = loop.create_task(watch(cancel))
+
         with anyio.CancelScope() as cancel:
-            watcher = asyncio.get_running_loop().create_task(watch(cancel))
+            timer = loop.call_later(WATCH_AFTER_S, start_watching, cancel)
             try:
                 await self.app(scope, replay, send_wrapper)
             finally:
-                watcher.cancel()
+                timer.cancel()
+                if watcher is not None:
+                    watcher.cancel()
         if disconnected and cancel.cancelled_caught:
             raise ClientDisconnect()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from service.admission import BodyLimits, ModelRequestMiddleware, generate_body_limit
 from service.auth import ApiKeyMiddleware, protected_routes
-from service.batching import QueueFull, QueueTimeout
+from service.batching import DISCRIMINATOR, GENERATOR, Arrival, QueueFull, QueueTimeout
 from service.deps import BEARER_SCHEME, BEARER_SCHEME_SPEC
 from service.inference import BatchingOptions, InferenceEngine, StartupError
 from service.metrics import Metrics
@@ -112,6 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_paths = tuple(path for module in routers for path in module.MODEL_PATHS)
     app_metrics = Metrics(model_routes=model_paths)
     body_limits = BodyLimits(settings.max_body_bytes)
+    model_of = {generate.MODEL_PATHS[0]: GENERATOR, score.MODEL_PATHS[0]: DISCRIMINATOR}
+
+    def arriving(path: str) -> AbstractContextManager[Arrival | None]:
+        """A model request whose body is on its way, for the batch worker (GAN_MAX_DELAY_MS)."""
+        engine: InferenceEngine | None = app.state.engine
+        kind = model_of.get(path)
+        return nullcontext() if engine is None or kind is None else engine.arriving(kind)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -200,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_deadline_s=settings.body_deadline_s,
         buffer_bytes=settings.body_buffer_bytes,
         metrics=app_metrics,
+        announce=arriving,
     )
     if settings.api_key is not None:  # the one key check, before the body and admission
         app.add_middleware(

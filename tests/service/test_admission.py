@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -206,6 +206,52 @@ def test_route_limits_by_content_length_and_by_counting() -> None:
     want = "request body is larger than 100 bytes (GAN_MAX_GENERATE_BODY_BYTES); send less"
     assert details == [want, want]
     assert h.bodies == [b"x" * 200] and h.mw.buffered == 0
+
+
+class FakeArrival:
+    def __init__(self, log: list[str], path: str) -> None:
+        self.log, self.path = log, path
+
+    def settle(self) -> None:
+        self.log.append(f"settled {self.path}")
+
+
+def test_a_body_on_its_way_is_announced_to_the_batch_worker_briefly() -> None:
+    """So that requests being received share a forward pass with those queued; a slow body is
+    announced for ANNOUNCE_FOR_S only, and every announcement ends before the route runs."""
+    from contextlib import contextmanager
+
+    from service.admission import ANNOUNCE_FOR_S
+
+    log: list[str] = []
+
+    @contextmanager
+    def announce(path: str) -> Iterator[FakeArrival]:
+        log.append(f"announced {path}")
+        arrival = FakeArrival(log, path)
+        try:
+            yield arrival
+        finally:
+            arrival.settle()
+
+    h = Harness(announce=announce)
+    original_app = h.mw.app
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        log.append("route")
+        await original_app(scope, receive, send)
+
+    h.mw.app = app
+
+    async def main() -> None:
+        assert await h.request([(0.0, _chunk(b"{}", False))], _scope("/generate")) == 200
+        slow = [(0.0, _chunk(b"x")), (ANNOUNCE_FOR_S * 3, _chunk(b"y", False))]
+        assert await h.request(slow) == 200
+
+    run(main)
+    assert log[:3] == ["announced /generate", "settled /generate", "route"]
+    # The slow one: settled by the timer while its body still came, then again (no-op) on exit.
+    assert log[3:] == ["announced /score", "settled /score", "settled /score", "route"]
 
 
 def test_a_client_gone_while_its_body_arrives_gets_no_answer() -> None:
