@@ -132,8 +132,9 @@ class Settings(BaseSettings):
         ge=1024,
         le=64 * 1024 * 1024 * 1024,
         description="Most bytes of /generate and /score bodies held while they are being "
-        "received, all requests together (at least GAN_MAX_BODY_BYTES); a chunk beyond: 503 "
-        "with Retry-After. Bodies that trickle in slowly hold almost none of it.",
+        "received, all requests of a worker process together (at least GAN_MAX_BODY_BYTES); a "
+        "chunk beyond: 503 with Retry-After. Bodies that trickle in slowly hold almost none of "
+        "it.",
     )
     max_images: int = Field(
         default=64,
