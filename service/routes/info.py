@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from gan.checkpoint import portable_dataset_info
+from gan.dataset_info import portable_dataset_info
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report

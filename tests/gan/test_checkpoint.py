@@ -12,10 +12,10 @@ from gan.checkpoint import (
     RealScores,
     build_config,
     load_checkpoint,
-    portable_dataset_info,
     read_config,
     save_checkpoint,
 )
+from gan.dataset_info import portable_dataset_info
 from gan.models import ModelConfig, build_models
 from tests.conftest import make_checkpoint
 
