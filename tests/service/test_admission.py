@@ -50,8 +50,8 @@ def _scope(
 
 
 class Harness:
-    """ModelRequestMiddleware around an app that reads its body and answers 200 (after
-    ``hold_s``), for requests driven by scripted ``receive`` steps."""
+    """ModelRequestMiddleware around an app that reads its body and answers 200, for requests
+    driven by scripted ``receive`` steps."""
 
     def __init__(self, **options: Any) -> None:
         settings: dict[str, Any] = {
@@ -65,7 +65,6 @@ class Harness:
         }
         settings.update(options)
         self.metrics: Metrics = settings["metrics"]
-        self.hold_s = 0.0
         self.bodies: list[bytes] = []
         self.sent: list[dict[str, Any]] = []
         self.mw = ModelRequestMiddleware(self._app, **settings)
@@ -78,7 +77,6 @@ class Harness:
             if not msg.get("more_body"):
                 break
         self.bodies.append(body)
-        await anyio.sleep(self.hold_s)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
