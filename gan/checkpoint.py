@@ -41,6 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gan.dataset_info import portable_dataset_info
 from gan.errors import UserError
 from gan.io import atomic_directory, sha256_file, write_json_atomic
 from gan.models import (
@@ -282,7 +283,6 @@ def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # Writing
 # --------------------------------------------------------------------------------------------
 
-
 def build_config(
     model_config: ModelConfig,
     *,
@@ -303,7 +303,7 @@ def build_config(
         "resolution": model_config.resolution,
         "channels": model_config.channels,
         "normalisation": NORMALISATION,
-        "dataset": dataset or {},
+        "dataset": portable_dataset_info(dataset or {}),
         "step": int(step),
         "seed": seed,
         "training": training or {},

@@ -28,7 +28,10 @@ so an image the service scores is exactly what the discriminator saw during trai
 4. Resize so that the SHORTER side equals ``resolution``, keeping the aspect ratio (the longer
    side becomes ``max(resolution, round(long * resolution / short))``), with Pillow's LANCZOS
    filter and no ``reducing_gap`` (exact, and reproducible by :func:`batch_to_model_pixels`).
-   A side that already has the target length is not resampled.
+   A side that already has the target length is not resampled. An image whose resized size
+   would exceed :data:`MAX_RESIZED_PIXELS` (an extreme aspect ratio: 1,000,000 x 1 would become
+   28,000,000 x 28, gigabytes for a 1 kB PNG) is refused before any work, with
+   :class:`ImageDecodeError`.
 5. Center-crop to ``resolution x resolution`` (the crop starts at ``(long - resolution) // 2``).
 
 An image already in the target mode and size passes through unchanged. Bump
@@ -64,7 +67,8 @@ PREPROCESS_STEPS: list[str] = [
     "or to RGB (grey replicated) for 3 channels",
     "4. resize so the shorter side equals the resolution, keeping the aspect ratio "
     "(longer side = max(resolution, round(long * resolution / short))), PIL LANCZOS, "
-    "no reducing_gap; sides already at the target length are not resampled",
+    "no reducing_gap; sides already at the target length are not resampled; an image whose "
+    "resized size would exceed 4194304 pixels (an extreme aspect ratio) is refused",
     "5. center crop to resolution x resolution (offset (long - resolution) // 2)",
 ]
 
@@ -72,6 +76,11 @@ RESAMPLE_NAME = "lanczos"
 ALPHA_BACKGROUND = "black"
 #: Decoded images with more pixels than this are refused (decompression-bomb guard).
 MAX_PIXELS = 64_000_000
+#: Step 4 refuses images whose resized size would have more pixels than this (16 MB as RGB):
+#: aspect ratios beyond 5,349:1 for 28 px, 1,024:1 for 64 px. Resizing the shorter side
+#: multiplies the longer one, so without this bound a 1 kB PNG of 1,000,000 x 1 would take
+#: gigabytes and seconds; images below it are converted exactly as before.
+MAX_RESIZED_PIXELS = 1 << 22
 
 
 class ImageDecodeError(UserError, ValueError):
@@ -278,11 +287,30 @@ def crop_box(width: int, height: int, resolution: int) -> tuple[int, int, int, i
     return left, top, left + resolution, top + resolution
 
 
+def check_resized_size(width: int, height: int, resolution: int) -> None:
+    """Refuse an image that step 4 would blow up beyond :data:`MAX_RESIZED_PIXELS`.
+
+    Checked from the size alone, before any pixel work (an aspect ratio does not change with
+    the EXIF orientation).
+    """
+    new_w, new_h = resized_size(width, height, resolution)
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        longer, shorter = max(width, height), min(width, height)
+        most = MAX_RESIZED_PIXELS // (resolution * resolution)
+        raise ImageDecodeError(
+            f"the image is {width}x{height}, an aspect ratio of {longer / shorter:.0f}:1; "
+            f"resizing its shorter side to {resolution} would make it {new_w}x{new_h} "
+            f"(more than {MAX_RESIZED_PIXELS} pixels); crop it to an aspect ratio of at most "
+            f"{most}:1 first"
+        )
+
+
 def to_model_pixels(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
     """Convert a decoded image to uint8 ``[channels, resolution, resolution]`` (steps 1-5)."""
     _check_target(resolution, channels)
     if img.width < 1 or img.height < 1:
         raise ImageDecodeError(f"image has no pixels ({img.width}x{img.height})")
+    check_resized_size(img.width, img.height, resolution)  # 4's bound, before any work
     try:
         img = ImageOps.exif_transpose(img)  # 1
     except Exception as exc:  # malformed EXIF block
@@ -316,6 +344,7 @@ def preprocess_description(resolution: int, channels: int) -> dict[str, Any]:
         "crop": f"center {resolution}x{resolution}",
         "output": f"uint8 [{channels}, {resolution}, {resolution}]",
         "max_pixels": MAX_PIXELS,
+        "max_resized_pixels": MAX_RESIZED_PIXELS,
         "steps": list(PREPROCESS_STEPS),
     }
 
@@ -397,6 +426,7 @@ def batch_to_model_pixels(
     n, c, h, w = images.shape
     if h < 1 or w < 1:
         raise ValueError(f"images have no pixels ({w}x{h})")
+    check_resized_size(w, h, resolution)
     # Step 3: channels (RGB -> L with Pillow's luma, L -> RGB by replication after resizing:
     # resampling acts on each channel alone, so replicating later gives the same bytes).
     if c == 3 and channels == 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -20,15 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from service.batching import QueueFull, QueueTimeout
+from service.admission import BodyLimits, ModelRequestMiddleware, generate_body_limit
+from service.auth import ApiKeyMiddleware, protected_routes
+from service.batching import DISCRIMINATOR, GENERATOR, Arrival, QueueFull, QueueTimeout
 from service.deps import BEARER_SCHEME, BEARER_SCHEME_SPEC
 from service.inference import BatchingOptions, InferenceEngine, StartupError
 from service.metrics import Metrics
-from service.middleware import (
-    AdmissionMiddleware,
-    BodySizeLimitMiddleware,
-    RequestContextMiddleware,
-)
+from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.routes import docs, generate, health, info, metrics, page, score
 from service.settings import Settings
 
@@ -52,9 +50,9 @@ Generate images with a trained GAN generator and score images with its discrimin
 * `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
 * `GET /`: a web page that uses these endpoints (generate, interpolate, score, model card).
 
-Concurrent requests share batched forward passes. When `GAN_QUEUE_SIZE` requests are in progress
-further ones get 503 with `Retry-After` at once; a request that waits longer than
-`GAN_REQUEST_TIMEOUT_S` for the model gets 504.
+Concurrent requests share batched forward passes. A request's body is read before it takes one of
+the `GAN_QUEUE_SIZE` slots; when they are all taken further requests get 503 with `Retry-After`
+at once; a request that waits longer than `GAN_REQUEST_TIMEOUT_S` for the model gets 504.
 
 Every generate/score response names the model that produced it (`X-Model-Id`, `X-Model-Step`,
 `X-Checkpoint-Hash`). Errors are JSON `{"detail": ...}` saying what to fix; every response
@@ -113,6 +111,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (health, info, generate, score, page, docs)
     model_paths = tuple(path for module in routers for path in module.MODEL_PATHS)
     app_metrics = Metrics(model_routes=model_paths)
+    body_limits = BodyLimits(settings.max_body_bytes)
+    model_of = {generate.MODEL_PATHS[0]: GENERATOR, score.MODEL_PATHS[0]: DISCRIMINATOR}
+
+    def arriving(path: str) -> AbstractContextManager[Arrival | None]:
+        """A model request whose body is on its way, for the batch worker (GAN_MAX_DELAY_MS)."""
+        engine: InferenceEngine | None = app.state.engine
+        kind = model_of.get(path)
+        return nullcontext() if engine is None or kind is None else engine.arriving(kind)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.startup_error = str(exc)
             raise
         app.state.engine = engine
+        body_limits.set(generate.MODEL_PATHS[0], generate_body_limit(settings, engine.z_dim))
         previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(previous_switch_interval, GIL_SWITCH_INTERVAL_S))
         app_metrics.set_model(
@@ -172,19 +179,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = None
     app.state.startup_error = None
     app.state.metrics = app_metrics
+    app.state.body_limits = body_limits
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(QueueFull, _queue_full_handler)
     app.add_exception_handler(QueueTimeout, _queue_timeout_handler)
 
-    # add_middleware: the last one added is the outermost.
+    for module in routers:
+        app.include_router(module.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
+    page.mount_static(app)
+
+    # add_middleware: the last one added is the outermost (order: service.middleware).
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        body_deadline_s=settings.body_deadline_s,
+        exempt_paths=model_paths,
     )
     app.add_middleware(
-        AdmissionMiddleware, limit=settings.queue_size, paths=model_paths, metrics=app_metrics
+        ModelRequestMiddleware,
+        paths=model_paths,
+        queue_size=settings.queue_size,
+        limits=body_limits,
+        body_timeout_s=settings.body_timeout_s,
+        body_deadline_s=settings.body_deadline_s,
+        buffer_bytes=settings.body_buffer_bytes,
+        metrics=app_metrics,
+        announce=arriving,
     )
+    if settings.api_key is not None:  # the one key check, before the body and admission
+        app.add_middleware(
+            ApiKeyMiddleware,
+            api_key=settings.api_key.get_secret_value(),
+            routes=protected_routes(r for module in routers for r in module.router.routes),
+        )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -202,12 +232,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
-
-    for module in routers:
-        app.include_router(module.router)
-    if settings.metrics_enabled:
-        app.include_router(metrics.router)
-    page.mount_static(app)
     _add_security_scheme(app)
     return app
 

@@ -1,16 +1,15 @@
-"""What routes need: the settings, the inference engine, and the one API-key check.
+"""What routes need: the settings, the inference engine, and the API-key declaration.
 
 Every key-protected route (``/generate``, ``/score``, ``/info``) declares ``**protected()``:
-the :func:`require_api_key` dependency plus the bearer security scheme in OpenAPI (the lock in
-``/docs``). The dependency has no sub-dependencies on purpose: every FastAPI dependency costs
-tens of microseconds of event-loop time per request (measured with py-spy under load), a
-sizeable share of a single-image request. It runs before the request body is validated, so a
-caller without the key gets 401, not 422.
+the bearer security scheme in OpenAPI (the lock in ``/docs``). :mod:`service.auth` collects
+the routes that declare it and checks the key for them in the middleware chain, before
+admission and before any of the body is read, so a caller without the key gets 401 at once
+(not 422, not 503, and without the server reading or parsing its body). There is no key
+dependency: the middleware is the one check.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -54,34 +53,11 @@ async def get_engine(request: Request) -> InferenceEngine:
     return engine_of(request)
 
 
-def check_api_key(request: Request, settings: Settings) -> None:
-    """With GAN_API_KEY set, demand ``Authorization: Bearer <key>`` (constant-time compare)."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    token = given.strip().encode("utf-8", "replace") if scheme.lower() == "bearer" else b""
-    if not token or not hmac.compare_digest(token, expected):
-        raise HTTPException(
-            401,
-            "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the key "
-            "the server was started with (GAN_API_KEY)",
-            headers={"WWW-Authenticate": 'Bearer realm="gan-serve"'},
-        )
-
-
-async def require_api_key(request: Request) -> None:
-    """The API-key check as one light dependency."""
-    check_api_key(request, request.app.state.settings)
-
-
 def protected(**openapi_extra: Any) -> dict[str, Any]:
     """Route decorator arguments of a key-protected route: ``@router.post(path,
-    **protected())``; ``openapi_extra`` entries of the route go through here."""
-    return {
-        "dependencies": [Depends(require_api_key)],
-        "openapi_extra": {**openapi_extra, "security": [{BEARER_SCHEME: []}]},
-    }
+    **protected())``; ``openapi_extra`` entries of the route go through here. The security
+    requirement it adds is what :func:`service.auth.protected_routes` looks for."""
+    return {"openapi_extra": {**openapi_extra, "security": [{BEARER_SCHEME: []}]}}
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]

@@ -13,7 +13,8 @@ Names (all prefixed ``gan_``):
 * ``queue_depth{model}`` / ``queue_images{model}``: requests and images waiting for a forward;
 * ``batch_size{model}``, ``inference_seconds{model}``: each batched forward pass;
 * ``queue_wait_seconds{model}``: from a request's enqueue to its first forward starting;
-* ``rejected_requests_total{route,reason}``: 503 (``queue_full``) and 504 (``timeout``);
+* ``rejected_requests_total{route,reason}``: 503 (``queue_full``, ``body_buffer_full``), 504
+  (``timeout``) and 408 (``body_timeout``);
 * ``model_info{model_id,step,checkpoint_hash,device}``: 1 for the served model.
 """
 
@@ -29,6 +30,7 @@ INFERENCE_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 MODELS = ("generator", "discriminator")
+REJECTION_REASONS = ("queue_full", "timeout", "body_buffer_full", "body_timeout")
 
 
 class Metrics:
@@ -91,8 +93,9 @@ class Metrics:
         )
         self.rejected = Counter(
             "gan_rejected_requests",
-            "Requests refused for load: 503 queue_full (GAN_QUEUE_SIZE), 504 timeout "
-            "(GAN_REQUEST_TIMEOUT_S).",
+            "Requests refused for load: 503 queue_full (GAN_QUEUE_SIZE), 503 body_buffer_full "
+            "(GAN_BODY_BUFFER_BYTES), 504 timeout (GAN_REQUEST_TIMEOUT_S), 408 body_timeout "
+            "(GAN_BODY_TIMEOUT_S, GAN_BODY_DEADLINE_S).",
             ["route", "reason"],
             registry=r,
         )
@@ -106,7 +109,7 @@ class Metrics:
             self.queue_depth.labels(model)
             self.queue_images.labels(model)
         for route in model_routes:
-            for reason in ("queue_full", "timeout"):
+            for reason in REJECTION_REASONS:
                 self.rejected.labels(route, reason)
 
     def set_model(self, model_id: str, step: int, checkpoint_hash: str, device: str) -> None:

@@ -3,10 +3,15 @@
 Order (outermost first), set up in :func:`service.app.create_app`::
 
     RequestContextMiddleware  request id, X-Request-ID, JSON access log, JSON 500 on any crash,
-                              request count and latency metrics
+                              request count and latency metrics; 499 for clients that went away
     CORSMiddleware            only when GAN_CORS_ORIGINS is set
-    AdmissionMiddleware       at most GAN_QUEUE_SIZE /generate + /score requests; more: 503 at once
-    BodySizeLimitMiddleware   413 by Content-Length or by counting body bytes; 408 on stalls
+    ApiKeyMiddleware          only with GAN_API_KEY: 401 for key-protected routes, from the
+                              headers alone (service.auth)
+    ModelRequestMiddleware    /generate + /score: the whole body first (size, deadline, buffer),
+                              then at most GAN_QUEUE_SIZE admitted; 499 on disconnects
+                              (service.admission)
+    BodySizeLimitMiddleware   every other request: 413 by Content-Length or by counting body
+                              bytes; 408 on stalls and past the deadline
     (FastAPI routing, exception handlers, routes)
 """
 
@@ -40,7 +45,7 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 if sys.version_info >= (3, 11):
 
-    async def _within(seconds: float, receive: Receive) -> Message:
+    async def within(seconds: float, receive: Receive) -> Message:
         """``await receive()``, or TimeoutError after ``seconds`` (asyncio.timeout: a few
         microseconds per call, several times cheaper than anyio's cancel scopes)."""
         async with asyncio.timeout(seconds):
@@ -48,7 +53,7 @@ if sys.version_info >= (3, 11):
 
 else:  # pragma: no cover - Python 3.10
 
-    async def _within(seconds: float, receive: Receive) -> Message:
+    async def within(seconds: float, receive: Receive) -> Message:
         with anyio.fail_after(seconds):
             return await receive()
 
@@ -164,7 +169,7 @@ class RequestContextMiddleware:
             if self.metrics is not None:
                 route = (
                     getattr(scope.get("route"), "path", None)
-                    or scope["state"].get("route")  # set by AdmissionMiddleware's 503
+                    or scope["state"].get("route")  # set by the auth and admission middleware
                     or "unmatched"
                 )
                 labels = (route, str(scope.get("method")), str(status))
@@ -190,13 +195,25 @@ class BodySizeLimitMiddleware:
     the bytes of ``http.request`` messages are counted as the app reads them, and the read that
     crosses the limit raises a 413 ``HTTPException`` (FastAPI and our routes turn it into the
     response; if it escapes, this middleware answers it). A body whose next chunk does not
-    arrive within ``body_timeout_s`` is answered with 408 the same way.
+    arrive within ``body_timeout_s``, or that is not complete ``body_deadline_s`` after the
+    request came, is answered with 408 the same way. ``POST`` requests to ``exempt_paths`` pass
+    untouched: :class:`service.admission.ModelRequestMiddleware` has read them already.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        body_deadline_s: float | None = None,
+        exempt_paths: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.body_deadline_s = body_deadline_s
+        self.exempt_paths = exempt_paths
 
     def _too_large(self) -> HTTPException:
         return HTTPException(
@@ -206,7 +223,9 @@ class BodySizeLimitMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            scope.get("method") == "POST" and scope.get("path") in self.exempt_paths
+        ):
             await self.app(scope, receive, send)
             return
         for key, value in scope.get("headers", []):
@@ -223,14 +242,28 @@ class BodySizeLimitMiddleware:
         received = 0
         body_complete = False
         response_started = False
+        deadline = None
+        if self.body_deadline_s is not None:
+            deadline = asyncio.get_running_loop().time() + self.body_deadline_s
 
         async def limited_receive() -> Message:
             nonlocal received, body_complete
             if body_complete:
                 return await receive()
+            timeout = self.body_timeout_s
+            if deadline is not None:
+                timeout = min(timeout, deadline - asyncio.get_running_loop().time())
             try:
-                message = await _within(self.body_timeout_s, receive)
+                if timeout <= 0:
+                    raise TimeoutError
+                message = await within(timeout, receive)
             except TimeoutError:
+                if timeout < self.body_timeout_s:
+                    raise HTTPException(
+                        408,
+                        f"the request body did not arrive within {self.body_deadline_s:g} s "
+                        "(GAN_BODY_DEADLINE_S); send it faster or smaller",
+                    ) from None
                 raise HTTPException(
                     408,
                     f"the request body stalled: no data for {self.body_timeout_s:g} s "
@@ -256,62 +289,3 @@ class BodySizeLimitMiddleware:
             if exc.status_code not in (408, 413) or response_started:
                 raise
             await send_json(send, exc.status_code, {"detail": exc.detail}, {"Connection": "close"})
-
-
-class AdmissionMiddleware:
-    """Admit at most ``limit`` model requests (``POST`` to ``paths``, the routes' declared
-    ``MODEL_PATHS``) at once; 503 beyond.
-
-    A request holds its slot from arrival until its response is sent: while its body is read,
-    its images are decoded, it waits in the batch queue and runs. When all slots are taken the
-    request is answered at once with 503 and ``Retry-After``, before its body is read, so a burst
-    costs the server almost nothing and it recovers by itself when the burst ends.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        limit: int,
-        paths: tuple[str, ...],
-        retry_after_s: int = 1,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.app = app
-        self.limit = limit
-        self.paths = paths
-        self.retry_after_s = retry_after_s
-        self.metrics = metrics
-        self.in_progress = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or scope.get("path") not in self.paths
-        ):
-            await self.app(scope, receive, send)
-            return
-        if self.in_progress >= self.limit:
-            scope.setdefault("state", {})["route"] = scope["path"]
-            if self.metrics is not None:
-                self.metrics.rejected.labels(scope["path"], "queue_full").inc()
-            await send_json(
-                send,
-                503,
-                {
-                    "detail": f"the server is at capacity: {self.in_progress} requests are in "
-                    f"progress (GAN_QUEUE_SIZE={self.limit}); retry after {self.retry_after_s} s"
-                },
-                {"Retry-After": str(self.retry_after_s)},
-            )
-            return
-        self.in_progress += 1
-        if self.metrics is not None:
-            self.metrics.in_progress.set(self.in_progress)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_progress -= 1
-            if self.metrics is not None:
-                self.metrics.in_progress.set(self.in_progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS (89,478,485 by default) no matter what we
@@ -85,8 +85,9 @@ class Settings(BaseSettings):
         default=64,
         ge=1,
         le=100_000,
-        description="Most /generate and /score requests in the server at once (being read, "
-        "decoded, queued or run); more: 503 with Retry-After, at once.",
+        description="Most /generate and /score requests in the server at once once their body "
+        "has arrived (decoded, queued or run; reading a body takes no slot); more: 503 with "
+        "Retry-After, at once.",
     )
     request_timeout_s: float = Field(
         default=30.0,
@@ -105,11 +106,35 @@ class Settings(BaseSettings):
         le=1024 * 1024 * 1024,
         description="Largest request body in bytes (counted while it is read); larger: 413.",
     )
+    max_generate_body_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest /generate body in bytes (at most GAN_MAX_BODY_BYTES); larger: 413. "
+        "Unset: sized from the model, GAN_MAX_IMAGES rows of z_dim numbers at 32 bytes each plus "
+        "64 KiB (192 KiB for the bundled model).",
+    )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,
         le=3600,
         description="Longest wait for the next chunk of a request body; longer: 408.",
+    )
+    body_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest time to receive a whole request body, however it trickles in; "
+        "longer: 408.",
+    )
+    body_buffer_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024 * 1024,
+        description="Most bytes of /generate and /score bodies held while they are being "
+        "received, all requests of a worker process together (at least GAN_MAX_BODY_BYTES); a "
+        "chunk beyond: 503 with Retry-After. Bodies that trickle in slowly hold almost none of "
+        "it.",
     )
     max_images: int = Field(
         default=64,
@@ -139,14 +164,25 @@ class Settings(BaseSettings):
         description="On SIGTERM, how long in-flight requests may take to finish.",
     )
 
+    @field_validator("body_buffer_bytes")
+    @classmethod
+    def _buffer_holds_a_body(cls, value: int, info: ValidationInfo) -> int:
+        largest = info.data.get("max_body_bytes")
+        if isinstance(largest, int) and value < largest:
+            raise ValueError(
+                f"must be at least GAN_MAX_BODY_BYTES ({largest}), or a body of that size could "
+                "never be received"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_log_level(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "max_generate_body_bytes", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: Any) -> Any:
+    def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value

@@ -240,7 +240,7 @@ _MODEL_HEADERS = {
     "and reported (X-Seed, and 'seed' in JSON). Formats: png (exactly one image, image/png), "
     "grid (all images in one image/png, ceil(sqrt(n)) columns, 2 px black padding), json "
     "(base64 PNGs with each image's seed and latent); left out: png for one image, grid for "
-    "several. Truncation (mode 'resample') redraws latent components with |z_j| > t; "
+    "several. Every field is optional; no body at all is the same as {}. Truncation (mode 'resample') redraws latent components with |z_j| > t; "
     "interpolate returns the slerp path between two seeds. Example: "
     "`curl -s -X POST http://127.0.0.1:8000/generate -H 'Content-Type: application/json' "
     "-d '{\"seed\": 42}' -o digit.png`.",
@@ -256,9 +256,10 @@ _MODEL_HEADERS = {
     },
 )
 async def generate(
-    req: Annotated[GenerateRequest, Body(openapi_examples=GENERATE_EXAMPLES)],
     request: Request,
+    req: Annotated[GenerateRequest | None, Body(openapi_examples=GENERATE_EXAMPLES)] = None,
 ) -> Response:
+    req = req if req is not None else GenerateRequest()  # no body at all: every default, like {}
     import torch
 
     engine, settings = engine_of(request), request.app.state.settings

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from gan.dataset_info import portable_dataset_info
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report
@@ -26,7 +27,7 @@ MODEL_PATHS: tuple[str, ...] = ()
     "the server has one. Example: `curl -s http://127.0.0.1:8000/info`.",
     responses={401: {"model": ErrorResponse, "description": "API key missing or wrong"}},
 )
-async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
+async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> InfoResponse:
     cfg = engine.config
     rs = cfg.real_scores
     return InfoResponse(
@@ -36,7 +37,7 @@ async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
         resolution=engine.resolution,
         channels=engine.channels,
         device=engine.device,
-        dataset=cfg.dataset,
+        dataset=portable_dataset_info(cfg.dataset),  # not the trainer's paths (old checkpoints)
         metrics=cfg.metrics,
         training=cfg.training,
         created_at=cfg.created_at,
@@ -48,8 +49,10 @@ async def info(engine: EngineDep, settings: SettingsDep) -> InfoResponse:
         limits={
             "max_images": settings.max_images,
             "max_body_bytes": settings.max_body_bytes,
+            "max_generate_body_bytes": request.app.state.body_limits("/generate").max_bytes,
             "max_image_pixels": settings.max_image_pixels,
             "body_timeout_s": settings.body_timeout_s,
+            "body_deadline_s": settings.body_deadline_s,
             "seed_range": [0, SEED_LIMIT - 1],
             "truncation_range": [TRUNCATION_MIN, TRUNCATION_MAX],
         },

@@ -44,8 +44,14 @@ MODEL_PATHS: tuple[str, ...] = ("/score",)
 # Uploads this small are decoded on the event loop: decoding and converting a 28x28 PNG takes
 # ~50 us (measured), less than a hop to a worker thread and back, and at most 64 of them keep
 # the loop busy for a few milliseconds. Anything else (larger, or not PNG) is decoded in a
-# worker thread, at most IMAGE_CONVERSION_THREADS at a time.
+# worker thread, at most IMAGE_CONVERSION_THREADS at a time. The header's pixel count alone is
+# not enough: Pillow parses every chunk of a PNG in Python (~2.7 us per chunk, measured), so a
+# 28x28 PNG padded with 600,000 empty chunks (9 MB) took a second on the loop. The byte caps
+# bound that to ~15 ms per request (64 KiB of 12-byte chunks); a 64x64 RGBA PNG of noise is
+# ~16.5 kB and 64 MNIST digits ~30 kB, so ordinary small uploads stay inline.
 INLINE_MAX_PIXELS = 64 * 64
+INLINE_MAX_BYTES = 20_000  # per upload
+INLINE_MAX_TOTAL_BYTES = 64 * 1024  # all uploads of a request together
 
 FIELD = "files"
 JSON = "application/json"
@@ -160,10 +166,13 @@ def _png_pixels(data: bytes) -> int | None:
 
 
 def decode_inline(uploads: list[Upload]) -> bool:
-    """Whether every upload is a PNG small enough to decode on the event loop."""
+    """Whether every upload is a PNG small enough, in pixels and in bytes, to decode on the
+    event loop."""
+    if sum(len(up.data) for up in uploads) > INLINE_MAX_TOTAL_BYTES:
+        return False
     for up in uploads:
         pixels = _png_pixels(up.data)
-        if pixels is None or pixels > INLINE_MAX_PIXELS:
+        if pixels is None or pixels > INLINE_MAX_PIXELS or len(up.data) > INLINE_MAX_BYTES:
             return False
     return True
 

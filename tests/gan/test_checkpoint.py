@@ -17,6 +17,7 @@ from gan.checkpoint import (
     read_config,
     save_checkpoint,
 )
+from gan.dataset_info import portable_dataset_info
 from gan.models import ModelConfig, build_models
 from tests.conftest import make_checkpoint
 
@@ -179,3 +180,45 @@ def test_copies_are_hard_links_where_possible(tiny_checkpoint: Path, tmp_path: P
     update_config(copy, {"metrics": {"fid": 1.0}})
     assert (tiny_checkpoint / "config.json").read_bytes() == before
     assert load_checkpoint(copy).config.metrics["fid"] == 1.0
+
+
+# A dataset record as training/data.py writes it for an image folder on the trainer's machine.
+TRAINER_RECORD = {
+    "name": "folder",
+    "path": "/home/alice/private/photos",
+    "split": "train",
+    "num_images": 950,
+    "num_files": 1002,
+    "skipped": ["holiday/IMG_0001.png"],
+    "fingerprint": "9f2c",
+    "resolution": 32,
+    "channels": 3,
+    "classes": ["cats", "dogs"],
+    "preprocess": {"version": 1, "function": "gan.preprocess.to_model_pixels"},
+    "cache": "/home/alice/private/photos/.gan-cache/folder-9f2c.safetensors",
+    "cache_hit": False,
+    "heldout_source": "50 images held out of the folder (seeded split)",
+    "extra": {"source_dir": "/mnt/x", "note": "C:\\Users\\alice", "ok": ["a", "/abs/b"]},
+}
+PORTABLE_RECORD = {
+    "name": "folder",
+    "folder": "photos",
+    "split": "train",
+    "num_images": 950,
+    "num_files": 1002,
+    "fingerprint": "9f2c",
+    "resolution": 32,
+    "channels": 3,
+    "classes": ["cats", "dogs"],
+    "preprocess": {"version": 1, "function": "gan.preprocess.to_model_pixels"},
+    "heldout_source": "50 images held out of the folder (seeded split)",
+    "extra": {"ok": ["a"]},
+}
+
+
+def test_new_checkpoints_record_the_data_not_the_trainers_paths() -> None:
+    assert portable_dataset_info(TRAINER_RECORD) == PORTABLE_RECORD
+    cfg = build_config(ModelConfig(resolution=32, channels=3), step=1, dataset=TRAINER_RECORD)
+    assert cfg["dataset"] == PORTABLE_RECORD
+    assert "/home/alice" not in json.dumps(cfg) and "private" not in json.dumps(cfg)
+    assert portable_dataset_info({"name": "mnist", "path": "/"}) == {"name": "mnist"}

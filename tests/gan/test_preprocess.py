@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +109,94 @@ def test_exif_orientation_is_applied() -> None:
     loaded = _roundtrip(img, "PNG", exif=exif.tobytes())
     out = to_model_pixels(loaded, 10, 1)[0]  # crop rows 10..19 of 30: 5 white then 5 black
     assert np.all(out[:5] == 255) and np.all(out[5:] == 0)
+
+
+# ---- extreme aspect ratios: refused before the resize could blow them up ----------------------
+
+
+def _png(width: int, height: int, mode: str = "L") -> bytes:
+    """A ``width x height`` PNG of a horizontal gradient (compresses to ~1 kB even for 10**6 x 1)."""
+    row = (np.arange(width) % 251).astype(np.uint8)
+    arr = np.broadcast_to(row, (height, width))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr), "L").convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "res"),
+    [(1_000_000, 1, 28), (1, 1_000_000, 28), (4_194_304, 1, 28), (1025, 1, 64), (5350, 1, 28)],
+)
+def test_extreme_aspect_ratio_is_refused_before_any_work(width: int, height: int, res: int) -> None:
+    img = open_image(_png(width, height), max_pixels=4_194_304)
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=r"ratio of \d+:1.*crop it to an aspect ratio"):
+        to_model_pixels(img, res, 1)
+    with pytest.raises(ImageDecodeError, match="aspect ratio"):
+        batch_to_model_pixels(np.zeros((1, 1, height, width), np.uint8), res, 1)
+    assert time.perf_counter() - start < 1.0  # refused from the size, not after resizing
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "res", "mode"), [(5349, 1, 28, "L"), (1, 1024, 64, "RGB")]
+)
+def test_aspect_ratio_at_the_bound_converts_as_before(
+    width: int, height: int, res: int, mode: str
+) -> None:
+    img = open_image(_png(width, height, mode))
+    size = resized_size(width, height, res)
+    assert size[0] * size[1] <= preprocess.MAX_RESIZED_PIXELS
+    out = to_model_pixels(img, res, 3 if mode == "RGB" else 1)
+    # Exactly Pillow's resize and centre crop, the conversion that applied before the bound.
+    full = img.resize(size, Image.Resampling.LANCZOS)
+    want = np.asarray(full.crop(preprocess.crop_box(*size, res)))
+    want = want[None] if mode == "L" else want.transpose(2, 0, 1)
+    np.testing.assert_array_equal(out, want)
+
+
+_PEAK_SCRIPT = """
+import io, resource, sys, time
+import numpy as np
+from PIL import Image
+from gan.preprocess import ImageDecodeError, decode_image, to_model_pixels
+
+def png(w, h, mode):
+    row = (np.arange(w) % 251).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (h, w))), "L").convert(mode).save(
+        buf, "PNG")
+    return buf.getvalue()
+
+cases = [(1_000_000, 1, 28, "L"), (1, 1_000_000, 28, "RGB"), (4_194_304, 1, 64, "RGB"),
+         (5349, 1, 28, "RGB"), (1, 1024, 64, "RGB")]
+decoded = [(decode_image(png(w, h, m), max_pixels=4_194_304).image, r, 3 if m == "RGB" else 1)
+           for w, h, r, m in cases]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+start = time.perf_counter()
+outcomes = []
+for img, res, ch in decoded:
+    try:
+        outcomes.append(to_model_pixels(img, res, ch).shape)
+    except ImageDecodeError:
+        outcomes.append("refused")
+seconds = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, seconds, outcomes)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB is Linux's unit")
+def test_thin_image_conversion_keeps_peak_memory_flat() -> None:
+    """Before the bound, converting the 1,000,000 x 1 PNG alone took 2.8 GB and 5-19 s."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    grown_mb, seconds, outcomes = proc.stdout.strip().split(" ", 2)
+    assert outcomes == "['refused', 'refused', 'refused', (3, 28, 28), (3, 64, 64)]"
+    assert float(grown_mb) < 64, f"peak RSS grew by {grown_mb} MB while converting"
+    assert float(seconds) < 5
 
 
 # ---- pixel formats -----------------------------------------------------------------------------

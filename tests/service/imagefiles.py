@@ -64,6 +64,20 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return raw_png(width, height, 8, 0, b"\x00" * 64)
 
 
+def thin_png(width: int = 1_000_000, height: int = 1) -> bytes:
+    """A few kB of PNG whose shorter side resized to 28 px would make it 28,000,000 x 28."""
+    row = b"\x00" + (bytes(range(256)) * (width // 256 + 1))[:width]  # filter byte + pixels
+    return raw_png(width, height, 8, 0, row * height)
+
+
+def chunk_spam_png(chunks: int) -> bytes:
+    """A valid 28x28 PNG padded with ``chunks`` empty ancillary chunks (12 bytes each) after its
+    header: few pixels, many bytes, and Pillow parses every chunk in Python."""
+    png = save(gradient("L", (28, 28)), "PNG")
+    end_of_ihdr = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
+    return png[:end_of_ihdr] + _chunk(b"zzZz", b"") * chunks + png[end_of_ihdr:]
+
+
 def cmyk_jpeg() -> bytes:
     return save(gradient("CMYK"), "JPEG", quality=95)
 

@@ -63,6 +63,19 @@ def test_info_describes_model_limits_and_preprocessing(client: TestClient) -> No
     assert info["auth"] == {"api_key_required": False}
 
 
+def test_info_shows_the_dataset_not_the_trainers_paths(tmp_path: Path) -> None:
+    """A checkpoint written before training stopped recording paths: /info filters them."""
+    from tests.gan.test_checkpoint import PORTABLE_RECORD, TRAINER_RECORD
+
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    config = update_config(ckpt, {"dataset": TRAINER_RECORD})
+    assert config["dataset"]["path"] == "/home/alice/private/photos"  # as old trainers wrote it
+    with TestClient(create_app(Settings(checkpoint=ckpt))) as client:
+        info = client.get("/info")
+    assert info.json()["dataset"] == PORTABLE_RECORD
+    assert "/home/alice" not in info.text and "gan-cache" not in info.text
+
+
 def test_openapi_docs_have_an_example_for_every_endpoint(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()

@@ -252,13 +252,24 @@ def test_limit_follows_settings(make_client: ClientFactory) -> None:
     [
         ("{not json", "application/json"),
         ("n=1", "application/x-www-form-urlencoded"),
-        ("", "application/json"),
     ],
 )
 def test_bad_bodies_are_4xx(client: TestClient, content: str, content_type: str) -> None:
     r = client.post("/generate", content=content, headers={"Content-Type": content_type})
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json"])
+def test_no_body_at_all_is_the_empty_request(client: TestClient, content_type: str | None) -> None:
+    """Every field is optional, so an empty body means {}: one PNG from a random seed."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = client.post("/generate", content=b"", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.headers["X-Image-Count"] == "1"
+    seed = int(r.headers["X-Seed"])
+    assert r.content == client.post("/generate", json={"seed": seed}).content
+    assert client.post("/generate").status_code == 200  # curl -X POST .../generate
 
 
 def test_json_body_is_valid_json_with_model(client: TestClient) -> None:

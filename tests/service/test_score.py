@@ -153,6 +153,7 @@ BAD = {
     "bomb_png_over_service_limit": (F.bomb_png(2049, 2048), "limit is 4194304 pixels"),
     "gif_bad_header": (b"GIF89a\x00\x00", "header cannot be read"),
     "png_signature_only": (b"\x89PNG\r\n\x1a\n", "PNG"),
+    "thin_png_1000000x1": (F.thin_png(), "an aspect ratio of 1000000:1"),
 }
 
 
@@ -237,6 +238,13 @@ def test_small_pngs_are_decoded_on_the_loop_others_in_a_thread(
     assert not score_route.decode_inline([score_route.Upload(0, None, big)])
     assert not score_route.decode_inline([score_route.Upload(0, None, jpeg)])
     assert not score_route.decode_inline([score_route.Upload(0, None, small[:20])])
+    # Few pixels but many bytes (Pillow parses each PNG chunk in Python): off the loop too.
+    spam = F.chunk_spam_png(2_000)
+    assert score_route._png_pixels(spam) == 28 * 28 and len(spam) > score_route.INLINE_MAX_BYTES
+    assert not score_route.decode_inline([score_route.Upload(0, None, spam)])
+    tenth = F.chunk_spam_png(score_route.INLINE_MAX_TOTAL_BYTES // 12 // 10)
+    assert score_route.decode_inline([score_route.Upload(0, None, tenth)])
+    assert not score_route.decode_inline([score_route.Upload(i, None, tenth) for i in range(12)])
     threaded: list[int] = []
     original = anyio.to_thread.run_sync
 

@@ -49,6 +49,17 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("GAN_API_KEY", "")
     s = Settings()
     assert s.cors_origins == ["https://c.example"] and s.api_key is None
+    monkeypatch.setenv("GAN_MAX_GENERATE_BODY_BYTES", "300000")
+    monkeypatch.setenv("GAN_BODY_DEADLINE_S", "12.5")
+    monkeypatch.setenv("GAN_BODY_BUFFER_BYTES", str(32 << 20))
+    s = Settings()
+    assert (s.max_generate_body_bytes, s.body_deadline_s, s.body_buffer_bytes) == (
+        300_000,
+        12.5,
+        32 << 20,
+    )
+    monkeypatch.setenv("GAN_MAX_GENERATE_BODY_BYTES", "")
+    assert Settings().max_generate_body_bytes is None  # empty: sized from the model
 
 
 @pytest.mark.parametrize(
@@ -60,6 +71,9 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         ("GAN_CORS_ORIGINS", "example.org"),
         ("GAN_API_KEY", "has space"),
         ("GAN_MAX_IMAGE_PIXELS", "1000000000"),
+        ("GAN_BODY_BUFFER_BYTES", "1048576"),  # below GAN_MAX_BODY_BYTES: no body would fit
+        ("GAN_BODY_DEADLINE_S", "0"),
+        ("GAN_MAX_GENERATE_BODY_BYTES", "100"),
     ],
 )
 def test_invalid_environment_is_refused(
