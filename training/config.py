@@ -42,10 +42,11 @@ class TrainConfig:
     batch_size: int = _opt(64, "images per D and G update")
     d_steps: int = _opt(1, "D updates per G update")
     loss: str = _opt("nonsat", "GAN objective (training/losses.py)", choices=tuple(LOSSES))
-    lr_g: float = _opt(2e-4, "G's Adam learning rate")
-    lr_d: float = _opt(2e-4, "D's Adam learning rate")
+    # Learning rates and beta2: the winner of bench/recipe_search.py (docs/training.md).
+    lr_g: float = _opt(5e-4, "G's Adam learning rate")
+    lr_d: float = _opt(5e-4, "D's Adam learning rate")
     beta1: float = _opt(0.5, "Adam beta1")
-    beta2: float = _opt(0.999, "Adam beta2")
+    beta2: float = _opt(0.99, "Adam beta2")
     # The penalty is (gamma / 2) * E||grad D(x)||^2 on real images; 0 disables it.
     r1_gamma: float = _opt(0.0, "R1 weight on real images (0: off)")
     r1_every: int = _opt(4, "lazy R1 interval: apply R1 every k D steps, scaled by k")
