@@ -841,7 +841,21 @@ function renderCard() {
     el("summary", { text: "Everything /info says (JSON)" }),
     el("pre", { class: "code", text: JSON.stringify(info, null, 2) }),
   );
-  $("card-body").replaceChildren(el("div", { class: "card-grid" }, ...blocks.filter(Boolean)), raw);
+  const samples = el("div", { class: "card-block card-samples" }, el("h3", { text: "Samples" }));
+  $("card-body").replaceChildren(el("div", { class: "card-grid" }, ...blocks.filter(Boolean), samples), raw);
+  showCardSamples(samples, Math.min(64, limits.max_images ?? 64));
+}
+
+/** The checkpoint's own sample grid: image seeds 0..n-1, as `gan-sample --seed 0` writes them. */
+async function showCardSamples(block, n) {
+  try {
+    const response = await request("/generate", { method: "POST", json: { n, seed: 0, format: "grid" } });
+    const url = URL.createObjectURL(await response.blob());
+    const img = el("img", { class: "pixel card-grid-image", src: url, alt: `${n} samples, image seeds 0 to ${n - 1}` });
+    block.append(img, el("p", { class: "muted", text: `Image seeds 0 to ${n - 1} (gan-sample --seed 0 --num ${n}).` }));
+  } catch (error) {
+    block.append(el("p", { class: "muted", text: `No samples: ${error.message}` }));
+  }
 }
 
 start();

@@ -272,6 +272,11 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     expect(card).to_contain_text("40 min")
     expect(card).to_contain_text(info["dataset"]["heldout_source"])
     expect(card).to_contain_text(f"Images per request{MAX_IMAGES}")
+    # ... and the checkpoint's own sample grid (image seeds 0..n-1), drawn through the API.
+    grid = page.locator("#card-body img.card-grid-image")
+    expect(grid).to_have_attribute("alt", f"{MAX_IMAGES} samples, image seeds 0 to {MAX_IMAGES - 1}")
+    expect(grid).to_have_js_property("complete", True)
+    assert grid.evaluate("img => img.naturalWidth") > 0
 
     assert tab.errors == []
     assert tab.csp_violations() == []
