@@ -257,8 +257,9 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     assert first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
     assert first.evaluate("e => e.getBoundingClientRect().width") == 84  # 28 px x 3
     assert page.locator("#auth").is_hidden()
-    # Today's checkpoints are unconditional and have one sampling method: no such controls.
-    assert page.locator("#label-field").is_hidden()
+    # The label control shows exactly when the model is class-conditional (/info lists classes).
+    classes = httpx.get(tab.origin + "/info").json()["classes"]
+    assert page.locator("#label-field").is_visible() == bool(classes)
     assert page.locator("#method-field").is_hidden()
 
     # The model card shows /info's record, the metrics beside their real-vs-real baselines.
@@ -269,7 +270,8 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     expect(fid_row.nth(1)).to_have_text(f"{info['metrics']['eval']['baseline']['fid']:.3g}")
     card = page.locator("#card-body")
     expect(card).to_contain_text(f"{info['model']['step']:,} of {info['training']['steps']:,} planned")
-    expect(card).to_contain_text("40 min")
+    minutes = round(info["training"]["train_seconds"] / 60)
+    expect(card).to_contain_text(f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min")
     expect(card).to_contain_text(info["dataset"]["heldout_source"])
     expect(card).to_contain_text(f"Images per request{MAX_IMAGES}")
     # ... and the checkpoint's own sample grid (image seeds 0..n-1), drawn through the API.
