@@ -652,10 +652,9 @@ def update_config(
     """Merge ``updates`` into a checkpoint's config.json (atomically); returns the new config.
 
     An object in ``updates`` is merged into the stored object of the same key, unless the key is
-    in ``replace`` (then it replaces it whole). The result is validated before it is written,
-    and written to a temporary file renamed into place: a failure at any point leaves the old
-    config.json. Only ``config.json`` changes: the weight files, their hashes and the checkpoint
-    hash stay.
+    in ``replace`` (then it replaces it whole). The file is written to a temporary file renamed
+    into place: a failure at any point leaves the old config.json. Only ``config.json`` changes:
+    the weight files, their hashes and the checkpoint hash stay.
     """
     cfg = read_config(path)
     for key, value in updates.items():
@@ -663,7 +662,6 @@ def update_config(
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
-    CheckpointConfig.from_dict(cfg, str(Path(path) / CONFIG_FILE))  # never write a bad one
     write_json_atomic(Path(path) / CONFIG_FILE, cfg)
     return cfg
 

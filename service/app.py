@@ -229,6 +229,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Seed",
                 "X-Image-Count",
                 "X-Grid-Columns",
+                "X-Sampling-Method",
+                "X-Sampling-Seconds",
+                "X-Acceptance-Rate",
             ],
         )
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)

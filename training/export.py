@@ -303,8 +303,9 @@ def fit_calibration(
 
     Each set is split in two halves (seeded); Platt scaling and isotonic regression are fitted
     on one half, with reals and fakes weighted equally (equal priors), and scored on the other
-    (ECE, log-loss, Brier). Isotonic is kept only when clearly better (lower ECE and a log-loss
-    lower by ``ISOTONIC_MARGIN_NLL``). The stored ``ece`` is that of the kept calibration on the
+    (ECE, log-loss, Brier). A Platt fit with a higher log-loss there than D's own sigmoid is
+    replaced by the identity (a = 1, b = 0). Isotonic is kept only when clearly better (lower
+    ECE and a log-loss lower by ``ISOTONIC_MARGIN_NLL``). The stored ``ece`` is that of the kept calibration on the
     half it was not fitted on. DRS's pilot statistics use all fake logits, calibrated.
     """
     from gan.checkpoint import Calibration, CheckpointError
@@ -339,6 +340,12 @@ def fit_calibration(
     }
     if len(iso_x) >= 2:
         candidates["isotonic"] = _scores(np.interp(x_val, iso_x, iso_y), t_val, w_val)
+    if candidates["platt"]["nll"] > candidates["uncalibrated"]["nll"]:
+        # The fit does not generalise to the other half (a D whose logits barely vary, say):
+        # keep D's own sigmoid, Platt scaling's identity.
+        a, b = 1.0, 0.0
+        candidates["platt_fit"] = candidates["platt"]
+        candidates["platt"] = candidates["uncalibrated"]
     iso = candidates.get("isotonic")
     platt = candidates["platt"]
     kind = "platt"
@@ -426,12 +433,13 @@ def calibrate_checkpoint(
 ) -> dict[str, Any]:
     """Fit the calibration of a checkpoint's D and store it in its config.json, atomically (the
     old config.json stays if anything fails; the weights and their hashes never change)."""
-    from gan.checkpoint import update_config
+    from gan.checkpoint import Calibration, update_config
 
     ckpt = load_checkpoint(path)
     entry = calibrate_models(
         ckpt.generator, ckpt.discriminator, ckpt.model_config, real, real_labels, num=num,
         seed=seed, real_source=real_source,
     )  # fmt: skip
+    Calibration.from_config(entry, str(Path(path) / "config.json"))  # never store a bad one
     update_config(path, {"calibration": entry}, replace=("calibration",))
     return entry
