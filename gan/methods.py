@@ -169,8 +169,9 @@ MAX_STEPS_BOUND = 10_000
 METHODS: dict[str, MethodSpec] = {
     "plain": MethodSpec(
         "plain",
-        "plain (G alone)",
-        "G draws each image from its seed's latent; D is not consulted. The default.",
+        "plain",
+        "Plain sampling: G draws each image from its seed's latent; D is not consulted. The "
+        "default.",
         needs_calibration=False,
         needs_gradients=False,
         options_type=PlainOptions,
@@ -178,10 +179,10 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "drs": MethodSpec(
         "drs",
-        "drs (discriminator rejection sampling)",
-        "G proposes images (the first is the plain one) and each is accepted with a "
-        "probability from D's calibrated logit; forward passes only. Cheap: the default "
-        "choice for better images.",
+        "DRS",
+        "Discriminator rejection sampling: G proposes images (the first is the plain one) and "
+        "each is accepted with a probability from D's calibrated logit; forward passes only. "
+        "Cheap: the default choice for better images.",
         needs_calibration=True,
         needs_gradients=False,
         options_type=DRSOptions,
@@ -202,8 +203,8 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "mh": MethodSpec(
         "mh",
-        "mh (Metropolis-Hastings)",
-        "A Metropolis-Hastings chain over K proposals of G per image, started at the plain "
+        "MH",
+        "Metropolis-Hastings: a chain over K proposals of G per image, started at the plain "
         "image and moved by D's calibrated density ratio; forward passes only.",
         needs_calibration=True,
         needs_gradients=False,
@@ -219,9 +220,9 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "langevin": MethodSpec(
         "langevin",
-        "langevin (latent Langevin dynamics)",
-        "Moves each image's latent downhill on |z|^2/2 - D(G(z)) with noise, then draws "
-        "G(z); needs a backward pass through G and D per step.",
+        "Langevin",
+        "Latent Langevin dynamics: moves each image's latent downhill on |z|^2/2 - D(G(z)) "
+        "with noise, then draws G(z); a backward pass through G and D per step.",
         needs_calibration=False,
         needs_gradients=True,
         options_type=LangevinOptions,
@@ -244,9 +245,9 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "pixel_ascent": MethodSpec(
         "pixel_ascent",
-        "pixel_ascent (argmax over pixels: why G is needed)",
+        "pixel ascent",
         "Gradient ascent on D's logit over the pixels themselves, without G: the literal "
-        "argmax_x D(x). It finds patterns that D scores highly, not digits.",
+        "argmax_x D(x). It finds patterns that D scores highly, not digits: why G is needed.",
         needs_calibration=False,
         needs_gradients=True,
         options_type=PixelAscentOptions,
