@@ -275,6 +275,11 @@ def test_gan_calibrate_on_a_folder_checkpoint_uses_the_held_out_share(
     cal = read_checkpoint_config(export).calibration
     assert cal is not None and cal.num_real == 12  # 5 % of 240 held out by the training
     assert f"calibrated D on {export}" in out
+    bare = tmp_path / "bare"
+    assert train_main(["--resume", str(run), "--steps", "3", "--export", str(bare),
+                       "--no-calibrate", "--no-progress"]) == 0  # fmt: skip
+    assert read_checkpoint_config(bare).calibration is None
+    assert "calibrated D" not in capsys.readouterr().out
     latest = run / "checkpoints" / "latest"
     assert read_checkpoint_config(latest).calibration is None
     assert calibrate_main(["--checkpoint", str(latest), "--data", "folder", "--data-dir",
