@@ -344,7 +344,10 @@ def sampling_info(
     "grid (all images in one image/png, ceil(sqrt(n)) columns, 2 px black padding), json "
     "(base64 PNGs with each image's seed and latent); left out: png for one image, grid for "
     "several. Every field is optional; no body at all is the same as {}. Truncation (mode 'resample') redraws latent components with |z_j| > t; "
-    "interpolate returns the slerp path between two seeds. Example: "
+    "interpolate returns the slerp path between two seeds. method (with method_options) puts D "
+    "to work at sampling time: drs and mh (need a calibrated D), langevin, pixel_ascent (GET "
+    "/info generate.methods lists them); the json format reports each image's proposals or "
+    "steps and D's logit before and after, and the request's acceptance rate and time. Example: "
     "`curl -s -X POST http://127.0.0.1:8000/generate -H 'Content-Type: application/json' "
     "-d '{\"seed\": 42}' -o digit.png`.",
     response_model=GenerateResponse,
