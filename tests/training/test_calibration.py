@@ -159,6 +159,14 @@ def test_calibration_round_trips_through_the_checkpoint(tmp_path: Path) -> None:
     }
 
 
+def test_checkpoints_written_before_calibration_existed_still_load(tmp_path: Path) -> None:
+    path = make_checkpoint(tmp_path / "old", width=4)
+    raw = json.loads((path / "config.json").read_text())
+    del raw["calibration"]  # as every checkpoint written before it, the bundled one included
+    (path / "config.json").write_text(json.dumps(raw))
+    assert load_checkpoint(path).config.calibration is None
+
+
 def valid_entry() -> dict[str, Any]:
     return {"kind": "platt", "platt": {"a": 1.0, "b": 0.0}, "ece": 0.01, "num_real": 10,
             "num_fake": 10, "drs": {"d_max": 1.0, "eps": 1e-6, "keep_levels": [0.0, 0.5],
