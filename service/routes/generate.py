@@ -41,6 +41,7 @@ from service.schemas import (
 if TYPE_CHECKING:
     import torch
 
+    from gan.checkpoint import Calibration
     from gan.guided import GuidedResult
     from service.settings import Settings
 
@@ -191,7 +192,7 @@ def cost_cap(settings: Settings, setting: str) -> int:
 
 
 def plan_method(
-    req: GenerateRequest, plan: Plan, *, settings: Settings, calibrated: bool
+    req: GenerateRequest, plan: Plan, *, settings: Settings, calibration: Calibration | None
 ) -> MethodOptions:
     """The request's sampling method and its validated options; 422 for options the method
     does not take or out of range, a value above a cost cap, a method on z or interpolate (no
@@ -232,7 +233,7 @@ def plan_method(
             f"method {req.method!r} works on seeded images (its extra proposals and noise come "
             f"from each image's seed): give seed and n instead of {source}, or method plain",
         )
-    if spec.needs_calibration and not calibrated:
+    if spec.needs_calibration and calibration is None:
         raise field_error(
             ["method"],
             f"method {req.method!r} needs a calibrated discriminator, and the served checkpoint "
@@ -241,6 +242,14 @@ def plan_method(
             "langevin or pixel_ascent",
             "calibration_missing",
         )
+    if req.method == "drs" and calibration is not None:
+        levels = calibration.drs.keep_levels
+        if not levels[0] <= values["keep"] <= levels[-1]:
+            raise field_error(
+                ["method_options", "keep"],
+                f"keep is {values['keep']}, but this checkpoint's calibration measured gamma for "
+                f"keep {levels[0]:g}..{levels[-1]:g} only (refit it with gan-calibrate)",
+            )
     return parse_options(req.method, values)
 
 
@@ -370,7 +379,7 @@ async def generate(
 
     engine, settings = engine_of(request), request.app.state.settings
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
-    options = plan_method(req, plan, settings=settings, calibrated=engine.calibration is not None)
+    options = plan_method(req, plan, settings=settings, calibration=engine.calibration)
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     classes = engine.config.classes
     labels = plan_labels(req, plan, classes)

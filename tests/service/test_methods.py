@@ -231,6 +231,25 @@ def test_methods_that_need_calibration_say_how_to_add_it(client: TestClient) -> 
     assert "gan-calibrate" in reason["unavailable_reason"]
 
 
+def test_keep_outside_the_calibrations_levels_is_a_422(make_client: ClientFactory, tmp_path: Path) -> None:
+    """A calibration written elsewhere (by hand, say) that measured fewer keep levels."""
+    from gan.checkpoint import update_config
+
+    path = make_checkpoint(tmp_path / "c")
+    entry = {"kind": "platt", "platt": {"a": 1.0, "b": 0.0}, "ece": 0.01, "num_real": 10,
+             "num_fake": 10, "drs": {"d_max": 1.0, "eps": 1e-6, "keep_levels": [0.0, 0.5],
+                                     "gammas": [-1.0, 0.0], "acceptance": [0.5, 0.3],
+                                     "num_images": 10}}  # fmt: skip
+    update_config(path, {"calibration": entry})
+    client = make_client(checkpoint=path)
+    r = client.post("/generate", json={"seed": 1, "method": "drs", "method_options": {"keep": 0.8}})
+    assert r.status_code == 422
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "method_options", "keep"] and "keep 0..0.5 only" in err["msg"]
+    ok = client.post("/generate", json={"seed": 1, "method": "drs", "method_options": {"keep": 0.25}})
+    assert ok.status_code == 200
+
+
 # ----------------------------------------------------------------------------------------------
 # /info and /score
 # ----------------------------------------------------------------------------------------------
