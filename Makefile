@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-peers docker-test clean
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-peers bench-d-guided docker-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-train: install-dev
 
 bench-serve: install-dev
 	$(BIN)/python bench/serve_load.py
+
+## bench-d-guided: every sampling method against plain (needs a calibrated checkpoint: gan-calibrate)
+bench-d-guided: install-dev
+	$(BIN)/python bench/d_guided.py
 
 ## bench-peers: gan-serve vs BentoML and TorchServe on the same checkpoint (installs them first)
 bench-peers: install-dev

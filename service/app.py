@@ -45,8 +45,10 @@ IMAGE_CONVERSION_THREADS = 2
 DESCRIPTION = """\
 Generate images with a trained GAN generator and score images with its discriminator.
 
-* `POST /generate`: images from seeds (reproducible), explicit latents or a slerp path.
-* `POST /score`: D's logit, probability and realness percentile for uploaded images.
+* `POST /generate`: images from seeds (reproducible), explicit latents or a slerp path; with a
+  sampling `method` (`drs`, `mh`, `langevin`, `pixel_ascent`) D guides or makes the images.
+* `POST /score`: D's logit, probability, calibrated probability and realness percentile for
+  uploaded images.
 * `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
 * `GET /`: a web page that uses these endpoints (generate, interpolate, score, model card).
 
@@ -229,6 +231,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Seed",
                 "X-Image-Count",
                 "X-Grid-Columns",
+                "X-Sampling-Method",
+                "X-Sampling-Seconds",
+                "X-Acceptance-Rate",
             ],
         )
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)

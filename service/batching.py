@@ -1,14 +1,17 @@
 """Dynamic batching: concurrent requests' images run through G or D together.
 
-:class:`BatchScheduler` keeps one queue per model (``generator``, ``discriminator``). A request
-submits all its rows (latents or model pixels) as one *job* and awaits its result. One worker
-task on the event loop forms batches and runs each forward pass on the single inference thread
-(``run_batch``), so the event loop never computes and at most one forward runs at a time:
+:class:`BatchScheduler` keeps one queue per model (``generator``, ``discriminator``), and one for
+work that needs gradients (``gradient``: the langevin and pixel_ascent sampling methods, whose
+jobs run alone, a chunk of at most ``max_batch`` images at a time). A request submits all its
+rows (latents or model pixels) as one *job* and awaits its result. One worker task on the event
+loop forms batches and runs each forward pass on the single inference thread (``run_batch``), so
+the event loop never computes and at most one forward runs at a time:
 
-* A batch holds rows of one model, at most ``max_batch`` of them. Jobs are served round-robin:
-  each job gives at most ``max_batch`` rows to a batch and, if rows are left, goes to the back of
-  its queue, so one large request is run as chunks and cannot starve the others. Between the two
-  queues the worker picks the one whose first job has waited longest.
+* A batch holds rows of one model, at most ``max_batch`` of them (of one job for ``gradient``).
+  Jobs are served round-robin: each job gives at most ``max_batch`` rows to a batch and, if rows
+  are left, goes to the back of its queue, so one large request is run as chunks and cannot
+  starve the others. Between the queues the worker picks the one whose first job has waited
+  longest.
 * When the worker is idle and rows arrive, it starts at once if the batch is full or no other
   request is on its way; otherwise (requests are being read or decoded: :meth:`arriving`) it waits
   up to ``max_delay_s`` for them to join. Rows that arrive while a forward runs join the next
@@ -46,7 +49,10 @@ logger = logging.getLogger("service")
 
 GENERATOR = "generator"
 DISCRIMINATOR = "discriminator"
-KINDS = (GENERATOR, DISCRIMINATOR)
+#: Work that needs gradients (the langevin and pixel_ascent sampling methods): its jobs run
+#: alone, never in a batch with another job's rows (their options are their own).
+GRADIENT = "gradient"
+KINDS = (GENERATOR, DISCRIMINATOR, GRADIENT)
 
 
 class QueueFull(Exception):
@@ -57,17 +63,36 @@ class QueueTimeout(Exception):
     """A request waited for the model longer than its timeout; answer 504."""
 
 
+@dataclass(frozen=True)
+class SoloRows:
+    """Rows of a job that runs alone (kind :data:`GRADIENT`): ``run(first, count)`` computes
+    rows ``first .. first + count - 1`` of the job on the inference thread and returns their
+    outputs ``[count, ...]``. A batch of this kind holds a part of one job only."""
+
+    run: Callable[[int, int], torch.Tensor]
+    count: int
+    first: int = 0
+
+    def part(self, first: int, count: int) -> SoloRows:
+        return SoloRows(self.run, count, self.first + first)
+
+
 # A job's input: rows ``[B, ...]``, or rows with one class label each ``([B, ...], [B])`` for a
-# class-conditional model. A batch never mixes the two (a model is conditional or not).
+# class-conditional model (a batch never mixes the two: a model is conditional or not), or
+# :class:`SoloRows` for the gradient kind.
 
 
-def _count(rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> int:
+def _count(rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows) -> int:
+    if isinstance(rows, SoloRows):
+        return rows.count
     return int((rows[0] if isinstance(rows, tuple) else rows).shape[0])
 
 
 def _slice(
-    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor], first: int, count: int
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows, first: int, count: int
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows:
+    if isinstance(rows, SoloRows):
+        return rows.part(first, count)
     if isinstance(rows, tuple):
         return rows[0][first : first + count], rows[1][first : first + count]
     return rows[first : first + count]
@@ -76,7 +101,7 @@ def _slice(
 @dataclass(eq=False)
 class _Job:
     kind: str
-    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows
     future: asyncio.Future[torch.Tensor]
     submitted: float  # loop time
     queued: float  # loop time of its last (re)queueing: round-robin order between the queues
@@ -107,7 +132,9 @@ class Arrival:
             self._scheduler._wake()
 
 
-RunBatch = Callable[[str, "list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]"], "torch.Tensor"]
+RunBatch = Callable[
+    [str, "list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]"], "torch.Tensor"
+]
 
 
 class BatchScheduler:
@@ -174,12 +201,14 @@ class BatchScheduler:
     async def submit(
         self,
         kind: str,
-        rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows,
         *,
         arrival: Arrival | None = None,
     ) -> torch.Tensor:
-        """Run ``rows`` (``[B, ...]``, or ``([B, ...], labels [B])``) through model ``kind``;
-        the outputs ``[B, ...]`` in order."""
+        """Run ``rows`` (``[B, ...]``, or ``([B, ...], labels [B])``; :class:`SoloRows` for
+        :data:`GRADIENT`) through model ``kind``; the outputs ``[B, ...]`` in order."""
+        if (kind == GRADIENT) != isinstance(rows, SoloRows):
+            raise ValueError(f"{GRADIENT!r} jobs, and only they, take SoloRows")
         if arrival is not None:
             arrival.settle()
         if self._closed:
@@ -286,11 +315,13 @@ class BatchScheduler:
                 requeue.append(job)
             else:
                 self._jobs[kind] -= 1
+            if kind == GRADIENT:
+                break  # a gradient job's rows run alone
         queue.extend(requeue)
         return taken
 
     def _timed_run(
-        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
     ) -> tuple[torch.Tensor, float]:
         """``run_batch`` and its duration (runs on the inference thread)."""
         start = time.perf_counter()

@@ -11,6 +11,12 @@ Contract:
 * ``await engine.score(x)``: uint8 ``[B, C, R, R]`` -> float32 logits ``[B]`` on the CPU.
 * Results for one row never depend on the other rows: G and D run in eval mode (BatchNorm uses
   its running statistics), and latents are drawn per image before they reach the engine.
+* ``await engine.sample(options, seeds, labels)``: images by a sampling method of
+  :mod:`gan.guided` with per-image statistics. The forward-only methods (plain, drs, mh) send
+  their G and D passes through ``generate`` and ``score``, batched with everyone else's; the
+  gradient methods (langevin, pixel_ascent) run as ``gradient`` jobs, a chunk of at most
+  ``max_batch`` images at a time, on the same inference thread with gradients enabled (outside
+  ``inference_mode``, for that call only).
 
 Concurrent calls are batched by :class:`service.batching.BatchScheduler`: their rows are queued,
 run together up to ``max_batch`` rows per forward and split back; see that module for the policy,
@@ -31,14 +37,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gan.errors import UserError
-from service.batching import DISCRIMINATOR, GENERATOR, Arrival, BatchScheduler
+from gan.methods import MethodOptions, method_of, method_spec
+from service.batching import (
+    DISCRIMINATOR,
+    GENERATOR,
+    GRADIENT,
+    Arrival,
+    BatchScheduler,
+    SoloRows,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     import torch
 
-    from gan.checkpoint import Checkpoint, CheckpointConfig, RealScores
+    from gan.checkpoint import Calibration, Checkpoint, CheckpointConfig, RealScores
+    from gan.guided import Forward, GuidedResult, Models, Steps
     from gan.models import ModelConfig
     from service.metrics import Metrics
 
@@ -130,6 +145,7 @@ class InferenceEngine:
         self.model_config: ModelConfig = checkpoint.model_config
         self.info = ModelInfo(checkpoint.model_id, checkpoint.step, checkpoint.checkpoint_hash)
         self.real_scores: RealScores | None = checkpoint.config.real_scores
+        self.calibration: Calibration | None = checkpoint.config.calibration
         self._generator = checkpoint.generator
         self._discriminator = checkpoint.discriminator
         self.batching = batching if batching is not None else BatchingOptions()
@@ -245,7 +261,7 @@ class InferenceEngine:
     # -- execution ---------------------------------------------------------------------------
 
     def _run_batch(
-        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
     ) -> torch.Tensor:
         """One forward of the rows of several requests (runs on the inference thread)."""
         import torch
@@ -253,12 +269,16 @@ class InferenceEngine:
         def cat(parts: list[torch.Tensor]) -> torch.Tensor:
             return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+        if kind == GRADIENT:  # one job's chunk, run alone
+            (solo,) = chunks
+            assert isinstance(solo, SoloRows)
+            return solo.run(solo.first, solo.count)
         labels: torch.Tensor | None = None
         if isinstance(chunks[0], tuple):  # a conditional model: every chunk has its labels
             pairs = [c for c in chunks if isinstance(c, tuple)]
             x, labels = cat([r for r, _ in pairs]), cat([y for _, y in pairs])
         else:
-            x = cat([c for c in chunks if not isinstance(c, tuple)])
+            x = cat([c for c in chunks if not isinstance(c, (tuple, SoloRows))])
         run = self._generate_sync if kind == GENERATOR else self._score_sync
         return run(x) if labels is None else run(x, labels)
 
@@ -329,12 +349,81 @@ class InferenceEngine:
         y = self._labels_for(labels, int(x.shape[0]))
         return await self.scheduler.submit(DISCRIMINATOR, x if y is None else (x, y), arrival=arrival)
 
+    def models(self) -> Models:
+        """G, D, their config and D's calibration, for :mod:`gan.guided`."""
+        from gan.guided import Models
+
+        return Models(
+            self._generator, self._discriminator, self.model_config, self.calibration,
+            self.checkpoint.path,
+        )  # fmt: skip
+
+    async def sample(
+        self,
+        options: MethodOptions,
+        seeds: list[int],
+        labels: torch.Tensor | None = None,
+        *,
+        truncation: float | None = None,
+        arrival: Arrival | None = None,
+    ) -> GuidedResult:
+        """Images for these image seeds by a sampling method (:mod:`gan.guided`), with each
+        image's statistics; ``seconds`` is the time from this call to its end."""
+        import anyio.to_thread
+
+        from gan.guided import Forward, GuidedResult, method_steps, run_gradient_method
+
+        if self._executor is None:
+            raise RuntimeError("the inference engine is closed")
+        if not seeds:
+            raise ValueError("no seeds: give at least one image")
+        started = time.perf_counter()
+        y = self._labels_for(labels, len(seeds))
+        models = self.models()
+        if method_spec(method_of(options)).needs_gradients:
+            parts: dict[int, GuidedResult] = {}
+
+            def run(first: int, count: int) -> torch.Tensor:  # on the inference thread
+                part = run_gradient_method(
+                    models, options, seeds[first : first + count],
+                    None if y is None else y[first : first + count], truncation=truncation,
+                )  # fmt: skip
+                parts[first] = part
+                return part.images
+
+            await self.scheduler.submit(GRADIENT, SoloRows(run, len(seeds)), arrival=arrival)
+            result = GuidedResult.concat([parts[k] for k in sorted(parts)])
+        else:
+            steps = method_steps(models, options, seeds, y, truncation=truncation)
+            # The step machine's own work (latents of proposals, acceptance decisions) runs in a
+            # worker thread; its forward passes go through the batcher like anyone's.
+            item = await anyio.to_thread.run_sync(_advance, steps, None)
+            while isinstance(item, Forward):
+                if item.model == GENERATOR:
+                    out = await self.generate(item.rows, item.labels, arrival=arrival)
+                else:
+                    out = await self.score(item.rows, item.labels, arrival=arrival)
+                arrival = None
+                item = await anyio.to_thread.run_sync(_advance, steps, out)
+            result = item
+        result.seconds = time.perf_counter() - started
+        return result
+
     def close(self) -> None:
         """Finish the running forward pass (if any) and stop the worker thread."""
         self.scheduler.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _advance(steps: Steps, value: torch.Tensor | None) -> Forward | GuidedResult:
+    """The step machine's next forward request, or its result when it is done."""
+    try:
+        return next(steps) if value is None else steps.send(value)
+    except StopIteration as stop:
+        result: GuidedResult = stop.value
+        return result
 
 
 def _init_inference_thread(torch_threads: int) -> None:

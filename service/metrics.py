@@ -11,7 +11,8 @@ Names (all prefixed ``gan_``):
   every HTTP request, by route template (``unmatched`` for unknown paths);
 * ``requests_in_progress``: /generate and /score requests admitted (GAN_QUEUE_SIZE bounds it);
 * ``queue_depth{model}`` / ``queue_images{model}``: requests and images waiting for a forward;
-* ``batch_size{model}``, ``inference_seconds{model}``: each batched forward pass;
+* ``batch_size{model}``, ``inference_seconds{model}``: each batched forward pass (``model``:
+  ``generator``, ``discriminator``, or ``gradient`` for a chunk of a gradient method's images);
 * ``queue_wait_seconds{model}``: from a request's enqueue to its first forward starting;
 * ``rejected_requests_total{route,reason}``: 503 (``queue_full``, ``body_buffer_full``), 504
   (``timeout``) and 408 (``body_timeout``);
@@ -27,9 +28,10 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 INFERENCE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,  # a chunk of a gradient method's images (langevin, pixel_ascent)
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-MODELS = ("generator", "discriminator")
+MODELS = ("generator", "discriminator", "gradient")
 REJECTION_REASONS = ("queue_full", "timeout", "body_buffer_full", "body_timeout")
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema, create_model
 from pydantic.config import JsonDict
 
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
+from gan.methods import METHOD_NAMES, METHODS, MethodSpec, OptionSpec
 
 Seed = Annotated[
     int, Field(ge=0, lt=SEED_LIMIT, description=f"Integer in [0, 2**53) = [0, {SEED_LIMIT}).")
@@ -50,6 +51,74 @@ class InterpolateSpec(BaseModel):
 
 #: A class: its index (0..K-1) or its name, as GET /info lists them.
 Label = Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# ------------------------------------------------------------------------------------------
+# Sampling methods (gan.methods): one options model per method, generated from its spec
+# ------------------------------------------------------------------------------------------
+
+MethodName = Literal["plain", "drs", "mh", "langevin", "pixel_ascent"]
+assert MethodName.__args__ == METHOD_NAMES  # type: ignore[attr-defined]
+
+#: An example of method_options per method (docs/api.md shows the same).
+METHOD_OPTION_EXAMPLES: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "drs": {"keep": 0.9, "max_proposals": 16},
+    "mh": {"proposals": 8},
+    "langevin": {"steps": 20, "step_size": 0.01, "noise": 1.0},
+    "pixel_ascent": {"steps": 50, "step_size": 0.02, "start": "noise"},
+}
+
+
+def _option_field(option: OptionSpec) -> tuple[Any, Any]:
+    bounds: dict[str, Any] = {}
+    if option.minimum is not None:
+        bounds["gt" if option.exclusive_minimum else "ge"] = option.minimum
+    if option.maximum is not None:
+        bounds["le"] = option.maximum
+    if option.type == "string":
+        kind: Any = Literal[option.choices]  # type: ignore[valid-type]
+    elif option.type == "integer":
+        kind = Annotated[int, Strict()]
+    else:
+        kind = Annotated[float, Strict()]
+        bounds["allow_inf_nan"] = False
+    cap = f" Capped by {option.cap}." if option.cap else ""
+    return kind, Field(default=option.default, description=option.description + cap, **bounds)
+
+
+def _options_model(spec: MethodSpec) -> type[BaseModel]:
+    title = "".join(part.capitalize() for part in spec.name.split("_")) + "Options"
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        title,
+        __config__=ConfigDict(
+            extra="forbid",
+            title=title,
+            json_schema_extra={
+                "description": f"method_options of {spec.name}: {spec.description}",
+                "example": METHOD_OPTION_EXAMPLES[spec.name],
+            },
+        ),
+        **{o.name: _option_field(o) for o in spec.options},
+    )
+    return model
+
+
+#: The pydantic model that validates ``method_options`` of each method.
+METHOD_OPTION_MODELS: dict[str, type[BaseModel]] = {
+    name: _options_model(spec) for name, spec in METHODS.items()
+}
+
+_METHOD_OPTIONS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        *(METHOD_OPTION_MODELS[name].model_json_schema() for name in METHOD_NAMES if METHODS[name].options),
+        {"type": "null"},
+    ],
+    "description": "Options of the chosen method (an object; its fields depend on method, "
+    "see the schemas listed here and GET /info generate.methods). Left out: the method's "
+    "defaults. Unknown fields and out-of-range values are a 422 that names the field; a value "
+    "above a cost cap (GAN_MAX_PROPOSALS, GAN_MAX_LANGEVIN_STEPS, GAN_MAX_ASCENT_STEPS) too.",
+}
 
 
 class GenerateRequest(BaseModel):
@@ -97,15 +166,30 @@ class GenerateRequest(BaseModel):
         "seed s gets class s mod K (uniform and reproducible); with z it is required; on an "
         "interpolation path every image gets from_seed's class.",
     )
+    method: MethodName = Field(
+        default="plain",
+        description="How images are made (docs/d-guided.md): plain (G alone, the default), drs "
+        "(discriminator rejection sampling) and mh (Metropolis-Hastings over G's proposals; "
+        "both need a calibrated D, see GET /info calibration), langevin (Langevin dynamics on "
+        "the latent) and pixel_ascent (gradient ascent on D over the pixels: patterns D likes, "
+        "not digits). Methods other than plain need seeds (not z or interpolate): their extra "
+        "proposals and noise come from each image's seed, so a seed still gives the same image.",
+    )
+    method_options: Annotated[
+        dict[str, Any] | None, WithJsonSchema(_METHOD_OPTIONS_SCHEMA)
+    ] = Field(default=None)
 
 
 class GeneratedImage(BaseModel):
     index: int
     seed: int | None = Field(
-        description="Reproduces this image alone with {seed, n: 1} (null for z or interpolation)."
+        description="Reproduces this image alone with {seed, n: 1} and the same method and "
+        "options (null for z or interpolation)."
     )
-    latent: list[float] = Field(
-        description="The latent vector; {z: [latent]} reproduces the image."
+    latent: list[float] | None = Field(
+        description="The latent vector the image is G of (drs, mh: the chosen proposal's; "
+        "langevin: where the dynamics ended); {z: [latent]} reproduces the image with method "
+        "plain. null for pixel_ascent, whose images are no output of G."
     )
     t: float | None = Field(default=None, description="Position on the interpolation path (0..1).")
     label: int | None = Field(
@@ -114,7 +198,43 @@ class GeneratedImage(BaseModel):
     class_name: str | None = Field(
         default=None, description="The image's class name (conditional models; else null)."
     )
+    method: MethodName = Field(default="plain", description="The sampling method.")
+    proposals: int = Field(
+        default=1,
+        description="Images of G that D judged for this one: drs up to and including the "
+        "accepted one, mh its K, plain and langevin 1, pixel_ascent 1 from a sample, 0 from noise.",
+    )
+    steps: int = Field(default=0, description="Gradient steps (langevin, pixel_ascent).")
+    accepted: bool | None = Field(
+        default=None,
+        description="drs: a proposal was accepted within max_proposals (else the best-scoring "
+        "one is returned); mh: the chain moved away from the plain image; else null.",
+    )
+    logit_before: float | None = Field(
+        default=None,
+        description="D's raw logit of the plain image (pixel_ascent: of its start), as /score "
+        "would give it; null for plain, which does not run D.",
+    )
+    logit_after: float | None = Field(
+        default=None, description="D's raw logit of the returned image; null for plain."
+    )
     png_base64: str
+
+
+class SamplingInfo(BaseModel):
+    """How the images of a request were made, and what it cost."""
+
+    method: MethodName
+    method_options: dict[str, Any] = Field(description="Every option, defaults included.")
+    acceptance_rate: float | None = Field(
+        description="drs: images accepted / proposals tried; mh: chain moves accepted / moves "
+        "proposed; null for the other methods."
+    )
+    seconds: float = Field(description="Time spent making the images, queueing included.")
+    cost: dict[str, int] = Field(
+        description="Images through each network: generator_forwards, discriminator_forwards, "
+        "generator_backwards, discriminator_backwards."
+    )
 
 
 class InterpolationInfo(BaseModel):
@@ -133,6 +253,7 @@ class GenerateResponse(BaseModel):
     width: int
     height: int
     channels: int
+    sampling: SamplingInfo
     images: list[GeneratedImage]
 
     model_config = ConfigDict(
@@ -146,12 +267,30 @@ class GenerateResponse(BaseModel):
                 "width": 28,
                 "height": 28,
                 "channels": 1,
+                "sampling": {
+                    "method": "drs",
+                    "method_options": {"keep": 0.8, "max_proposals": 32},
+                    "acceptance_rate": 0.5,
+                    "seconds": 0.004,
+                    "cost": {
+                        "generator_forwards": 2,
+                        "discriminator_forwards": 2,
+                        "generator_backwards": 0,
+                        "discriminator_backwards": 0,
+                    },
+                },
                 "images": [
                     {
                         "index": 0,
                         "seed": 42,
                         "latent": [0.336690, 0.128809, 0.234462, "… z_dim values"],
                         "t": None,
+                        "method": "drs",
+                        "proposals": 2,
+                        "steps": 0,
+                        "accepted": True,
+                        "logit_before": -0.42,
+                        "logit_after": 1.37,
                         "png_base64": "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAA…",
                     }
                 ],
@@ -177,6 +316,13 @@ class ScoredImage(BaseModel):
     frames: int = Field(description="Frames in the file; only the first is scored.")
     logit: float = Field(description="The discriminator's raw output.")
     probability: float = Field(description="sigmoid(logit): D's belief that the image is real.")
+    calibrated_probability: float | None = Field(
+        default=None,
+        description="The probability that the image came from the training data rather than "
+        "from this G (equal priors), from the checkpoint's calibration of D (GET /info "
+        "calibration); valid for this checkpoint's G and D only. null when the checkpoint has no "
+        "calibration (gan-calibrate adds one).",
+    )
     realness_percentile: float | None = Field(
         description="Percentage (0..100) of held-out real images that D scored lower; null when "
         "the checkpoint stores no real_scores."
@@ -237,6 +383,7 @@ class ScoreResponse(BaseModel):
                         "frames": 1,
                         "logit": 1.73,
                         "probability": 0.8494,
+                        "calibrated_probability": 0.71,
                         "realness_percentile": 61.2,
                     }
                 ],
@@ -283,9 +430,19 @@ class InfoResponse(BaseModel):
         description="Class names of a class-conditional model (index = label for /generate and "
         "/score); empty for an unconditional model.",
     )
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="The calibration of D's logit (kind, expected calibration error, images it "
+        "was fitted on), needed by the drs and mh methods and by /score's "
+        "calibrated_probability; null when the checkpoint has none.",
+    )
     limits: dict[str, Any]
     preprocessing: dict[str, Any]
-    generate: dict[str, Any]
+    generate: dict[str, Any] = Field(
+        description="Conventions of /generate, and 'methods': each sampling method with its "
+        "options (type, default, bounds, cap), whether it needs calibration and whether it is "
+        "available on this checkpoint."
+    )
     auth: dict[str, Any]
 
     model_config = ConfigDict(
@@ -319,7 +476,22 @@ class InfoResponse(BaseModel):
                     "function": "gan.preprocess.to_model_pixels",
                     "steps": ["…"],
                 },
-                "generate": {"formats": ["png", "grid", "json"], "truncation_mode": "resample"},
+                "generate": {
+                    "formats": ["png", "grid", "json"],
+                    "truncation_mode": "resample",
+                    "methods": [
+                        {"name": "plain", "available": True, "options": []},
+                        {
+                            "name": "drs",
+                            "available": True,
+                            "needs_calibration": True,
+                            "options": [
+                                {"name": "keep", "type": "number", "default": 0.8,
+                                 "minimum": 0.0, "maximum": 0.99},
+                            ],
+                        },
+                    ],
+                },
                 "auth": {"api_key_required": False},
             }
         },

@@ -142,6 +142,27 @@ class Settings(BaseSettings):
         le=4096,
         description="Most images per request: /generate n, rows of z, interpolation steps, /score files.",
     )
+    max_proposals: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Most proposals of G per image for the drs (max_proposals) and mh "
+        "(proposals) sampling methods; more: 422.",
+    )
+    max_langevin_steps: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most steps per image for the langevin sampling method (a forward and a "
+        "backward pass through G and D each); more: 422.",
+    )
+    max_ascent_steps: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Most steps per image for the pixel_ascent sampling method (a forward and "
+        "a backward pass through D each); more: 422.",
+    )
     max_image_pixels: int = Field(
         default=4_194_304,
         ge=1,

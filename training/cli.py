@@ -1,4 +1,4 @@
-"""Command-line entry points: ``gan-train``, ``gan-sample`` and ``gan-eval``.
+"""Command-line entry points: ``gan-train``, ``gan-sample``, ``gan-eval`` and ``gan-calibrate``.
 
 Thin: they parse options and call the library. Any :class:`gan.errors.UserError` (bad paths,
 options, broken checkpoints, classifiers or data) prints one ``error: ...`` line and exits with
@@ -66,6 +66,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--export", type=Path, default=None,
                    help="also write the final (best, else latest) checkpoint here, without training state")
     g.add_argument("--no-eval", action="store_true", help="skip the quick FID used to pick 'best'")
+    g.add_argument("--no-calibrate", action="store_true",
+                   help="do not calibrate D on the exported checkpoint (gan-calibrate can later)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -210,7 +212,34 @@ def train(argv: list[str] | None = None) -> int:
         src = best if (best / "config.json").is_file() else last
         export_checkpoint(src, args.export)
         print(f"exported {src} -> {args.export}")
+        if not args.no_calibrate:
+            _calibrate_export(args.export, held, data.info.get("heldout_source"))
     return 0
+
+
+def _calibrate_export(path: Path, held: Any, source: str | None) -> None:
+    """Calibrate D on the exported checkpoint with the run's held-out reals; a failure here
+    (too few held-out images, say) is a warning: the export itself is complete."""
+    from training.export import calibrate_checkpoint
+
+    try:
+        entry = calibrate_checkpoint(path, held.images, held.labels, real_source=source)
+    except UserError as exc:
+        print(f"warning: {path} was exported without a calibration of D ({exc}); add one with "
+              f"gan-calibrate --checkpoint {path}", file=sys.stderr)  # fmt: skip
+        return
+    print(f"calibrated D on {path}: {_calibration_line(entry)}")
+
+
+def _calibration_line(entry: dict[str, Any]) -> str:
+    drs = entry["drs"]
+    at = drs["keep_levels"].index(0.8) if 0.8 in drs["keep_levels"] else -1
+    return (
+        f"{entry['kind']}, ECE {entry['ece']:.4f} (uncalibrated sigmoid: "
+        f"{entry['ece_uncalibrated']:.4f}) on the halves of {entry['num_real']} held-out real "
+        f"and {entry['num_fake']} generated images it was not fitted on; DRS accepts "
+        f"{100 * drs['acceptance'][at]:.0f}% of proposals at keep {drs['keep_levels'][at]:g}"
+    )
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -224,10 +253,11 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def sample(argv: list[str] | None = None) -> int:
     from gan.checkpoint import load_checkpoint
+    from gan.guided import Models
+    from gan.guided import sample as guided_sample
     from gan.io import save_images
     from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN
     from gan.sampling import resolve_label
-    from gan.sampling import sample as draw
 
     p = argparse.ArgumentParser(
         prog="gan-sample",
@@ -248,6 +278,7 @@ def sample(argv: list[str] | None = None) -> int:
                    "out: image seed s gets class s mod K, as in POST /generate")
     p.add_argument("--out", type=Path, required=True,
                    help="FILE.npy (uint8 [N,H,W] or [N,H,W,C]), FILE.png (grid) or a folder of PNGs")
+    add_method_arguments(p)
     args = p.parse_args(argv)
     if not 1 <= args.num <= 100_000:
         raise UserError(f"--num must be in 1..100000, got {args.num}")
@@ -257,21 +288,74 @@ def sample(argv: list[str] | None = None) -> int:
         raise UserError(f"--truncation must be in {TRUNCATION_MIN}..{TRUNCATION_MAX}")
     if args.out.suffix.lower() not in (".npy", ".png", ""):
         raise UserError(f"--out {args.out}: use a .npy file, a .png file, or a folder name")
+    options = method_options(args)
     ck = load_checkpoint(args.checkpoint)
     labels: list[int] | None = None
     if args.label:
         given = [resolve_label(v, ck.config.classes) for v in args.label]
         labels = [given[i % len(given)] for i in range(args.num)]
-    images = draw(
-        ck.generator, ck.model_config.z_dim, seed=args.seed, n=args.num,
-        truncation=args.truncation, num_classes=ck.model_config.num_classes, labels=labels,
+    result = guided_sample(
+        Models.of(ck), options, seed=args.seed, n=args.num, truncation=args.truncation,
+        labels=labels,
     )  # fmt: skip
     try:
-        out = save_images(images, args.out)
+        out = save_images(result.images, args.out)
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     print(f"wrote {args.num} images from {ck.model_id} to {out}")
+    if result.method != "plain":
+        print(method_summary(result))
     return 0
+
+
+def add_method_arguments(p: argparse._ActionsContainer) -> None:
+    """--method and --method-option, shared by gan-sample and gan-eval."""
+    from gan.methods import METHOD_NAMES, METHODS
+
+    options = "; ".join(
+        f"{name}: " + (", ".join(f"{o.name}={o.default}" for o in spec.options) or "none")
+        for name, spec in METHODS.items()
+    )
+    p.add_argument("--method", choices=METHOD_NAMES, default="plain",
+                   help="sampling method (default plain): drs and mh need a calibrated D "
+                   "(gan-calibrate); langevin and pixel_ascent run backward passes. See "
+                   "docs/d-guided.md")  # fmt: skip
+    p.add_argument("--method-option", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"an option of --method (repeat for several); defaults: {options}")
+
+
+def method_options(args: argparse.Namespace) -> Any:
+    """The typed options of --method from --method-option (a UserError names a bad one)."""
+    from gan.methods import options_from_strings
+
+    return options_from_strings(args.method, args.method_option)
+
+
+def method_summary(result: Any) -> str:
+    """One line on what a method did: acceptance, proposals, steps, D's logit, cost."""
+    import statistics
+
+    stats = result.stats
+    n = max(1, len(stats))
+    parts = [f"method {result.method}"]
+    if result.acceptance_rate is not None:
+        parts.append(f"acceptance rate {result.acceptance_rate:.3f}")
+    parts.append(f"mean proposals {sum(s.proposals for s in stats) / n:.2f}")
+    if any(s.steps for s in stats):
+        parts.append(f"steps {stats[0].steps}")
+    before = [s.logit_before for s in stats if s.logit_before is not None]
+    after = [s.logit_after for s in stats if s.logit_after is not None]
+    if before and after:
+        parts.append(
+            f"mean D logit {statistics.fmean(before):.3f} -> {statistics.fmean(after):.3f}"
+        )
+    cost = result.cost
+    parts.append(
+        f"per image: {(cost.generator_forwards + cost.discriminator_forwards) / n:.2f} forwards, "
+        f"{(cost.generator_backwards + cost.discriminator_backwards) / n:.2f} backwards, "
+        f"{1000 * result.seconds / n:.2f} ms"
+    )
+    return "; ".join(parts)
 
 
 def sample_main(argv: list[str] | None = None) -> int:
@@ -314,6 +398,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, default=None, help="write the full result as JSON here")
     ev.add_argument("--allow-non-mnist", action="store_true",
                     help="evaluate a checkpoint not trained on MNIST anyway")
+    add_method_arguments(ev)
     tr = p.add_argument_group("classifier training (--train-classifier)")
     tr.add_argument("--out", type=Path, default=None,
                     help="output directory (default: the shipped checkpoints/mnist-classifier)")
@@ -344,7 +429,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from gan.checkpoint import read_checkpoint_config, update_config
+    from gan.guided import calibration_missing
     from gan.io import write_json_atomic
+    from gan.methods import METHODS
     from training.metrics.evaluator import Evaluator, check_dataset
     from training.metrics.metrics import EvalError
     from training.metrics.report import format_report, metrics_for_config
@@ -354,11 +441,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     # Fail fast, before the classifier and the reference set are loaded.
     if args.num < 2 or args.batch_size < 1:
         raise EvalError(f"--num must be >= 2 and --batch-size >= 1, got {args.num} and {args.batch_size}")
-    check_dataset(read_checkpoint_config(args.checkpoint), args.checkpoint, args.allow_non_mnist)
+    options = method_options(args)
+    if args.write and args.method != "plain":
+        raise EvalError(
+            "--write stores the model's own metrics in config.json, which describe plain "
+            f"sampling; --method {args.method} measures a sampler on top (keep those with --json)"
+        )
+    config = read_checkpoint_config(args.checkpoint)
+    check_dataset(config, args.checkpoint, args.allow_non_mnist)
+    if METHODS[args.method].needs_calibration and config.calibration is None:
+        raise calibration_missing(args.method, args.checkpoint)
     evaluator = Evaluator(args.classifier, args.data_dir)
     result = evaluator.evaluate_checkpoint(
         args.checkpoint, num_samples=args.num, seed=args.seed, batch_size=args.batch_size,
-        allow_non_mnist=args.allow_non_mnist,
+        allow_non_mnist=args.allow_non_mnist, options=options,
     )  # fmt: skip
     print(format_report(result))
     if args.json is not None:
@@ -391,6 +487,112 @@ def eval_cli(argv: list[str] | None = None) -> int:
 def eval_main(argv: list[str] | None = None) -> int:
     """Entry point of ``gan-eval``; returns the exit status (2 for user errors)."""
     return _run(lambda: eval_cli(argv))
+
+
+# --------------------------------------------------------------------------------------------
+# gan-calibrate
+# --------------------------------------------------------------------------------------------
+
+
+def build_calibrate_parser() -> argparse.ArgumentParser:
+    from training.data import DATASETS
+    from training.export import CALIBRATION_IMAGES, CALIBRATION_SEED
+
+    p = argparse.ArgumentParser(
+        prog="gan-calibrate",
+        description="Calibrate a checkpoint's discriminator: fit Platt scaling (or isotonic "
+        "regression, when clearly better) of D's logit on held-out real images against fresh "
+        "samples of G, measure its expected calibration error, and record the statistics "
+        "discriminator rejection sampling needs. Stored in the checkpoint's config.json, "
+        "atomically (the weights and their hashes do not change). Needed by --method drs and "
+        "mh, and by /score's calibrated_probability.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
+    p.add_argument("--data", choices=DATASETS, default=None,
+                   help="where the held-out real images come from: mnist (its test set; the "
+                   "default for MNIST checkpoints) or folder (the share of --data-dir that "
+                   "training held out, by the checkpoint's seed)")  # fmt: skip
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or the "
+                   "image folder the checkpoint was trained on")  # fmt: skip
+    p.add_argument("--cache-dir", type=Path, default=None, help="where folder datasets are cached")
+    p.add_argument("--num", type=int, default=CALIBRATION_IMAGES,
+                   help=f"held-out reals used at most, and G samples drawn ({CALIBRATION_IMAGES})")
+    p.add_argument("--seed", type=int, default=CALIBRATION_SEED,
+                   help=f"image seed of G's first sample ({CALIBRATION_SEED})")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def calibrate(argv: list[str] | None = None) -> int:
+    import torch
+
+    from gan.checkpoint import read_checkpoint_config
+    from gan.latents import SEED_LIMIT
+    from training.data import load_dataset, load_training_data
+    from training.export import MIN_CALIBRATION_IMAGES, calibrate_checkpoint
+
+    args = build_calibrate_parser().parse_args(argv)
+    if args.num < MIN_CALIBRATION_IMAGES:
+        raise UserError(f"--num must be at least {MIN_CALIBRATION_IMAGES}, got {args.num}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise UserError(f"--seed must be in 0..{SEED_LIMIT - 1}, got {args.seed}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    config = read_checkpoint_config(args.checkpoint)  # fail fast on a broken checkpoint
+    mc, trained_on = config.model, config.dataset_name
+    kind = args.data or ("mnist" if trained_on == "mnist" else None)
+    if kind is None:
+        raise UserError(
+            f"{args.checkpoint} was trained on {trained_on!r}, not MNIST: give its held-out real "
+            "images with --data folder --data-dir DIR (the folder it was trained on)"
+        )
+    progress = not args.quiet
+    if kind == "mnist":
+        if trained_on != "mnist":
+            raise UserError(
+                f"{args.checkpoint} was trained on {trained_on!r}; MNIST's test set is no "
+                "held-out data of it: use --data folder --data-dir DIR"
+            )
+        held = load_dataset("mnist", args.data_dir, resolution=mc.resolution,
+                            channels=mc.channels, split="test", progress=progress)  # fmt: skip
+        source = "MNIST test set (never trained on)"
+    else:
+        if args.data_dir is None:
+            raise UserError("--data folder needs --data-dir: the folder the checkpoint was trained on")
+        recorded = config.dataset
+        limit = recorded.get("limit") if isinstance(recorded.get("limit"), int) else None
+        seed = config.seed if config.seed is not None else int(config.training.get("seed", 0))
+        data, held = load_training_data(
+            "folder", args.data_dir, mc.resolution, mc.channels, cache_dir=args.cache_dir,
+            limit=limit, seed=seed, progress=progress,
+        )  # fmt: skip
+        want = recorded.get("fingerprint")
+        if want and data.info.get("fingerprint") != want:
+            raise UserError(
+                f"the images in {args.data_dir} are not the ones {args.checkpoint} was trained on "
+                "(their fingerprint differs), so its held-out share would hold training images; "
+                "point --data-dir at the original folder"
+            )
+        source = f"{len(held)} images held out of the folder {args.data_dir.name} (seeded split)"
+    entry = calibrate_checkpoint(
+        args.checkpoint, held.images, held.labels, num=args.num, seed=args.seed,
+        real_source=source,
+    )  # fmt: skip
+    print(f"calibrated D on {args.checkpoint}: {_calibration_line(entry)}")
+    print(
+        f"stored under 'calibration' in {args.checkpoint}/config.json (only config.json "
+        "changed: the weight files, their SHA-256 hashes and the checkpoint hash are unchanged)"
+    )
+    return 0
+
+
+def calibrate_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gan-calibrate``; returns the exit status (2 for user errors)."""
+    return _run(lambda: calibrate(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

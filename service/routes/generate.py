@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -21,19 +23,27 @@ from gan.latents import (
     seed_latent,
     slerp,
 )
+from gan.methods import METHODS, MethodOptions, PlainOptions, options_dict, parse_options
 from service.batching import GENERATOR
 from service.deps import engine_of, protected
 from service.schemas import (
+    METHOD_OPTION_EXAMPLES,
+    METHOD_OPTION_MODELS,
     ErrorResponse,
     GeneratedImage,
     GenerateRequest,
     GenerateResponse,
     InterpolationInfo,
     ModelRef,
+    SamplingInfo,
 )
 
 if TYPE_CHECKING:
     import torch
+
+    from gan.checkpoint import Calibration
+    from gan.guided import GuidedResult
+    from service.settings import Settings
 
 T = TypeVar("T")
 
@@ -175,6 +185,74 @@ def plan_labels(req: GenerateRequest, plan: Plan, classes: tuple[str, ...]) -> l
     return None if labels is None else labels.tolist()
 
 
+def cost_cap(settings: Settings, setting: str) -> int:
+    """The value of a cost-cap setting by its environment name (GAN_MAX_PROPOSALS, ...)."""
+    value: int = getattr(settings, setting.removeprefix("GAN_").lower())
+    return value
+
+
+def plan_method(
+    req: GenerateRequest, plan: Plan, *, settings: Settings, calibration: Calibration | None
+) -> MethodOptions:
+    """The request's sampling method and its validated options; 422 for options the method
+    does not take or out of range, a value above a cost cap, a method on z or interpolate (no
+    seeds), and a method that needs a calibration this checkpoint lacks."""
+    spec = METHODS[req.method]
+    given = req.method_options or {}
+    if given and not spec.options:
+        raise field_error(
+            ["method_options"],
+            f"method {req.method!r} takes no options; choose a method that does (GET /info "
+            "generate.methods) or drop method_options",
+        )
+    try:
+        validated = METHOD_OPTION_MODELS[req.method].model_validate(given)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {"loc": ["body", "method_options", *err["loc"]],
+                 "msg": f"{err['msg']} (method {req.method}: see GET /info generate.methods)",
+                 "type": err["type"]}
+                for err in exc.errors(include_url=False)
+            ]
+        ) from exc  # fmt: skip
+    values = validated.model_dump()
+    for option in spec.options:
+        if option.cap is not None and values[option.name] > cost_cap(settings, option.cap):
+            limit = cost_cap(settings, option.cap)
+            raise field_error(
+                ["method_options", option.name],
+                f"{option.name} is {values[option.name]}, more than this server allows: at most "
+                f"{limit} per image ({option.cap})",
+                "cost_cap",
+            )
+    if req.method != "plain" and plan.request_seed is None:
+        source = "interpolate" if req.interpolate is not None else "z"
+        raise field_error(
+            ["method"],
+            f"method {req.method!r} works on seeded images (its extra proposals and noise come "
+            f"from each image's seed): give seed and n instead of {source}, or method plain",
+        )
+    if spec.needs_calibration and calibration is None:
+        raise field_error(
+            ["method"],
+            f"method {req.method!r} needs a calibrated discriminator, and the served checkpoint "
+            "has none (GET /info: calibration is null); add one with `gan-calibrate "
+            "--checkpoint DIR` on the checkpoint folder and restart the server, or use plain, "
+            "langevin or pixel_ascent",
+            "calibration_missing",
+        )
+    if req.method == "drs" and calibration is not None:
+        levels = calibration.drs.keep_levels
+        if not levels[0] <= values["keep"] <= levels[-1]:
+            raise field_error(
+                ["method_options", "keep"],
+                f"keep is {values['keep']}, but this checkpoint's calibration measured gamma for "
+                f"keep {levels[0]:g}..{levels[-1]:g} only (refit it with gan-calibrate)",
+            )
+    return parse_options(req.method, values)
+
+
 def build_latents(plan: Plan, req: GenerateRequest, z_dim: int) -> torch.Tensor:
     """float32 ``[count, z_dim]``: per-image seeds, explicit rows, or the slerp path."""
     import torch
@@ -217,6 +295,21 @@ GENERATE_EXAMPLES: dict[str, Any] = {
         "description": "8 images on the slerp path from seed 1 to seed 2.",
         "value": {"interpolate": {"from_seed": 1, "to_seed": 2, "steps": 8}, "format": "grid"},
     },
+    **{
+        f"method_{name}": {
+            "summary": f"Sampling method {name}",
+            "description": METHODS[name].description,
+            "value": {
+                "n": 4,
+                "seed": 7,
+                "method": name,
+                "method_options": options,
+                "format": "json",
+            },
+        }
+        for name, options in METHOD_OPTION_EXAMPLES.items()
+        if name != "plain"
+    },
 }
 
 _MODEL_HEADERS = {
@@ -231,6 +324,25 @@ _MODEL_HEADERS = {
 }
 
 
+def sampling_info(
+    options: MethodOptions, result: GuidedResult | None, count: int, seconds: float
+) -> SamplingInfo:
+    """The response's ``sampling`` record: plain (no result) made ``count`` G forwards."""
+    if result is None:
+        cost = {"generator_forwards": count, "discriminator_forwards": 0,
+                "generator_backwards": 0, "discriminator_backwards": 0}  # fmt: skip
+        return SamplingInfo(
+            method="plain", method_options={}, acceptance_rate=None, seconds=seconds, cost=cost
+        )
+    return SamplingInfo(
+        method=result.method,  # type: ignore[arg-type]
+        method_options=options_dict(options),
+        acceptance_rate=result.acceptance_rate,
+        seconds=seconds,
+        cost=result.cost.as_dict(),
+    )
+
+
 @router.post(
     "/generate",
     **protected(),
@@ -241,7 +353,10 @@ _MODEL_HEADERS = {
     "grid (all images in one image/png, ceil(sqrt(n)) columns, 2 px black padding), json "
     "(base64 PNGs with each image's seed and latent); left out: png for one image, grid for "
     "several. Every field is optional; no body at all is the same as {}. Truncation (mode 'resample') redraws latent components with |z_j| > t; "
-    "interpolate returns the slerp path between two seeds. Example: "
+    "interpolate returns the slerp path between two seeds. method (with method_options) puts D "
+    "to work at sampling time: drs and mh (need a calibrated D), langevin, pixel_ascent (GET "
+    "/info generate.methods lists them); the json format reports each image's proposals or "
+    "steps and D's logit before and after, and the request's acceptance rate and time. Example: "
     "`curl -s -X POST http://127.0.0.1:8000/generate -H 'Content-Type: application/json' "
     "-d '{\"seed\": 42}' -o digit.png`.",
     response_model=GenerateResponse,
@@ -264,17 +379,33 @@ async def generate(
 
     engine, settings = engine_of(request), request.app.state.settings
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
+    options = plan_method(req, plan, settings=settings, calibration=engine.calibration)
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     classes = engine.config.classes
     labels = plan_labels(req, plan, classes)
+    started = time.perf_counter()
+    guided: GuidedResult | None = None
+    latents: torch.Tensor | None
     with engine.arriving(GENERATOR) as arrival:
-        z = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
         y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-        images = await engine.generate(z, y, arrival=arrival)  # uint8 [B, C, R, R]
+        if isinstance(options, PlainOptions):  # today's path: one batched pass through G
+            latents = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
+            images = await engine.generate(latents, y, arrival=arrival)  # uint8 [B, C, R, R]
+        else:
+            seeds = [s for s in plan.seeds if s is not None]
+            guided = await engine.sample(
+                options, seeds, y, truncation=plan.truncation, arrival=arrival
+            )
+            images, latents = guided.images, guided.latents
+    sampling = sampling_info(options, guided, plan.count, time.perf_counter() - started)
     headers = engine.info.headers()
     headers["X-Image-Count"] = str(plan.count)
     if plan.request_seed is not None:
         headers["X-Seed"] = str(plan.request_seed)
+    headers["X-Sampling-Method"] = sampling.method
+    headers["X-Sampling-Seconds"] = f"{sampling.seconds:.6f}"
+    if sampling.acceptance_rate is not None:
+        headers["X-Acceptance-Rate"] = f"{sampling.acceptance_rate:.6f}"
     if plan.format == "png":
         png = (await _off_loop(inline, encode_pngs, images))[0]
         return Response(png, media_type="image/png", headers=headers)
@@ -283,8 +414,14 @@ async def generate(
         headers["X-Grid-Columns"] = str(columns)
         return Response(png, media_type="image/png", headers=headers)
     pngs = await _off_loop(inline, encode_pngs, images)
-    latents = z.tolist()
+    rows: list[list[float] | None] = (
+        latents.tolist() if latents is not None else [None] * plan.count
+    )
     weights: list[float | None] = list(plan.weights) if plan.weights else [None] * plan.count
+    from gan.guided import ImageStats
+
+    plain_stats = ImageStats(proposals=1, steps=0, accepted=None, logit_before=None, logit_after=None)
+    stats = guided.stats if guided is not None else [plain_stats] * plan.count
     body = GenerateResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),
         seed=plan.request_seed,
@@ -300,14 +437,21 @@ async def generate(
         width=engine.resolution,
         height=engine.resolution,
         channels=engine.channels,
+        sampling=sampling,
         images=[
             GeneratedImage(
                 index=i,
                 seed=plan.seeds[i],
-                latent=latents[i],
+                latent=rows[i],
                 t=weights[i],
                 label=None if labels is None else labels[i],
                 class_name=None if labels is None else classes[labels[i]],
+                method=sampling.method,
+                proposals=stats[i].proposals,
+                steps=stats[i].steps,
+                accepted=stats[i].accepted,
+                logit_before=stats[i].logit_before,
+                logit_after=stats[i].logit_after,
                 png_base64=base64.b64encode(pngs[i]).decode("ascii"),
             )
             for i in range(plan.count)

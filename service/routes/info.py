@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from gan.dataset_info import portable_dataset_info
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
+from gan.methods import METHODS
 from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report
 from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
+from service.settings import Settings
 
 router = APIRouter(tags=["info"])
 
@@ -17,19 +21,43 @@ router = APIRouter(tags=["info"])
 MODEL_PATHS: tuple[str, ...] = ()
 
 
+def methods_info(settings: Settings, calibrated: bool) -> list[dict[str, Any]]:
+    """``generate.methods``: each method with its options (type, default, bounds; an option's
+    maximum is the server's cap where one applies) and whether this checkpoint can run it."""
+    out: list[dict[str, Any]] = []
+    for spec in METHODS.values():
+        entry = spec.describe()
+        for option in entry["options"]:
+            cap_setting = option.get("cap_setting")
+            if cap_setting is not None:
+                cap: int = getattr(settings, cap_setting.removeprefix("GAN_").lower())
+                option["maximum"] = min(option.get("maximum", cap), cap)
+        available = calibrated or not spec.needs_calibration
+        entry["available"] = available
+        if not available:
+            entry["unavailable_reason"] = (
+                "needs a calibrated discriminator: run gan-calibrate --checkpoint DIR on the "
+                "checkpoint and restart the server"
+            )
+        out.append(entry)
+    return out
+
+
 @router.get(
     "/info",
     response_model=InfoResponse,
     **protected(),
     summary="Model, training record, limits and preprocessing",
     description="Everything a client needs to call /generate and /score: z_dim, resolution, "
-    "channels, limits, the image preprocessing and the truncation mode. Needs the API key when "
+    "channels, limits, the image preprocessing, the truncation mode, the sampling methods with "
+    "their options and caps (generate.methods) and D's calibration. Needs the API key when "
     "the server has one. Example: `curl -s http://127.0.0.1:8000/info`.",
     responses={401: {"model": ErrorResponse, "description": "API key missing or wrong"}},
 )
 async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> InfoResponse:
     cfg = engine.config
     rs = cfg.real_scores
+    calibration = engine.calibration
     return InfoResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),
         architecture=engine.model_config.to_dict(),
@@ -46,6 +74,7 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
         real_scores=None
         if rs is None
         else PercentileReference(num_images=rs.num_images, source=rs.source, levels=len(rs.levels)),
+        calibration=None if calibration is None else calibration.summary(),
         limits={
             "max_images": settings.max_images,
             "max_body_bytes": settings.max_body_bytes,
@@ -55,6 +84,9 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             "body_deadline_s": settings.body_deadline_s,
             "seed_range": [0, SEED_LIMIT - 1],
             "truncation_range": [TRUNCATION_MIN, TRUNCATION_MAX],
+            "max_proposals": settings.max_proposals,
+            "max_langevin_steps": settings.max_langevin_steps,
+            "max_ascent_steps": settings.max_ascent_steps,
         },
         preprocessing=preprocessing_report(
             engine.resolution, engine.channels, settings.max_image_pixels
@@ -65,6 +97,12 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             "latent": "torch.randn(z_dim) from torch.Generator('cpu').manual_seed(seed), float32",
             "truncation_mode": TRUNCATION_MODE,
             "interpolation": "slerp",
+            "calibrated": calibration is not None,
+            "methods": methods_info(settings, calibration is not None),
+            "method_seeds": "proposal k of image seed s has the latent of a seed derived from "
+            "(s, k), proposal 0 being s itself; each image's acceptance draws and noise come "
+            "from its own generator seeded from (s, method): a seed, label, method and options "
+            "give the same image in any request",
         },
         auth={"api_key_required": settings.api_key is not None},
     )

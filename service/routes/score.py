@@ -293,8 +293,10 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
     "model's channels and resolution exactly as the training data was "
     "(gan.preprocess.to_model_pixels, described in the response), and all images of the "
     "request go through D in batched forward passes (shared with concurrent requests, at most "
-    "GAN_MAX_BATCH images each; results do not depend on the batch). For each: D's logit, its sigmoid, and the realness "
-    "percentile: the share of held-out real images that D scored lower. For a class-conditional "
+    "GAN_MAX_BATCH images each; results do not depend on the batch). For each: D's logit, its sigmoid, the realness "
+    "percentile (the share of held-out real images that D scored lower) and, when the "
+    "checkpoint has a calibration, the calibrated probability that the image came from the "
+    "training data rather than from this G. For a class-conditional "
     "model, ?label= picks the class to score; without it each image is scored with every class "
     "and the best-scoring class is reported. Example: "
     "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
@@ -373,11 +375,17 @@ async def score(request: Request) -> Response:
             logits = [row[c] for row, c in zip(per_class, best, strict=True)]
             labels = list(best)
     rs = engine.real_scores
+    cal = engine.calibration
     notes: list[str] = []
     if rs is None:
         notes.append(
             "this checkpoint stores no real_scores (D's logits on held-out real images), so "
             "realness_percentile is null"
+        )
+    if cal is None:
+        notes.append(
+            "this checkpoint has no calibration of D (gan-calibrate adds one), so "
+            "calibrated_probability is null"
         )
     results = [
         ScoredImage(
@@ -390,6 +398,7 @@ async def score(request: Request) -> Response:
             frames=p.frames,
             logit=logit,
             probability=sigmoid(logit),
+            calibrated_probability=None if cal is None else cal.probability(logit),
             realness_percentile=None if rs is None else rs.percentile(logit),
             label=c,
             class_name=None if c is None else classes[c],

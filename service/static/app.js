@@ -220,6 +220,8 @@ function normaliseMethods(raw) {
         label: String(m.label ?? m.name),
         description: m.description == null ? "" : String(m.description),
         options: options.filter((o) => o && typeof o.name === "string"),
+        available: m.available !== false,
+        unavailable: m.unavailable_reason == null ? "" : String(m.unavailable_reason),
       };
     });
 }
@@ -228,13 +230,29 @@ function setupMethods() {
   methods = normaliseMethods(info.generate?.methods);
   const show = methods.length > 1 || methods.some((m) => m.options.length > 0);
   $("method-field").hidden = !show;
-  $("method").replaceChildren(...methods.map((m, i) => el("option", { value: String(i), text: m.label })));
+  $("method").replaceChildren(
+    ...methods.map((m, i) =>
+      el("option", {
+        value: String(i),
+        text: m.available ? m.label : `${m.label}: not on this checkpoint`,
+        disabled: !m.available,
+      }),
+    ),
+  );
   renderMethodOptions();
+}
+
+/** The selected method's description, then which methods this checkpoint cannot run and why. */
+function methodHint(method) {
+  const off = methods.filter((m) => !m.available);
+  const reasons = [...new Set(off.map((m) => m.unavailable).filter(Boolean))];
+  const note = off.length ? `Not on this checkpoint: ${off.map((m) => m.name).join(", ")}${reasons.length ? ` (${reasons.join("; ")})` : ""}.` : "";
+  return [method?.description ?? "", note].filter(Boolean).join(" ");
 }
 
 function renderMethodOptions() {
   const method = methods[$("method").selectedIndex];
-  $("method-hint").textContent = method?.description ?? "";
+  $("method-hint").textContent = methodHint(method);
   const box = $("method-options");
   box.replaceChildren();
   for (const option of method?.options ?? []) {
@@ -287,6 +305,7 @@ function methodBody() {
       if (value !== undefined) options[name] = value;
     }
   }
+  if (method.name === "plain" && Object.keys(options).length === 0) return {}; // the default
   if (Object.keys(options).length > 0) body.method_options = options;
   return body;
 }
@@ -408,6 +427,7 @@ function recordOf(data, image, body) {
     label: body.label,
     method: body.method,
     methodOptions: body.method_options,
+    stats: image.method != null && image.method !== "plain" ? image : null,
     interpolation: data.interpolation,
     modelId: data.model?.model_id,
     width: data.width,
@@ -453,11 +473,28 @@ $("generate-form").addEventListener("submit", (event) => {
     const grid = $("grid");
     grid.replaceChildren();
     for (const image of data.images) thumbnail(recordOf(data, image, body), grid);
+    $("sampling-status").textContent = samplingText(data);
     if (data.seed != null) $("seed").value = String(data.seed);
     $("grid-empty").hidden = true;
     if (selectedRecord && !selectedRecord.interpolation) $("details").hidden = true;
   });
 });
+
+/** One line on how a guided method did (nothing for plain sampling or an older server). */
+function samplingText(data) {
+  const sampling = data.sampling;
+  if (!sampling || !sampling.method || sampling.method === "plain") return "";
+  const images = Array.isArray(data.images) ? data.images : [];
+  const mean = (key) => images.reduce((sum, im) => sum + (isNumber(im[key]) ? im[key] : 0), 0) / Math.max(1, images.length);
+  const parts = [`${sampling.method}:`];
+  if (isNumber(sampling.acceptance_rate)) parts.push(`acceptance ${(100 * sampling.acceptance_rate).toFixed(0)} %,`);
+  if (images.some((im) => im.steps > 0)) parts.push(`${fmt(mean("steps"))} steps per image,`);
+  else parts.push(`${fmt(mean("proposals"))} proposals per image,`);
+  const before = images.filter((im) => isNumber(im.logit_before));
+  if (before.length) parts.push(`D's mean logit ${mean("logit_before").toFixed(2)} → ${mean("logit_after").toFixed(2)},`);
+  if (isNumber(sampling.seconds)) parts.push(`${sampling.seconds.toFixed(2)} s`);
+  return parts.join(" ");
+}
 
 // ---------------------------------------------------------------------------------------------
 // the selected image: its facts and the curl command that returns exactly it
@@ -504,6 +541,20 @@ function select(record, button) {
   }
   if (record.label != null) facts.push(["Class", className(info.classes?.[record.label])]);
   if (record.method != null) facts.push(["Sampling", record.method]);
+  const stats = record.stats;
+  if (stats) {
+    if (stats.steps > 0) facts.push(["Steps", fmt(stats.steps)]);
+    else facts.push(["Proposals", fmt(stats.proposals)]);
+    if (stats.accepted != null) {
+      facts.push(
+        stats.method === "mh"
+          ? ["Chain moved", stats.accepted ? "yes" : "no (the plain image)"]
+          : ["Accepted", stats.accepted ? "yes" : "no (the best-scoring proposal)"],
+      );
+    }
+    if (isNumber(stats.logit_before) && isNumber(stats.logit_after))
+      facts.push(["D's logit", `${stats.logit_before.toFixed(3)} → ${stats.logit_after.toFixed(3)}`]);
+  }
   if (record.truncation != null) facts.push(["Truncation", String(record.truncation)]);
   if (record.modelId) facts.push(["Model", record.modelId]);
   $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
@@ -613,6 +664,13 @@ function percentileBar(percentile) {
   );
 }
 
+/** A note as a sentence: capital first letter, full stop at the end. */
+function sentence(text) {
+  const t = String(text).trim();
+  if (!t) return t;
+  return `${t[0].toUpperCase()}${t.slice(1)}${/[.!?]$/.test(t) ? "" : "."}`;
+}
+
 function renderScores(data, items) {
   for (const url of scoreURLs) URL.revokeObjectURL(url);
   scoreURLs = [];
@@ -667,7 +725,7 @@ function renderScores(data, items) {
       ),
     );
   }
-  $("score-notes").textContent = notes.join(" ");
+  $("score-notes").textContent = notes.map(sentence).join(" ");
 }
 
 function scoreItems(items) {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -258,12 +259,25 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     assert first.evaluate("e => e.getBoundingClientRect().width") == 84  # 28 px x 3
     assert page.locator("#auth").is_hidden()
     # The label control shows exactly when the model is class-conditional (/info lists classes).
-    classes = httpx.get(tab.origin + "/info").json()["classes"]
-    assert page.locator("#label-field").is_visible() == bool(classes)
-    assert page.locator("#method-field").is_hidden()
+    # The sampling methods come from /info; those this checkpoint cannot run (drs and mh without
+    # a calibration) are shown disabled, with the reason.
+    info = httpx.get(tab.origin + "/info").json()
+    assert page.locator("#label-field").is_visible() == bool(info["classes"])
+    methods = info["generate"]["methods"]
+    expect(page.locator("#method-field")).to_be_visible()
+    expect(page.locator("#method option")).to_have_count(len(methods))
+    disabled = page.locator("#method option").evaluate_all(
+        "els => els.filter(e => e.disabled).map(e => Number(e.value))"
+    )
+    assert disabled == [i for i, m in enumerate(methods) if not m["available"]]
+    off = [m["name"] for m in methods if not m["available"]]
+    if off:
+        expect(page.locator("#method-hint")).to_contain_text(
+            f"Not on this checkpoint: {', '.join(off)} (needs a calibrated discriminator"
+        )
+    assert page.input_value("#method") == "0"  # plain, the default: sent as no method at all
 
     # The model card shows /info's record, the metrics beside their real-vs-real baselines.
-    info = httpx.get(tab.origin + "/info").json()
     expect(page.locator("#model-line")).to_contain_text(info["model"]["model_id"])
     fid_row = page.locator('#card-body tr[data-metric="fid"] td')
     expect(fid_row.nth(0)).to_have_text(f"{info['metrics']['fid']:.3g}")
@@ -362,6 +376,52 @@ def test_curl_command_returns_the_same_bytes_and_the_image_can_be_scored(tab: Ta
     assert tab.errors == []
 
 
+def test_a_sampling_method_is_sent_shown_and_reproducible(tab: Tab) -> None:
+    """langevin on the bundled model: its options from /info, the per-image statistics, the
+    curl command that returns the image, and a 422 over a cost cap next to its control."""
+    from playwright.sync_api import expect
+
+    info = httpx.get(tab.origin + "/info").json()
+    methods = info["generate"]["methods"]
+    index = next(i for i, m in enumerate(methods) if m["name"] == "langevin")
+    page = open_settled(tab)
+    page.select_option("#method", str(index))
+    expect(page.locator("#method-hint")).to_contain_text(methods[index]["description"])
+    expect(page.locator("#method-option-steps")).to_have_value("20")
+    page.fill("#method-option-steps", "2")
+    generate(page, 31, 2)
+    expect(page.locator("#sampling-status")).to_contain_text("langevin: 2 steps per image")
+    assert page.locator("#grid img").first.get_attribute("alt") == (
+        "Generated image, seed 31, method langevin"
+    )
+    page.locator("#grid .thumb").nth(1).click()
+    facts = page.locator("#detail-facts")
+    expect(facts).to_contain_text("Samplinglangevin")
+    expect(facts).to_contain_text("Steps2")
+    expect(facts).to_contain_text("D's logit")
+    url, body = parse_curl(page.inner_text("#detail-curl"))
+    assert body == {
+        "seed": 32, "n": 1, "format": "png", "method": "langevin",
+        "method_options": {"steps": 2, "step_size": 0.01, "noise": 1},
+    }  # fmt: skip
+    shown = data_url_bytes(page.locator("#grid img").nth(1).get_attribute("src") or "")
+    replay = httpx.post(url, json=body)
+    assert replay.status_code == 200 and replay.headers["X-Sampling-Method"] == "langevin"
+    diff = np.abs(
+        np.asarray(Image.open(io.BytesIO(replay.content)), dtype=np.int16)
+        - np.asarray(Image.open(io.BytesIO(shown)), dtype=np.int16)
+    )
+    assert diff.max() <= 1  # a batch of 1 vs 2 may move the last bits (docs/api.md)
+
+    cap = info["limits"]["max_langevin_steps"]
+    page.fill("#method-option-steps", str(cap + 1))
+    page.click("#generate-button")
+    error = page.locator('[data-error-for="method_options.steps"]')
+    expect(error).to_contain_text(f"at most {cap} per image (GAN_MAX_LANGEVIN_STEPS)")
+    expect(page.locator("#method-option-steps")).to_have_attribute("aria-invalid", "true")
+    assert not [e for e in tab.errors if "422" not in e]
+
+
 def _mnist_png(mnist_dir: Path, index: int) -> bytes:
     digits = load_mnist(mnist_dir, split="test").images
     buf = io.BytesIO()
@@ -399,7 +459,13 @@ def test_scoring_real_mnist_digits_shows_logit_and_percentile(
     expect(bar).to_have_attribute("aria-valuenow", f"{percentile:.1f}")
     width = bar.locator(".fill").evaluate("e => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width")
     assert abs(width * 100 - percentile) < 1
-    assert item.locator(".score-calibrated").count() == 0  # not in today's API
+    calibrated = expected["calibrated_probability"]
+    if calibrated is None:  # a checkpoint without a calibration
+        assert item.locator(".score-calibrated").count() == 0
+    else:
+        expect(item.locator(".score-calibrated")).to_have_text(
+            f"Calibrated probability of real: {100 * calibrated:.1f} %"
+        )
 
     # Dropping files works too (two digits at once).
     pngs = [_mnist_png(mnist_dir, i) for i in (1, 2)]
@@ -538,7 +604,7 @@ def test_conditional_model_fields_from_info_are_picked_up(tab: Tab) -> None:
     def generate_route(route: Route) -> None:
         body = json.loads(route.request.post_data or "{}")
         sent.append(dict(body))
-        for key in ("label", "method", "method_options"):  # today's server refuses them
+        for key in ("label", "method", "method_options"):  # unconditional, no "d-guided" here
             body.pop(key, None)
         route.fulfill(response=route.fetch(post_data=json.dumps(body)))
 

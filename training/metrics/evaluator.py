@@ -6,8 +6,9 @@ subset of MNIST *train* against the same test set. Sample-size effects (FID is b
 small sets, k-NN radii depend on the set size) hit both numbers alike, so compare model against
 baseline, not against numbers measured at another size.
 
-Checkpoints are sampled with :func:`gan.sampling.sample`: ``gan-eval --seed S --num N``
-evaluates exactly the images that ``gan-sample --seed S --num N`` writes.
+Checkpoints are sampled with :func:`gan.guided.sample`: ``gan-eval --seed S --num N
+[--method M]`` evaluates exactly the images that ``gan-sample --seed S --num N [--method M]``
+writes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointConfig, CheckpointError, load_checkpoint
+from gan.guided import GuidedResult, Models
+from gan.guided import sample as guided_sample
 from gan.latents import image_seeds
-from gan.sampling import class_labels, sample
+from gan.methods import MethodOptions, PlainOptions, options_dict
+from gan.sampling import class_labels
 from training.data import DataError, ImageData, load_mnist
 from training.metrics.classifier import Classifier, ClassifierError, load_classifier
 from training.metrics.metrics import (
@@ -190,11 +194,14 @@ class Evaluator:
         seed: int = 0,
         batch_size: int = 500,
         allow_non_mnist: bool = False,
+        options: MethodOptions | None = None,
     ) -> dict[str, Any]:
         """Sample ``num_samples`` images from a checkpoint's generator and evaluate them.
 
-        Image ``i`` uses the image seed ``seed + i`` (:func:`gan.sampling.sample`), so these are
-        exactly the images ``gan-sample --seed S --num N`` writes and the API returns.
+        Image ``i`` uses the image seed ``seed + i`` (:func:`gan.guided.sample`), so these are
+        exactly the images ``gan-sample --seed S --num N`` writes and the API returns; with
+        ``options`` (a sampling method's, :mod:`gan.methods`), exactly those of
+        ``gan-sample --method ...`` and of ``POST /generate`` with that method.
         """
         if num_samples < 2 or batch_size < 1:
             raise EvalError(
@@ -205,11 +212,11 @@ class Evaluator:
         except CheckpointError as exc:
             raise EvalError(str(exc)) from exc
         ds_name = check_dataset(ckpt.config, ckpt_dir, allow_non_mnist)
-        k = ckpt.model_config.num_classes
-        images = sample(
-            ckpt.generator, ckpt.model_config.z_dim, seed=seed, n=num_samples, num_classes=k,
-            chunk=batch_size,
+        drawn = guided_sample(
+            Models.of(ckpt), options if options is not None else PlainOptions(), seed=seed,
+            n=num_samples, chunk=batch_size,
         )  # fmt: skip
+        images = drawn.images
         result = self.evaluate_images(
             images, seed=seed, labels=digit_labels(ckpt.config.classes, seed, num_samples)
         )
@@ -225,8 +232,33 @@ class Evaluator:
             "seed": seed,
             "z": "image i uses seed + i: torch.randn(z_dim) from "
             "torch.Generator('cpu').manual_seed(seed + i) (as gan-sample and POST /generate)",
+            **sampling_record(drawn),
         }
         return result
+
+
+def sampling_record(result: GuidedResult) -> dict[str, Any]:
+    """The method, its options, acceptance, D's mean logit before and after, and the cost per
+    image of a sampled set (``gan-eval``'s ``sampling`` record, ``bench/d_guided.py``)."""
+    n = max(1, len(result.stats))
+    before = [s.logit_before for s in result.stats if s.logit_before is not None]
+    after = [s.logit_after for s in result.stats if s.logit_after is not None]
+    cost = result.cost
+    return {
+        "method": result.method,
+        "method_options": options_dict(result.options),
+        "acceptance_rate": result.acceptance_rate,
+        "mean_proposals": sum(s.proposals for s in result.stats) / n,
+        "mean_logit_before": float(np.mean(before)) if before else None,
+        "mean_logit_after": float(np.mean(after)) if after else None,
+        "cost_per_image": {
+            "forwards": (cost.generator_forwards + cost.discriminator_forwards) / n,
+            "backwards": (cost.generator_backwards + cost.discriminator_backwards) / n,
+            **{k: v / n for k, v in cost.as_dict().items()},
+            "ms": 1000.0 * result.seconds / n,
+        },
+        "seconds": result.seconds,
+    }
 
 
 def check_dataset(

@@ -50,6 +50,19 @@ def format_report(result: dict[str, Any]) -> str:
     base = result.get("baseline")
     if base:
         lines.append(f"baseline: {base['source']} vs the same reference")
+    sampling = result.get("sampling") or {}
+    if sampling.get("method", "plain") != "plain":
+        options = ", ".join(f"{k}={v}" for k, v in sampling.get("method_options", {}).items())
+        cost = sampling.get("cost_per_image", {})
+        parts = [f"sampling: {sampling['method']} ({options})"]
+        if sampling.get("acceptance_rate") is not None:
+            parts.append(f"acceptance rate {sampling['acceptance_rate']:.3f}")
+        if cost:
+            parts.append(
+                f"{cost['forwards']:.2f} forwards + {cost['backwards']:.2f} backwards, "
+                f"{cost['ms']:.2f} ms per image"
+            )
+        lines.append("; ".join(parts))
     lines.append("")
     header = f"{'metric':<22}{'model':>20}{'real-vs-real':>20}{'ratio':>10}"
     lines += [header, "-" * len(header)]
