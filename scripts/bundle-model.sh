@@ -13,6 +13,7 @@ RUN=${RUN:-runs/mnist-cond}
     --sample-every 2000 --threads 2 --seed 0 --out "$RUN" --export "$RUN-export" --no-progress
 rm -rf checkpoints/mnist
 cp -r "$RUN-export" checkpoints/mnist
+"$BIN/gan-calibrate" --checkpoint checkpoints/mnist --quiet
 "$BIN/gan-eval" --checkpoint checkpoints/mnist --num 10000 --seed 0 --write --json docs/images/mnist-eval.json
 # 100 samples, ten of each digit (image seed s has class s mod 10: one column per digit)
 "$BIN/gan-sample" --checkpoint checkpoints/mnist --num 100 --seed 0 --out docs/images/mnist-samples.png
