@@ -425,6 +425,7 @@ function recordOf(data, image, body) {
     index: image.index,
     truncation: data.truncation,
     label: body.label,
+    imageLabel: image.label, // the class the server used (conditional models), e.g. seed mod K
     method: body.method,
     methodOptions: body.method_options,
     stats: image.method != null && image.method !== "plain" ? image : null,
@@ -504,7 +505,9 @@ function reproduceBody(record) {
   const body =
     record.seed != null ? { seed: record.seed, n: 1, format: "png" } : { z: [record.latent], format: "png" };
   if (record.seed != null && record.truncation != null) body.truncation = record.truncation;
-  if (record.label != null) body.label = record.label;
+  // A seed implies its class; an explicit latent (an interpolation image) does not: send it.
+  const label = record.label ?? (record.seed == null ? record.imageLabel : null);
+  if (label != null) body.label = label;
   if (record.method != null) body.method = record.method;
   if (record.methodOptions != null) body.method_options = record.methodOptions;
   return body;

@@ -355,11 +355,14 @@ def test_curl_command_returns_the_same_bytes_and_the_image_can_be_scored(tab: Ta
     assert replay.status_code == 200 and replay.headers["content-type"] == "image/png"
     assert replay.content == shown
 
-    # An image on the interpolation path reproduces by its latent.
+    # An image on the interpolation path reproduces by its latent (and, for a class-conditional
+    # model, its class: a latent carries no seed to derive it from).
     strip_image = page.locator("#strip .thumb").nth(3)
     strip_image.click()
     url, body = parse_curl(page.inner_text("#detail-curl"))
-    assert set(body) == {"z", "format"} and len(body["z"][0]) == 64
+    conditional = bool(httpx.get(tab.origin + "/info").json()["classes"])
+    assert set(body) == ({"z", "format", "label"} if conditional else {"z", "format"})
+    assert len(body["z"][0]) == 64
     on_path = data_url_bytes(page.locator("#strip img").nth(3).get_attribute("src") or "")
     assert httpx.post(url, json=body).content == on_path
 
