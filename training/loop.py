@@ -33,7 +33,7 @@ from gan.checkpoint import build_config, load_checkpoint
 from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
 from gan.models import ModelConfig, build_models, to_model_range
-from gan.sampling import class_labels, generate, latents, sample, score
+from gan.sampling import class_labels, generate, latents, score
 from training.augment import diff_augment
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 SAMPLE_GRID_SEED = 0
 #: Seed of the quick-FID samples (image seeds EVAL_SEED ..), the same at every evaluation.
 EVAL_SEED = 12345
+#: Held-out reals and samples (the first of the evaluation samples) in D's real/fake gap.
+GAP_SAMPLES = 500
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,14 +352,21 @@ class Trainer:
         save_grid(images, path, nrow=self.grid_columns)
         return path
 
-    def evaluate(self, g: nn.Module) -> float | None:
+    def eval_images(self, g: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The evaluation samples: image seeds EVAL_SEED.. (classes seed mod K), as gan-sample
+        draws them; uint8 images and their classes. Drawn once per evaluation, shared by the
+        quick FID and D's real/fake gap."""
+        seeds = image_seeds(EVAL_SEED, n)
+        labels = class_labels(seeds, self.mc.num_classes)
+        return generate(g, latents(self.mc.z_dim, seeds=seeds), labels), labels
+
+    def evaluate(
+        self, g: nn.Module, drawn: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    ) -> float | None:
         if self.evaluator is None:
             return None
-        images = sample(
-            g, self.mc.z_dim, seed=EVAL_SEED, n=self.cfg.eval_samples,
-            num_classes=self.mc.num_classes,
-        )  # fmt: skip
-        metric = float(self.evaluator(images))
+        images, _ = drawn if drawn is not None else self.eval_images(g, self.cfg.eval_samples)
+        metric = float(self.evaluator(images[: self.cfg.eval_samples]))
         self.last_metric = metric
         return metric
 
@@ -414,20 +423,21 @@ class Trainer:
         :class:`Interrupted` (the CLI's SIGINT / SIGTERM handler calls this)."""
         self.stop_signal = signum
 
-    def d_gap(self, g: nn.Module) -> float | None:
+    def d_gap(
+        self, g: nn.Module, drawn: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    ) -> float | None:
         """Mean D logit on held-out real images minus on G's samples (EMA G, eval mode): how
         well D still tells them apart, the quality signal of runs without the MNIST classifier."""
         held = self.heldout
         if held is None or len(held) == 0 or (self.classes and held.labels is None):
             return None
-        n = min(len(held), 500)
+        n = min(len(held), GAP_SAMPLES)
+        fakes, fake_labels = drawn if drawn is not None else self.eval_images(g, n)
         d = self.d.eval()
         try:
             real_y = held.labels[:n] if self.classes and held.labels is not None else None
             real = score(d, held.images[:n], real_y)
-            fake_labels = class_labels(image_seeds(EVAL_SEED, n), self.mc.num_classes)
-            fakes = sample(g, self.mc.z_dim, seed=EVAL_SEED, n=n, num_classes=self.mc.num_classes)
-            fake = score(d, fakes, fake_labels)
+            fake = score(d, fakes[:n], None if fake_labels is None else fake_labels[:n])
         finally:
             self.d.train()
         return float(real.mean() - fake.mean())
@@ -500,8 +510,13 @@ class Trainer:
             do_eval = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
             if self.step % cfg.checkpoint_every == 0 or is_last or do_eval:
                 g_exp = g_exp if g_exp is not None else self.export_generator()
-                metric = self.evaluate(g_exp)
-                gap = self.d_gap(g_exp)
+                need = max(
+                    self.cfg.eval_samples if self.evaluator is not None else 0,
+                    GAP_SAMPLES if self.heldout is not None and len(self.heldout) else 0,
+                )
+                drawn = self.eval_images(g_exp, need) if need else None
+                metric = self.evaluate(g_exp, drawn)
+                gap = self.d_gap(g_exp, drawn)
                 record = {"step": self.step}
                 if metric is not None:
                     record[self.metric_name] = round(metric, 4)
