@@ -62,6 +62,10 @@ bench-d-guided: install-dev
 bench-peers: install-dev
 	$(BIN)/python bench/serve_load.py --peers bentoml,torchserve
 
+## bench-serve-variants: HTTP stacks (h11/httptools, asyncio/uvloop) and 2 workers, side by side
+bench-serve-variants: install-dev
+	$(BIN)/python bench/serve_variants.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 

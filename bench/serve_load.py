@@ -784,6 +784,25 @@ def equivalence(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def rotated_rounds(
+    servers: dict[str, Server], scenarios: list[PeerScenario], rounds: int, seconds: float
+) -> list[LoadResult]:
+    """Every scenario on every server (named by its key), ``rounds`` times, the servers' order
+    rotated per round so that drifts in the machine's speed hit all alike; rows printed as run."""
+    names = list(servers)
+    results: list[LoadResult] = []
+    print(HEADER)
+    for rnd in range(rounds):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for sc in scenarios:
+            for name in order:
+                r = run_load(servers[name], sc.scenario, sc.spec, sc.concurrency, seconds)
+                r.server = name
+                results.append(r)
+                print(fmt_row(r), flush=True)
+    return results
+
+
 def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
     """gan-serve and the peers on the same checkpoint, same client, rotated rounds."""
     from service.settings import Settings
@@ -793,7 +812,6 @@ def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
     if args.peers_setup:
         setup_peers(peers)
     settings_env = {"GAN_TORCH_THREADS": str(threads)}
-    results: list[LoadResult] = []
     names = ["gan-serve", *peers]
     with tempfile.TemporaryDirectory(prefix="serve-peers-") as tmp, contextlib.ExitStack() as stack:
         tmpdir = Path(tmp)
@@ -839,14 +857,7 @@ def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
         for name in peers:
             same[name] = equivalence(ours, outputs_of(servers[name], specs))
             print(f"answers of {name} vs gan-serve: {same[name]}")
-        print(HEADER)
-        for rnd in range(args.rounds):
-            order = names[rnd % len(names) :] + names[: rnd % len(names)]
-            for sc in scenarios:
-                for name in order:
-                    r = run_load(servers[name], sc.scenario, sc.spec, sc.concurrency, args.seconds)
-                    results.append(r)
-                    print(fmt_row(r), flush=True)
+        results = rotated_rounds(servers, scenarios, args.rounds, args.seconds)
         rss = {name: servers[name].peak_rss_mb() for name in names}
         rss_parts = {name: servers[name].rss_by_process() for name in names}
         for srv in servers.values():

@@ -85,6 +85,8 @@ def _run_single(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        http=settings.http,
+        loop=settings.loop,
         log_config=None,
         access_log=False,  # service.middleware writes the JSON access log
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
@@ -135,6 +137,8 @@ def _run_workers(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         lifespan="on",
+        http=settings.http,
+        loop=settings.loop,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,

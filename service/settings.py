@@ -46,6 +46,16 @@ class Settings(BaseSettings):
         le=64,
         description="Worker processes; each loads its own copy of the models.",
     )
+    http: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="HTTP/1.1 parser of uvicorn: auto picks httptools (C, installed with the "
+        "service) and falls back to h11 (pure Python) where it is missing.",
+    )
+    loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="Event loop: auto picks uvloop (installed with the service on Linux and "
+        "macOS) and falls back to asyncio's own loop.",
+    )
     device: str = Field(
         default="cpu",
         min_length=1,

@@ -151,3 +151,40 @@ def test_workers_setting_starts_several_processes(
 
 def _count(server: ServerProcess, rec: dict[str, Any]) -> int:
     return sum(1 for r in server.records() if r.get("msg") == rec.get("msg"))
+
+
+def _loaded_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("env", "expect_c"),
+    [({}, True), ({"GAN_HTTP": "h11", "GAN_LOOP": "asyncio"}, False)],
+    ids=["auto", "h11+asyncio"],
+)
+def test_http_stack_settings_reach_uvicorn(
+    start_server: Callable[..., ServerProcess], ckpt_dir: Path, env: dict[str, str],
+    expect_c: bool,
+) -> None:  # fmt: skip
+    """GAN_HTTP / GAN_LOOP choose uvicorn's parser and loop: by default the C ones (httptools,
+    uvloop, dependencies of the service) are loaded into the server process, with h11+asyncio
+    neither is; both stacks serve the same bytes."""
+    server = start_server("--checkpoint", str(ckpt_dir), "--port", "0", env=env)
+    base = server.wait_started()
+    with httpx.Client(base_url=base, timeout=30) as http:
+        gen = http.post("/generate", json={"seed": 5})
+        assert gen.status_code == 200
+        assert http.post("/generate").status_code == 200  # an empty body is {}
+    maps = _loaded_libraries(server.proc.pid)
+    assert ("uvloop" in maps) is expect_c
+    assert ("httptools" in maps) is expect_c
+    assert server.stop() == 0
+    with TestClient(create_app(Settings(checkpoint=ckpt_dir))) as local:
+        assert local.post("/generate", json={"seed": 5}).content == gen.content
+
+
+def test_bad_http_setting_exits_2(start_server: Callable[..., ServerProcess], ckpt_dir: Path) -> None:
+    server = start_server("--checkpoint", str(ckpt_dir), "--port", "0", env={"GAN_HTTP": "h2"})
+    assert server.wait() == 2
+    assert server.lines[-1].startswith("gan-serve: error: invalid settings: GAN_HTTP:")
