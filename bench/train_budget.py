@@ -1,16 +1,21 @@
-"""Same wall-clock training budget, two recipes, one run: the default config vs the classic DCGAN.
+"""Same wall-clock training budget, three recipes, one run: the default vs two plain DCGANs.
 
-(a) the project's default config (training/loop.py TrainConfig + ModelConfig defaults);
-(b) the classic 32x32 DCGAN MNIST recipe: Linear to 128x8x8, two upsample+conv blocks with
-    BatchNorm; D of four stride-2 conv blocks with LeakyReLU, dropout 0.25 and BatchNorm; BCE
-    loss; Adam 2e-4 (0.5, 0.999); batch 64; no EMA; contiguous tensors.
+(a) ``default``: the project's default config (training/config.py TrainConfig + ModelConfig
+    defaults: Adam 5e-4/5e-4 (0.5, 0.99), EMA 0.999 with warm-up, channels_last), unconditional
+    like every recipe here;
+(b) ``compact``: a plain compact DCGAN, the kind written in an hour: the same 28 px
+    architecture, BCE, the textbook Adam 2e-4 (0.5, 0.999), batch 64, an EMA of G (0.999) and
+    nothing else (contiguous tensors);
+(c) ``classic``: the classic 32x32 DCGAN MNIST recipe: Linear to 128x8x8, two upsample+conv
+    blocks with BatchNorm; D of four stride-2 conv blocks with LeakyReLU, dropout 0.25 and
+    BatchNorm; BCE loss; Adam 2e-4 (0.5, 0.999); batch 64; no EMA; contiguous tensors.
 
-Both train *interleaved* in short time slices until each has spent ``--budget`` seconds in its
-own training steps, so background noise on a shared machine hits both alike. Both are then
+All train *interleaved* in short time slices until each has spent ``--budget`` seconds in its
+own training steps, so background noise on a shared machine hits all alike. All are then
 evaluated with ``gan-eval`` (the project's MNIST-classifier FID/KID/precision/recall/coverage,
 10,000 samples) and the script prints it/s, images/s, FID at budget and the ratios.
 
-    python bench/train_budget.py                # 8 minutes each (about 17 minutes in all)
+    python bench/train_budget.py                # 8 minutes each (about 26 minutes in all)
     python bench/train_budget.py --budget 60    # a quick look
 """
 
@@ -35,6 +40,11 @@ from training.loop import Trainer, configure_torch
 def recipes(seed: int) -> dict[str, TrainConfig]:
     return {
         "default": TrainConfig(seed=seed, steps=10**9, log_every=10**9, model=ModelConfig()),
+        "compact": TrainConfig(
+            seed=seed, steps=10**9, log_every=10**9, batch_size=64, loss="nonsat",
+            lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.999, ema_warmup=0,
+            channels_last=False, model=ModelConfig(),
+        ),
         "classic": TrainConfig(
             seed=seed, steps=10**9, log_every=10**9, batch_size=64, loss="nonsat",
             lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.0, channels_last=False,
@@ -64,7 +74,7 @@ def main() -> None:
         trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
         trainers[name].out.mkdir(parents=True, exist_ok=True)
 
-    print(f"training both recipes for {args.budget:.0f} s each, interleaved in {args.slice:.0f} s slices")
+    print(f"training {len(trainers)} recipes for {args.budget:.0f} s each, interleaved in {args.slice:.0f} s slices")
     wall = train_interleaved(trainers, args.budget, args.slice)
 
     results: dict[str, dict] = {}
@@ -93,28 +103,31 @@ def main() -> None:
         ev = results[name]["eval"]
         return float(ev["metrics"][key] if "metrics" in ev else ev[key])
 
-    a, b = "default", "classic"
+    names = list(results)
+    keys = ("fid", "kid", "precision", "recall", "coverage_entropy")
     print(f"\nwall time {wall:.0f} s; budget {args.budget:.0f} s of training per recipe; "
           f"{torch.get_num_threads()} torch threads")
-    print(f"{'':28}{'default':>12}{'classic':>12}{'ratio':>10}")
+    print(f"{'':28}" + "".join(f"{n:>12}" for n in names))
     rows = [
-        ("iterations", results[a]["steps"], results[b]["steps"]),
-        ("iterations/s", results[a]["it_per_s"], results[b]["it_per_s"]),
-        ("images/s (D+G forwards)", results[a]["images_per_s"], results[b]["images_per_s"]),
+        ("iterations", [results[n]["steps"] for n in names]),
+        ("iterations/s", [results[n]["it_per_s"] for n in names]),
+        ("images/s (D+G forwards)", [results[n]["images_per_s"] for n in names]),
+        *((key, [metric(n, key) for n in names]) for key in keys),
     ]
-    for key in ("fid", "kid", "precision", "recall", "coverage_entropy"):
-        rows.append((key, metric(a, key), metric(b, key)))
-    for label, va, vb in rows:
-        ratio = (va / vb) if vb else float("nan")
-        print(f"{label:28}{va:>12.4g}{vb:>12.4g}{ratio:>10.3g}")
-    fid_ratio = metric(b, "fid") / metric(a, "fid")
-    print(f"\nFID at budget: classic / default = {fid_ratio:.2f}x (higher is better for default)")
+    for label, values in rows:
+        print(f"{label:28}" + "".join(f"{v:>12.4g}" for v in values))
+    ratios = {
+        f"fid_{other}_over_default": metric(other, "fid") / metric("default", "fid")
+        for other in names
+        if other != "default"
+    }
+    for key, value in ratios.items():
+        print(f"FID at budget, {key.removeprefix('fid_')}: {value:.2f}x (above 1: default better)")
     (args.out / "summary.json").write_text(json.dumps(
         {"budget_s": args.budget, "wall_s": wall, "threads": torch.get_num_threads(),
          "results": {k: {kk: vv for kk, vv in v.items() if kk != "eval"} | {
-             m: metric(k, m) for m in ("fid", "kid", "precision", "recall", "coverage_entropy")}
-             for k, v in results.items()},
-         "fid_ratio_classic_over_default": fid_ratio}, indent=2))
+             m: metric(k, m) for m in keys} for k, v in results.items()},
+         **ratios}, indent=2))  # fmt: skip
     print(f"samples and JSON in {args.out}")
 
 

@@ -324,7 +324,7 @@ class Trainer:
         stats["g_loss"] = loss_g.item()
         if self.g_ema is not None:
             t = self.step
-            decay = min(cfg.ema_decay, (1.0 + t) / (cfg.ema_warmup + t))
+            decay = min(cfg.ema_decay, (1.0 + t) / max(1, cfg.ema_warmup + t))
             ema_update(self.g_ema, self.g, decay)
         self.step += 1
         for v in stats.values():

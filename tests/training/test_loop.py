@@ -180,3 +180,17 @@ def test_gan_sample_matches_the_api_for_the_same_seed(tmp_path: Path, tiny_check
     api = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png_base64"])))) for i in images])
     assert api.shape == cli.shape
     assert np.array_equal(api, cli)
+
+
+def test_ema_without_warmup_is_a_plain_moving_average(tmp_path: Path) -> None:
+    """--ema-warmup 0 (accepted by validation) used to divide by zero at the first step; it
+    means a constant decay from step 0: ema = decay * init + (1 - decay) * G after one step."""
+    cfg = _cfg(steps=1, ema_warmup=0, ema_decay=0.9, r1_gamma=0.0, d_steps=1)
+    t = Trainer(cfg, _data(), tmp_path / "run", progress=False)
+    init = {k: v.clone() for k, v in t.g.state_dict().items()}
+    t.train_step()
+    assert t.g_ema is not None
+    after = t.g.state_dict()
+    for k, v in t.g_ema.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            torch.testing.assert_close(v, 0.9 * init[k] + 0.1 * after[k])
