@@ -651,7 +651,7 @@ def save_checkpoint(
     for name, module in given.items():
         if (module is not None) != (name in wanted):
             raise ValueError(
-                f"a {kind} checkpoint holds {', '.join(wanted)}; got "
+                f"a{'n' if kind[0] in 'ae' else ''} {kind} checkpoint holds {', '.join(wanted)}; got "
                 f"{', '.join(n for n, m in given.items() if m is not None)}"
             )
     states = {name: _state_dict_cpu(m) for name, m in given.items() if m is not None}

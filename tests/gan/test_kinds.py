@@ -96,11 +96,11 @@ def test_kind_and_files_are_validated(tmp_path: Path) -> None:
             read_checkpoint_config(path)
     (path / "config.json").write_text(json.dumps(cfg))
     (path / "discriminator.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="discriminator.safetensors: missing"):
+    with pytest.raises(CheckpointError, match=r"discriminator\.safetensors: missing"):
         load_checkpoint(path)
     mc = ModelConfig(z_dim=8, g_width=4, d_width=4)
     g, d = build_models(mc, seed=0)
-    with pytest.raises(ValueError, match="a ebm checkpoint holds discriminator.safetensors"):
+    with pytest.raises(ValueError, match=r"an ebm checkpoint holds discriminator\.safetensors"):
         save_checkpoint(tmp_path / "bad", g, d, build_config(mc, step=0, kind="ebm"))
 
 

@@ -49,7 +49,9 @@ def test_each_kind_serves_generate_and_reports_its_kind(
     for i, image in enumerate(body["images"]):
         pixels = _png(base64.b64decode(image["png_base64"]))
         expected = want.images[i].permute(1, 2, 0).numpy()
-        np.testing.assert_array_equal(pixels, expected[..., 0] if expected.shape[2] == 1 else expected)
+        np.testing.assert_array_equal(
+            pixels, expected[..., 0] if expected.shape[2] == 1 else expected
+        )
     if kind.startswith("ebm"):  # the search: steps D backward passes per image, no latent
         assert body["sampling"]["cost"]["discriminator_backwards"] == 2 * SEARCH.steps
         assert body["sampling"]["cost"]["generator_forwards"] == 0
@@ -73,7 +75,9 @@ def test_score_without_a_discriminator_is_a_422_that_says_why(
     assert "needs a discriminator" in methods["pixel_ascent"]["unavailable_reason"]
 
 
-def test_ebm_scores_and_refuses_what_needs_g(make_client: ClientFactory, kinds: dict[str, Path]) -> None:
+def test_ebm_scores_and_refuses_what_needs_g(
+    make_client: ClientFactory, kinds: dict[str, Path]
+) -> None:
     client = make_client(checkpoint=kinds["ebm"])
     png = client.post("/generate", json={"seed": 1}).content
     r = client.post("/score", files={"files": ("a.png", png, "image/png")})
