@@ -54,9 +54,10 @@ class TrainConfig:
         "(pixel loss only; its codes do not follow the prior, which is why sampling it fails)",
         choices=AE_KINDS,
     )
-    ebm_steps: int = _opt(40, "--mode ebm: Langevin steps per negative in training")
+    ebm_steps: int = _opt(20, "--mode ebm: Langevin steps per negative in training")
     ebm_sample_steps: int = _opt(
-        0, "--mode ebm: Langevin steps from noise when sampling the checkpoint (0: --ebm-steps)"
+        100, "--mode ebm: Langevin steps from uniform noise when sampling the checkpoint (0: "
+        "--ebm-steps); at most the server's GAN_MAX_LANGEVIN_STEPS (default 100) to be served"
     )
     ebm_step_size: float = _opt(
         10.0, "--mode ebm: Langevin step size on D's clipped pixel gradient"

@@ -16,7 +16,7 @@ al. 2019):
 
 The replay buffer (uint8, so it is stored exactly) and its random generator are part of the
 training state: ``--resume`` continues bit for bit. Sampling the checkpoint is the same search
-from uniform noise only, with ``--ebm-sample-steps`` steps (default ``--ebm-steps``) recorded in
+from uniform noise only, with ``--ebm-sample-steps`` steps (default 100) recorded in
 its config (``ebm``), so every image seed gives the same image (:func:`gan.guided.ebm_search`).
 Grids, quick FID and D's real/fake gap use those samples. The checkpoint (kind ``ebm``) holds
 D alone, with its logits on held-out real images for ``/score``'s percentile.

@@ -21,7 +21,7 @@ from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.loop import resume_trainer, trainer_class
 
-EBM = {"mode": "ebm", "ebm_steps": 3, "ebm_buffer_size": 40}
+EBM = {"mode": "ebm", "ebm_steps": 3, "ebm_sample_steps": 4, "ebm_buffer_size": 40}
 MODES = {"vae": {"mode": "ae"}, "ae": {"mode": "ae", "ae_kind": "plain"}, "ebm": EBM}
 
 
@@ -66,7 +66,7 @@ def test_a_short_run_of_each_kind_writes_a_checkpoint_of_that_kind(
     assert (ck.config.real_scores is not None) == (kind == "ebm")
     assert "fid_quick" in ck.config.metrics
     if kind == "ebm":
-        assert ck.config.ebm is not None and ck.config.ebm.steps == 3
+        assert ck.config.ebm is not None and ck.config.ebm.steps == 4
     assert (out / "samples" / "step-00000006.png").is_file() and (out / "loss_curve.png").is_file()
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     loss_key = "d_loss" if kind == "ebm" else "recon_loss"
@@ -142,7 +142,16 @@ def test_gan_train_sample_and_eval_on_each_kind(
     extra = {
         "vae": ["--mode", "ae"],
         "ae": ["--mode", "ae", "--ae-kind", "plain"],
-        "ebm": ["--mode", "ebm", "--ebm-steps", "2", "--ebm-buffer-size", "64"],
+        "ebm": [
+            "--mode",
+            "ebm",
+            "--ebm-steps",
+            "3",
+            "--ebm-sample-steps",
+            "2",
+            "--ebm-buffer-size",
+            "64",
+        ],
     }[kind]
     assert train_main([
         "--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "256", "--steps", "2",
