@@ -244,6 +244,12 @@ def plan_method(
             "this checkpoint is an ebm (D alone): it has no latents; each image is a Langevin "
             "search on D from its seed's noise, so give seed and n",
         )
+    if kind == "ebm" and req.truncation is not None:
+        raise field_error(
+            ["truncation"],
+            "truncation applies to latents, and this checkpoint is an ebm (D alone): it has "
+            "none; drop truncation",
+        )
     if kind == "ebm" and req.method == "plain":
         steps = (ebm or EBMSearch()).steps
         limit = cost_cap(settings, LANGEVIN_CAP)

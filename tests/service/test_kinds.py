@@ -87,6 +87,8 @@ def test_ebm_scores_and_refuses_what_needs_g(
         assert r.status_code == 422 and "ebm (D alone)" in r.text, r.text
     r = client.post("/generate", json={"z": [[0.0] * 8]})
     assert r.status_code == 422 and "it has no latents" in r.text
+    r = client.post("/generate", json={"seed": 1, "truncation": 0.5})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "truncation"]
     r = client.post("/generate", json={"interpolate": {"from_seed": 1, "to_seed": 2, "steps": 3}})
     assert r.status_code == 422 and "give seed and n" in r.text
     r = client.post("/generate", json={"seed": 1, "method": "pixel_ascent",
