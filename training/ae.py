@@ -102,7 +102,9 @@ class AETrainer(Trainer):
         if self.g_ema is not None:
             t = self.step
             ema_update(
-                self.g_ema, self.g, min(self.cfg.ema_decay, (1.0 + t) / (self.cfg.ema_warmup + t))
+                self.g_ema,
+                self.g,
+                min(self.cfg.ema_decay, (1.0 + t) / max(1, self.cfg.ema_warmup + t)),
             )
         self.step += 1
         stats = {"loss": loss.item(), "recon_loss": recon.item(), "kl_loss": kl.item()}
