@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-peers bench-d-guided docker-test clean
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-peers bench-d-guided bench-three-ways docker-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-serve: install-dev
 ## bench-d-guided: every sampling method against plain (needs a calibrated checkpoint: gan-calibrate)
 bench-d-guided: install-dev
 	$(BIN)/python bench/d_guided.py
+
+## bench-three-ways: gan, vae and ebm on the same CPU budget (docs/lecture.md; ~35 minutes)
+bench-three-ways: install-dev
+	$(BIN)/python bench/three_ways.py --out runs/three-ways
 
 ## bench-peers: gan-serve vs BentoML and TorchServe on the same checkpoint (installs them first)
 bench-peers: install-dev

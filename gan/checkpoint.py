@@ -7,10 +7,18 @@ A checkpoint is a directory::
                                 held-out real images (quantiles), the calibration of D's logit
                                 with DRS's pilot statistics (optional), SHA-256 of every weight
                                 file
-    generator.safetensors       generator weights (the EMA copy when training used EMA)
-    discriminator.safetensors   discriminator weights
+    generator.safetensors       generator weights (the EMA copy when training used EMA); the
+                                decoder of an auto-encoder; absent for kind ebm
+    discriminator.safetensors   discriminator weights; absent for kinds vae and ae
+    encoder.safetensors         the encoder of an auto-encoder (kinds vae and ae only)
     train_state.safetensors     optional: optimiser moments, raw G, RNG states (for --resume)
     train_state.json            optional: the non-tensor half of the training state
+
+``kind`` in ``config.json`` says which networks a checkpoint holds (:data:`gan.models.
+MODEL_KINDS`): ``gan`` (G and D; also every checkpoint without the field), ``vae`` and ``ae``
+(decoder and encoder), ``ebm`` (D, with the Langevin search it samples with under ``ebm``).
+GAN checkpoints are written as format version 1, unchanged; the other kinds as version 2, so
+that older readers refuse them with a clear message instead of a missing file.
 
 Nothing here unpickles anything: tensors travel as safetensors and everything else as JSON.
 Writes are atomic (:func:`gan.io.atomic_directory`): a checkpoint is assembled in a hidden
@@ -47,22 +55,45 @@ from torch import nn
 from gan.dataset_info import portable_dataset_info
 from gan.errors import UserError
 from gan.io import atomic_directory, sha256_file, write_json_atomic
+from gan.methods import EBMSearch, MethodError
 from gan.models import (
+    KINDS_WITH_DISCRIMINATOR,
+    KINDS_WITH_ENCODER,
+    KINDS_WITH_GENERATOR,
+    MODEL_KINDS,
     NORMALISATION,
     ConfigError,
     ModelConfig,
     build_discriminator,
+    build_encoder,
     build_generator,
 )
 
 FORMAT_NAME = "gan-checkpoint"
-FORMAT_VERSION = 1
+#: The newest version this code writes and reads: 1 for GANs (unchanged since version 1), 2 for
+#: the other kinds.
+FORMAT_VERSION = 2
+GAN_FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
+ENCODER_FILE = "encoder.safetensors"
 TRAIN_STATE_TENSORS = "train_state.safetensors"
 TRAIN_STATE_JSON = "train_state.json"
-WEIGHT_FILES = (GENERATOR_FILE, DISCRIMINATOR_FILE)
+WEIGHT_FILES = (GENERATOR_FILE, DISCRIMINATOR_FILE, ENCODER_FILE)
+
+
+def weight_files(kind: str) -> tuple[str, ...]:
+    """The weight files a checkpoint of ``kind`` holds, in hashing order."""
+    return tuple(
+        name
+        for name, kinds in (
+            (GENERATOR_FILE, KINDS_WITH_GENERATOR),
+            (DISCRIMINATOR_FILE, KINDS_WITH_DISCRIMINATOR),
+            (ENCODER_FILE, KINDS_WITH_ENCODER),
+        )
+        if kind in kinds
+    )
 
 
 class CheckpointError(UserError):
@@ -419,6 +450,8 @@ class CheckpointConfig:
     checkpoint_hash: str
     file_hashes: dict[str, str]  # weight file name -> SHA-256
     raw: dict[str, Any] = field(repr=False, compare=False)
+    kind: str = "gan"  # gan, vae, ae or ebm (gan/models.py MODEL_KINDS)
+    ebm: EBMSearch | None = None  # kind ebm: the Langevin search it samples with
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], where: str) -> CheckpointConfig:
@@ -452,6 +485,19 @@ class CheckpointConfig:
             if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
                 hashes[str(name)] = entry["sha256"]
         created = cfg.get("created_at")
+        kind = cfg.get("kind", "gan")
+        if kind not in MODEL_KINDS:
+            raise CheckpointError(f"{where}: 'kind' must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+        if kind != "gan" and version < 2:
+            raise CheckpointError(f"{where}: kind {kind!r} needs format_version 2, got {version}")
+        if kind != "gan" and model.conditional:
+            raise CheckpointError(f"{where}: kind {kind!r} is unconditional only, the model has classes")
+        ebm = None
+        if kind == "ebm":
+            try:
+                ebm = EBMSearch.from_config(cfg.get("ebm", {}))
+            except MethodError as exc:
+                raise CheckpointError(f"{where}: {exc}") from exc
         return cls(
             format_version=version,
             model=model,
@@ -468,6 +514,8 @@ class CheckpointConfig:
             checkpoint_hash=str(cfg.get("checkpoint_hash", "unknown")),
             file_hashes=hashes,
             raw=cfg,
+            kind=kind,
+            ebm=ebm,
         )
 
     @property
@@ -544,11 +592,18 @@ def build_config(
     classes: list[str] | None = None,
     calibration: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    kind: str = "gan",
+    ebm: EBMSearch | None = None,
 ) -> dict[str, Any]:
-    """Assemble the self-describing part of ``config.json`` (file hashes are added on save)."""
+    """Assemble the self-describing part of ``config.json`` (file hashes are added on save).
+
+    ``kind`` says which networks the checkpoint holds; an ``ebm`` one records its Langevin
+    search (``ebm``, defaults when None)."""
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
     cfg: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": GAN_FORMAT_VERSION if kind == "gan" else FORMAT_VERSION,
         "model": model_config.to_dict(),
         "resolution": model_config.resolution,
         "channels": model_config.channels,
@@ -563,6 +618,10 @@ def build_config(
         "classes": list(classes or []),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if kind != "gan":  # GAN configs stay exactly as version 1 wrote them
+        cfg["kind"] = kind
+    if kind == "ebm":
+        cfg["ebm"] = (ebm or EBMSearch()).to_config()
     if extra:
         cfg.update(extra)
     return cfg
@@ -570,25 +629,38 @@ def build_config(
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    generator: nn.Module,
-    discriminator: nn.Module,
+    generator: nn.Module | None,
+    discriminator: nn.Module | None,
     config: dict[str, Any],
     train_state: Any | None = None,
+    encoder: nn.Module | None = None,
 ) -> Path:
     """Atomically write a checkpoint directory at ``path`` (replacing any previous one).
+
+    The networks given must be exactly those of ``config["kind"]`` (default gan: G and D;
+    vae / ae: G, the decoder, and the encoder; ebm: D).
 
     A failed write (a full disk, say) leaves the previous checkpoint in place, removes the
     partial temporary and raises one :class:`CheckpointError` naming the folder and the space
     the checkpoint needs.
     """
     final = Path(path)
-    g_state, d_state = _state_dict_cpu(generator), _state_dict_cpu(discriminator)
+    kind = config.get("kind", "gan")
+    given = {GENERATOR_FILE: generator, DISCRIMINATOR_FILE: discriminator, ENCODER_FILE: encoder}
+    wanted = weight_files(kind)
+    for name, module in given.items():
+        if (module is not None) != (name in wanted):
+            raise ValueError(
+                f"a{'n' if kind[0] in 'ae' else ''} {kind} checkpoint holds {', '.join(wanted)}; got "
+                f"{', '.join(n for n, m in given.items() if m is not None)}"
+            )
+    states = {name: _state_dict_cpu(m) for name, m in given.items() if m is not None}
     tensors, tree = flatten_state(train_state) if train_state is not None else ({}, None)
     try:
         with atomic_directory(final) as tmp:
-            save_file(g_state, str(tmp / GENERATOR_FILE))
-            save_file(d_state, str(tmp / DISCRIMINATOR_FILE))
-            files = {name: {"sha256": sha256_file(tmp / name)} for name in WEIGHT_FILES}
+            for name, state in states.items():
+                save_file(state, str(tmp / name))
+            files = {name: {"sha256": sha256_file(tmp / name)} for name in wanted}
             if train_state is not None:
                 save_file(tensors, str(tmp / TRAIN_STATE_TENSORS))
                 (tmp / TRAIN_STATE_JSON).write_text(json.dumps(tree))
@@ -597,7 +669,9 @@ def save_checkpoint(
             cfg["checkpoint_hash"] = checkpoint_hash_from_files(files)
             (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     except (OSError, SafetensorError) as exc:
-        need = sum(t.numel() * t.element_size() for d in (g_state, d_state, tensors) for t in d.values())
+        need = sum(
+            t.numel() * t.element_size() for d in (*states.values(), tensors) for t in d.values()
+        )
         full = getattr(exc, "errno", None) == errno.ENOSPC or "StorageFull" in str(exc) or (
             "No space left" in str(exc)
         )
@@ -639,8 +713,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def checkpoint_hash_from_files(files: dict[str, dict[str, str]]) -> str:
+    """Hash of the weight files' hashes (those present, in WEIGHT_FILES order; a GAN's is the
+    same as version 1 computed)."""
     h = hashlib.sha256()
-    for name in WEIGHT_FILES:
+    for name in (n for n in WEIGHT_FILES if n in files):
         h.update(name.encode())
         h.update(files[name]["sha256"].encode())
     return h.hexdigest()[:16]
@@ -765,9 +841,14 @@ class Checkpoint:
 
     path: Path
     config: CheckpointConfig
-    generator: nn.Module
-    discriminator: nn.Module
+    generator: nn.Module | None  # None for kind ebm
+    discriminator: nn.Module | None  # None for kinds vae and ae
     train_state: Any | None = None
+    encoder: nn.Module | None = None  # kinds vae and ae only
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
 
     @property
     def model_config(self) -> ModelConfig:
@@ -796,14 +877,22 @@ def load_checkpoint(
     """Load and validate a checkpoint directory; raise :class:`CheckpointError` on any problem."""
     ckpt = Path(path)
     cfg = read_checkpoint_config(ckpt)
-    g = build_generator(cfg.model)
-    d = build_discriminator(cfg.model)
-    load_weights(ckpt / GENERATOR_FILE, g, cfg.file_hashes.get(GENERATOR_FILE), verify_hash)
-    load_weights(ckpt / DISCRIMINATOR_FILE, d, cfg.file_hashes.get(DISCRIMINATOR_FILE), verify_hash)
-    g.to(device).eval()
-    d.to(device).eval()
+    wanted = weight_files(cfg.kind)
+    modules: dict[str, nn.Module] = {}
+    for name in wanted:
+        if name == GENERATOR_FILE:
+            module: nn.Module = build_generator(cfg.model)
+        elif name == DISCRIMINATOR_FILE:
+            module = build_discriminator(cfg.model)
+        else:
+            module = build_encoder(cfg.model, variational=cfg.kind == "vae")
+        load_weights(ckpt / name, module, cfg.file_hashes.get(name), verify_hash)
+        modules[name] = module.to(device).eval()
     state = load_train_state(ckpt) if with_train_state else None
-    return Checkpoint(ckpt, cfg, g, d, state)
+    return Checkpoint(
+        ckpt, cfg, modules.get(GENERATOR_FILE), modules.get(DISCRIMINATOR_FILE), state,
+        modules.get(ENCODER_FILE),
+    )  # fmt: skip
 
 
 def load_train_state(path: str | os.PathLike[str]) -> Any:
@@ -826,4 +915,5 @@ def load_train_state(path: str | os.PathLike[str]) -> Any:
 
 
 def is_checkpoint(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / GENERATOR_FILE).is_file()
+    """A folder with a config.json and a weight file (any kind)."""
+    return (path / CONFIG_FILE).is_file() and any((path / n).is_file() for n in WEIGHT_FILES)

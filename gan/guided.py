@@ -21,6 +21,13 @@ use it to choose or move G's samples:
 * ``pixel_ascent``: ``steps`` of normalised gradient ascent on D's raw logit over the pixels,
   from uniform noise or from the plain image; no G. It shows why G is needed.
 
+Model kinds (:data:`gan.models.MODEL_KINDS`): ``plain`` works on every kind. For ``gan``,
+``vae`` and ``ae`` it is ``G(z)`` (an auto-encoder's decoder is stored as its G); for ``ebm``,
+a checkpoint with D alone, it is :func:`ebm_search`, the bounded Langevin search on D's logit
+over the pixels that the EBM was trained with (:func:`langevin_pixels`, shared with
+``training/ebm.py``). The D-guided methods need G and D (``pixel_ascent`` from noise only D);
+:func:`gan.methods.check_kind` refuses the others with a :class:`~gan.methods.MethodError`.
+
 Reproducibility: image ``i`` of seed ``S`` has image seed ``s = S + i`` (:mod:`gan.latents`).
 Its proposal ``k`` has the latent of seed :func:`proposal_seed` ``(s, k)``, with ``k = 0`` the
 plain latent ``s`` itself (so ``plain`` is proposal 0, and ``drs`` and ``mh`` draw the same
@@ -58,14 +65,17 @@ from gan.checkpoint import Calibration, Checkpoint
 from gan.latents import image_seeds, seed_latent
 from gan.methods import (
     DRSOptions,
+    EBMSearch,
     LangevinOptions,
     MethodError,
     MethodOptions,
     MHOptions,
     PixelAscentOptions,
     PlainOptions,
+    check_kind,
     method_of,
     method_spec,
+    runs_gradients,
 )
 from gan.models import ModelConfig, to_model_range, to_uint8
 from gan.sampling import DEFAULT_CHUNK, class_labels, generate, latents, score
@@ -461,7 +471,7 @@ def _twice(labels: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def pixel_ascent(
-    generator: nn.Module,
+    generator: nn.Module | None,
     discriminator: nn.Module,
     seeds: Sequence[int],
     model_config: ModelConfig,
@@ -480,6 +490,8 @@ def pixel_ascent(
     device = _device_of(discriminator)
     cost = Cost()
     if options.start == "sample":
+        if generator is None:
+            raise MethodError("pixel_ascent with start sample needs a generator", "start")
         z0 = latents(mc.z_dim, seeds=list(seeds), truncation=truncation)
         start_u8 = generate(generator, z0, labels, chunk=max(1, n))
         cost.generator_forwards += n
@@ -513,6 +525,65 @@ def pixel_ascent(
     )
 
 
+NoiseFn = Callable[[int], torch.Tensor]  # step t -> N(0, 1) noise of the images' shape
+
+
+def langevin_pixels(
+    discriminator: nn.Module,
+    x: torch.Tensor,
+    search: EBMSearch,
+    noise_fn: NoiseFn,
+    steps: int | None = None,
+) -> torch.Tensor:
+    """``steps`` (default ``search.steps``) Langevin steps on D's logit over the pixels:
+    ``x <- clip(x + step_size * clip(grad D(x), +-grad_clip) + noise * N(0, I), -1, 1)``.
+
+    ``x``: float ``[B, C, R, R]`` in [-1, 1] on D's device; ``noise_fn(t)`` gives step ``t``'s
+    standard normal noise (CPU or D's device). Runs with gradients enabled whatever the caller's
+    mode, touches no parameter's gradient, and returns the detached result. The EBM's trainer
+    finds its negatives with it and :func:`ebm_search` samples with it."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.detach().clone()
+        for t in range(search.steps if steps is None else steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(discriminator(x).float().sum(), x)
+            kick = noise_fn(t).to(x.device)
+            step = search.step_size * grad.clamp(-search.grad_clip, search.grad_clip)
+            x = (x.detach() + step + search.noise * kick).clamp_(-1.0, 1.0)
+    return x.detach()
+
+
+def ebm_search(
+    discriminator: nn.Module,
+    seeds: Sequence[int],
+    model_config: ModelConfig,
+    search: EBMSearch,
+) -> GuidedResult:
+    """An ebm checkpoint's images (its ``plain`` sampling): :func:`langevin_pixels` from each
+    image's own uniform noise, with the step noise drawn from the image's own generator
+    (:func:`method_generator` ``(s, "ebm")``), so an image seed always gives the same image."""
+    started = time.perf_counter()
+    n = len(seeds)
+    mc = model_config
+    shape = (mc.channels, mc.resolution, mc.resolution)
+    draws = [method_generator(s, "ebm") for s in seeds]
+    start = torch.stack([torch.rand(shape, generator=g) for g in draws]).mul_(2.0).sub_(1.0)
+
+    def noise(t: int) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g) for g in draws])
+
+    x = langevin_pixels(discriminator, start.to(_device_of(discriminator)), search, noise)
+    images = to_uint8(x).cpu()
+    both = score(discriminator, torch.cat([to_uint8(start), images]), chunk=max(1, 2 * n))
+    stats = [ImageStats(0, search.steps, None, float(both[i]), float(both[n + i])) for i in range(n)]
+    cost = Cost(
+        discriminator_forwards=n * (search.steps + 2), discriminator_backwards=n * search.steps
+    )
+    return GuidedResult(
+        "plain", PlainOptions(), images, None, stats, cost, seconds=time.perf_counter() - started
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # The one entry point
 # --------------------------------------------------------------------------------------------
@@ -520,20 +591,37 @@ def pixel_ascent(
 
 @dataclass(frozen=True)
 class Models:
-    """What the methods need: G and D in eval mode, their config and D's calibration."""
+    """What the methods need: G and D in eval mode (either None where the kind has none), their
+    config, D's calibration, the kind and, for an ebm, its Langevin search."""
 
-    generator: nn.Module
-    discriminator: nn.Module
+    generator: nn.Module | None
+    discriminator: nn.Module | None
     model_config: ModelConfig
     calibration: Calibration | None
     path: Path | None = None  # named in errors
+    kind: str = "gan"
+    ebm: EBMSearch | None = None
 
     @classmethod
     def of(cls, checkpoint: Checkpoint) -> Models:
         return cls(
             checkpoint.generator, checkpoint.discriminator, checkpoint.model_config,
-            checkpoint.config.calibration, checkpoint.path,
+            checkpoint.config.calibration, checkpoint.path, checkpoint.kind, checkpoint.config.ebm,
         )  # fmt: skip
+
+    @property
+    def g(self) -> nn.Module:
+        """G; :class:`MethodError` for a kind without one (check_kind refuses earlier)."""
+        if self.generator is None:
+            raise MethodError(f"this {self.kind} checkpoint has no generator")
+        return self.generator
+
+    @property
+    def d(self) -> nn.Module:
+        """D; :class:`MethodError` for a kind without one."""
+        if self.discriminator is None:
+            raise MethodError(f"this {self.kind} checkpoint has no discriminator")
+        return self.discriminator
 
 
 def require_calibration(method: str, models: Models) -> Calibration | None:
@@ -553,8 +641,11 @@ def method_steps(
     *,
     truncation: float | None = None,
 ) -> Steps:
-    """The step machine of a forward-only method (plain, drs, mh)."""
+    """The step machine of a forward-only method (plain, drs, mh; not an ebm's plain)."""
     method = method_of(options)
+    check_kind(models.kind, method, options)
+    if runs_gradients(models.kind, method):
+        raise MethodError(f"method {method!r} needs gradients on a {models.kind}; it has no step machine")
     z_dim = models.model_config.z_dim
     calibration = require_calibration(method, models)
     if isinstance(options, PlainOptions):
@@ -574,15 +665,19 @@ def run_gradient_method(
     *,
     truncation: float | None = None,
 ) -> GuidedResult:
-    """Run langevin or pixel_ascent on these images (call it with ``inference_mode`` off)."""
+    """Run langevin or pixel_ascent on these images, or an ebm's plain sampling (its Langevin
+    search); call it with ``inference_mode`` off."""
+    check_kind(models.kind, method_of(options), options)
+    if isinstance(options, PlainOptions) and models.kind == "ebm":
+        return ebm_search(models.d, seeds, models.model_config, models.ebm or EBMSearch())
     if isinstance(options, LangevinOptions):
         return langevin(
-            models.generator, models.discriminator, seeds, models.model_config.z_dim, labels,
+            models.g, models.d, seeds, models.model_config.z_dim, labels,
             options, truncation=truncation,
         )  # fmt: skip
     if isinstance(options, PixelAscentOptions):
         return pixel_ascent(
-            models.generator, models.discriminator, seeds, models.model_config, labels, options,
+            models.generator, models.d, seeds, models.model_config, labels, options,
             truncation=truncation,
         )  # fmt: skip
     raise MethodError(f"method {method_of(options)!r} is forward-only; use method_steps")
@@ -605,20 +700,21 @@ def sample_method(
     """
     started = time.perf_counter()
     spec = method_spec(method_of(options))
+    check_kind(models.kind, spec.name, options)
     require_calibration(spec.name, models)
-    g, d = models.generator, models.discriminator
+    gradients = runs_gradients(models.kind, spec.name)
 
     def gen(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return generate(g, z, y, chunk=chunk)
+        return generate(models.g, z, y, chunk=chunk)
 
     def disc(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return score(d, x, y, chunk=chunk)
+        return score(models.d, x, y, chunk=chunk)
 
     parts: list[GuidedResult] = []
     for start in range(0, len(seeds), max(1, chunk)):
         block = list(seeds[start : start + chunk])
         y = None if labels is None else labels[start : start + chunk]
-        if spec.needs_gradients:
+        if gradients:
             parts.append(run_gradient_method(models, options, block, y, truncation=truncation))
         else:
             steps = method_steps(models, options, block, y, truncation=truncation)

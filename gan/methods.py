@@ -334,5 +334,84 @@ def method_of(options: MethodOptions) -> str:
     raise MethodError(f"not a method's options: {options!r}")
 
 
+# --------------------------------------------------------------------------------------------
+# Model kinds (gan, vae, ae, ebm; gan/models.py MODEL_KINDS): which methods each can run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EBMSearch:
+    """How an ``ebm`` checkpoint makes an image (``config.json`` ``ebm``): ``steps`` Langevin
+    steps on D's logit over the pixels from uniform noise in [-1, 1],
+
+        x <- clip(x + step_size * clip(grad_x D(x), -grad_clip, grad_clip) + noise * N(0, I), -1, 1)
+
+    (Du and Mordatch 2019; their step size 10 with gradients clipped to 0.01 moves a pixel by at
+    most 0.1 per step). Written by the trainer from its options; fixed per checkpoint."""
+
+    steps: int = 60
+    step_size: float = 10.0
+    grad_clip: float = 0.01
+    noise: float = 0.005
+
+    @classmethod
+    def from_config(cls, data: Any) -> EBMSearch:
+        """Validate a stored ``ebm`` entry; :class:`MethodError` says what is wrong."""
+        if not isinstance(data, dict):
+            raise MethodError(f"'ebm' must be an object with {', '.join(f.name for f in fields(cls))}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MethodError(f"'ebm' has unknown keys {unknown}")
+        steps = data.get("steps", cls.steps)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS_BOUND:
+            raise MethodError(f"'ebm.steps' must be an integer in 1..{MAX_STEPS_BOUND}, got {steps!r}")
+        values: dict[str, float] = {}
+        for name in ("step_size", "grad_clip", "noise"):
+            v = data.get(name, getattr(cls, name))
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
+                v < 0 or (v == 0 and name != "noise")
+            ):
+                raise MethodError(f"'ebm.{name}' must be a finite number above 0, got {v!r}")
+            values[name] = float(v)
+        return cls(steps, values["step_size"], values["grad_clip"], values["noise"])
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kind_refusal(kind: str, method: str, options: MethodOptions | None = None) -> str | None:
+    """Why a checkpoint of ``kind`` cannot run ``method`` (None: it can). ``plain`` works on
+    every kind; the D-guided methods need both networks, except ``pixel_ascent`` from noise,
+    which needs D only."""
+    method_spec(method)
+    if method == "plain" or kind == "gan":
+        return None
+    if kind in ("vae", "ae"):
+        return (
+            f"method {method!r} needs a discriminator, and this checkpoint is a {kind} (a "
+            "decoder alone, no D): use method plain"
+        )
+    if method == "pixel_ascent" and getattr(options, "start", "noise") == "noise":
+        return None
+    return (
+        f"method {method!r} needs a generator and a discriminator, and this checkpoint is an "
+        "ebm (D alone): its plain sampling already is the Langevin search on D; use method "
+        "plain, or pixel_ascent with start noise"
+    )
+
+
+def check_kind(kind: str, method: str, options: MethodOptions | None = None) -> None:
+    """:class:`MethodError` when a checkpoint of ``kind`` cannot run ``method``."""
+    reason = kind_refusal(kind, method, options)
+    if reason is not None:
+        raise MethodError(reason, None)
+
+
+def runs_gradients(kind: str, method: str) -> bool:
+    """Whether ``method`` on a checkpoint of ``kind`` runs backward passes (an ebm's plain
+    sampling is its Langevin search)."""
+    return method_spec(method).needs_gradients or (kind == "ebm" and method == "plain")
+
+
 def option_names(method: str) -> list[str]:
     return [f.name for f in fields(method_spec(method).options_type)]

@@ -25,6 +25,15 @@ from torch import nn
 from gan.errors import UserError
 
 SUPPORTED_RESOLUTIONS = (28, 32, 64)
+#: What a checkpoint holds and how it makes images (``config.json`` ``kind``; docs/lecture.md):
+#: ``gan``: G and D, images are G(z); ``vae`` / ``ae``: a decoder with G's architecture (stored
+#: as the generator) and an encoder, no D, images are the decoder of a prior latent; ``ebm``: D
+#: alone, images come from a Langevin search on D's logit over the pixels.
+MODEL_KINDS = ("gan", "vae", "ae", "ebm")
+#: The kinds with a generator (a decoder counts) and with a discriminator.
+KINDS_WITH_GENERATOR = ("gan", "vae", "ae")
+KINDS_WITH_DISCRIMINATOR = ("gan", "ebm")
+KINDS_WITH_ENCODER = ("vae", "ae")
 SUPPORTED_CHANNELS = (1, 3)
 ARCHITECTURES = ("dcgan", "classic")
 
@@ -186,6 +195,44 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator is class-conditional: pass class indices y")
             logit = logit + (self.embed(y) * h).sum(1)  # [B]
         return logit
+
+
+class Encoder(nn.Module):
+    """image [B, C, R, R] in [-1, 1] -> code: ``(mu, logvar)`` ``[B, z_dim]`` each for a
+    variational encoder, ``(code, None)`` for a plain one.
+
+    D's convolutional body (stride-2 convs with LeakyReLU, widths from ``d_width``) followed by
+    a linear head, so an auto-encoder has the same network sizes as a GAN of the same config.
+    Unconditional only.
+    """
+
+    def __init__(self, cfg: ModelConfig, variational: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.variational = variational
+        layers: list[nn.Module] = []
+        ch_in, ch = cfg.channels, cfg.d_width
+        size = cfg.resolution
+        while size > cfg.base_size:
+            # [B, ch_in, s, s] -> [B, ch, s/2, s/2]
+            layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            ch_in, ch, size = ch, ch * 2, size // 2
+        self.features = nn.Sequential(*layers)
+        # [B, feat] -> [B, 2 * z_dim] (mu, logvar) or [B, z_dim]
+        self.head = nn.Linear(ch_in * size * size, cfg.z_dim * (2 if variational else 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.head(self.features(x).flatten(1))  # [B, z_dim * (2 or 1)]
+        if not self.variational:
+            return h, None
+        mu, logvar = h.chunk(2, dim=1)  # [B, z_dim] each
+        return mu, logvar
+
+
+def build_encoder(cfg: ModelConfig, variational: bool = True) -> Encoder:
+    if cfg.conditional:
+        raise ConfigError("auto-encoders are unconditional only: num_classes must be 0")
+    return Encoder(cfg, variational)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ Contract:
 * ``await engine.score(x)``: uint8 ``[B, C, R, R]`` -> float32 logits ``[B]`` on the CPU.
 * Results for one row never depend on the other rows: G and D run in eval mode (BatchNorm uses
   its running statistics), and latents are drawn per image before they reach the engine.
+* A checkpoint without G (kind ebm) or D (vae, ae) has ``has_generator`` /
+  ``has_discriminator`` False; the routes refuse what it cannot do (422) before calling in.
+  An ebm's images come from ``sample`` with the plain method: its Langevin search on D, a
+  gradient job like langevin's.
 * ``await engine.sample(options, seeds, labels)``: images by a sampling method of
   :mod:`gan.guided` with per-image statistics. The forward-only methods (plain, drs, mh) send
   their G and D passes through ``generate`` and ``score``, batched with everyone else's; the
@@ -37,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gan.errors import UserError
-from gan.methods import MethodOptions, method_of, method_spec
+from gan.methods import MethodOptions, method_of, runs_gradients
 from service.batching import (
     DISCRIMINATOR,
     GENERATOR,
@@ -212,19 +216,24 @@ class InferenceEngine:
         return engine
 
     def _check_consistency(self) -> None:
-        """One tiny forward pass of G and D: shapes must match what config.json promises."""
+        """One tiny forward pass of G and D (those the kind has): shapes must match what
+        config.json promises."""
         import torch
 
         mc = self.model_config
         z = torch.zeros(1, mc.z_dim)
         y = torch.zeros(1, dtype=torch.int64) if mc.conditional else None
-        images = self._generate_sync(z, y)
         expected = (1, mc.channels, mc.resolution, mc.resolution)
+        images = torch.zeros(expected, dtype=torch.uint8)
+        if self.has_generator:
+            images = self._generate_sync(z, y)
         if tuple(images.shape) != expected:
             raise StartupError(
                 f"{self.checkpoint.path}/generator.safetensors: the generator makes images of "
                 f"shape {tuple(images.shape)[1:]}, config.json promises {expected[1:]}"
             )
+        if not self.has_discriminator:
+            return
         logits = self._score_sync(images, y)
         if tuple(logits.shape) != (1,) or not bool(torch.isfinite(logits).all()):
             raise StartupError(
@@ -240,11 +249,28 @@ class InferenceEngine:
         if n > 1:
             started = time.perf_counter()
             y = torch.zeros(n, dtype=torch.int64) if self.model_config.conditional else None
-            images = self._generate_sync(torch.zeros(n, self.z_dim), y)
-            self._score_sync(images, y)
+            mc = self.model_config
+            images = torch.zeros((n, mc.channels, mc.resolution, mc.resolution), dtype=torch.uint8)
+            if self.has_generator:
+                images = self._generate_sync(torch.zeros(n, self.z_dim), y)
+            if self.has_discriminator:
+                self._score_sync(images, y)
             logger.debug("warm-up at batch %d took %.3f s", n, time.perf_counter() - started)
 
     # -- properties --------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """gan, vae, ae or ebm (gan/models.py MODEL_KINDS)."""
+        return self.config.kind
+
+    @property
+    def has_generator(self) -> bool:
+        return self._generator is not None
+
+    @property
+    def has_discriminator(self) -> bool:
+        return self._discriminator is not None
 
     @property
     def z_dim(self) -> int:
@@ -285,11 +311,15 @@ class InferenceEngine:
     def _generate_sync(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         from gan.sampling import generate
 
+        if self._generator is None:
+            raise ValueError(f"this {self.kind} checkpoint has no generator")
         return generate(self._generator, z, labels, chunk=max(1, int(z.shape[0])))
 
     def _score_sync(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         from gan.sampling import score
 
+        if self._discriminator is None:
+            raise ValueError(f"this {self.kind} checkpoint has no discriminator")
         return score(self._discriminator, x, labels, chunk=max(1, int(x.shape[0])))
 
     def _labels_for(self, labels: torch.Tensor | None, rows: int) -> torch.Tensor | None:
@@ -355,7 +385,7 @@ class InferenceEngine:
 
         return Models(
             self._generator, self._discriminator, self.model_config, self.calibration,
-            self.checkpoint.path,
+            self.checkpoint.path, self.kind, self.config.ebm,
         )  # fmt: skip
 
     async def sample(
@@ -380,7 +410,7 @@ class InferenceEngine:
         started = time.perf_counter()
         y = self._labels_for(labels, len(seeds))
         models = self.models()
-        if method_spec(method_of(options)).needs_gradients:
+        if runs_gradients(self.kind, method_of(options)):  # an ebm's plain sampling too
             parts: dict[int, GuidedResult] = {}
 
             def run(first: int, count: int) -> torch.Tensor:  # on the inference thread

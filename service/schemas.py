@@ -414,6 +414,12 @@ class ReadyResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     model: ModelRef
+    kind: str = Field(
+        default="gan",
+        description="What the checkpoint holds: gan (G and D), vae or ae (an auto-encoder's "
+        "decoder, served as G; no D, so /score answers 422) or ebm (D alone; /generate runs a "
+        "Langevin search on D). docs/lecture.md.",
+    )
     architecture: dict[str, Any] = Field(description="The checkpoint's model config (ModelConfig).")
     z_dim: int
     resolution: int

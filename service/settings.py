@@ -164,7 +164,9 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         description="Most steps per image for the langevin sampling method (a forward and a "
-        "backward pass through G and D each); more: 422.",
+        "backward pass through G and D each), and for an ebm checkpoint's Langevin search (a "
+        "forward and a backward pass through D each; its steps are in its config.json); more: "
+        "422.",
     )
     max_ascent_steps: int = Field(
         default=200,

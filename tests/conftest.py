@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from gan.checkpoint import build_config, save_checkpoint
-from gan.models import ModelConfig, build_models
+from gan.methods import EBMSearch
+from gan.models import (
+    KINDS_WITH_DISCRIMINATOR,
+    KINDS_WITH_ENCODER,
+    KINDS_WITH_GENERATOR,
+    ModelConfig,
+    build_encoder,
+    build_models,
+    init_weights,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,19 +60,30 @@ def make_checkpoint(
     metrics: dict[str, Any] | None = None,
     real_scores: dict[str, Any] | None = None,
     classes: list[str] | None = None,
+    kind: str = "gan",
+    ebm: EBMSearch | None = None,
 ) -> Path:
     """A tiny, randomly initialised checkpoint written with save_checkpoint (the one helper
-    every test package builds its checkpoints with)."""
+    every test package builds its checkpoints with); ``kind`` gan, vae, ae or ebm."""
     cfg = ModelConfig(
         resolution=resolution, channels=channels, z_dim=z_dim, g_width=width, d_width=width,
         num_classes=len(classes or []),
     )  # fmt: skip
     g, d = build_models(cfg, seed=seed)
+    encoder = None
+    if kind in KINDS_WITH_ENCODER:
+        encoder = build_encoder(cfg, variational=kind == "vae")
+        init_weights(encoder)
     config = build_config(
         cfg, step=step, seed=seed, dataset={"name": dataset}, metrics=metrics,
-        real_scores=real_scores, classes=classes,
+        real_scores=real_scores if kind in KINDS_WITH_DISCRIMINATOR else None, classes=classes,
+        kind=kind, ebm=ebm,
     )  # fmt: skip
-    return save_checkpoint(path, g.eval(), d.eval(), config)
+    return save_checkpoint(
+        path, g.eval() if kind in KINDS_WITH_GENERATOR else None,
+        d.eval() if kind in KINDS_WITH_DISCRIMINATOR else None, config,
+        encoder=None if encoder is None else encoder.eval(),
+    )  # fmt: skip
 
 
 @pytest.fixture()

@@ -47,7 +47,9 @@ def build_train_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="gan-train",
-        description="Train a GAN (G and D) on MNIST or a folder of images and write checkpoints.",
+        description="Train a GAN (G and D) on MNIST or a folder of images and write checkpoints; "
+        "--mode ae trains G alone (an auto-encoder) and --mode ebm D alone (an energy-based "
+        "model), the lecture's other two ways to generate (docs/lecture.md).",
     )
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=DATASETS, default=None,
@@ -149,7 +151,7 @@ def train(argv: list[str] | None = None) -> int:
     )
     from training.data import load_training_data
     from training.export import export_checkpoint
-    from training.loop import Interrupted, Trainer, read_resume_state, resume_trainer
+    from training.loop import Interrupted, read_resume_state, resume_trainer, trainer_class
 
     args = build_train_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -192,7 +194,9 @@ def train(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
     else:
-        trainer = Trainer(cfg, data, run_dir, heldout=held, evaluator=evaluator, progress=progress)
+        trainer = trainer_class(cfg)(
+            cfg, data, run_dir, heldout=held, evaluator=evaluator, progress=progress
+        )
     trainer.data_source = {
         **source,
         "data_dir": None if source["data_dir"] is None else str(Path(source["data_dir"]).resolve()),
@@ -212,7 +216,7 @@ def train(argv: list[str] | None = None) -> int:
         src = best if (best / "config.json").is_file() else last
         export_checkpoint(src, args.export)
         print(f"exported {src} -> {args.export}")
-        if not args.no_calibrate:
+        if not args.no_calibrate and trainer.cfg.mode == "gan":  # calibration needs G and D
             _calibrate_export(args.export, held, data.info.get("heldout_source"))
     return 0
 
@@ -303,7 +307,7 @@ def sample(argv: list[str] | None = None) -> int:
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     print(f"wrote {args.num} images from {ck.model_id} to {out}")
-    if result.method != "plain":
+    if result.method != "plain" or ck.kind == "ebm":
         print(method_summary(result))
     return 0
 
@@ -431,7 +435,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from gan.checkpoint import read_checkpoint_config, update_config
     from gan.guided import calibration_missing
     from gan.io import write_json_atomic
-    from gan.methods import METHODS
+    from gan.methods import METHODS, check_kind
     from training.metrics.evaluator import Evaluator, check_dataset
     from training.metrics.metrics import EvalError
     from training.metrics.report import format_report, metrics_for_config
@@ -449,6 +453,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     config = read_checkpoint_config(args.checkpoint)
     check_dataset(config, args.checkpoint, args.allow_non_mnist)
+    check_kind(config.kind, args.method, options)  # e.g. drs on a vae: refused before loading
     if METHODS[args.method].needs_calibration and config.calibration is None:
         raise calibration_missing(args.method, args.checkpoint)
     evaluator = Evaluator(args.classifier, args.data_dir)

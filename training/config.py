@@ -34,10 +34,49 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, **cli})
 
 
+#: ``--mode``: what a run trains (docs/lecture.md): G and D, G alone, or D alone.
+MODES = ("gan", "ae", "ebm")
+AE_KINDS = ("vae", "plain")
+
+
 @dataclass
 class TrainConfig:
-    """Every option of a training run (saved in run.json and in each checkpoint)."""
+    """Every option of a run (saved in run.json and in each checkpoint)."""
 
+    mode: str = _opt(
+        "gan", "what to train: gan (G and D, the default), ae (G alone: an auto-encoder whose "
+        "decoder is G, see --ae-kind; training/ae.py) or ebm (D alone: an energy-based model "
+        "trained on negatives from Langevin search and sampled the same way; training/ebm.py)",
+        choices=MODES,
+    )
+    ae_kind: str = _opt(
+        "vae", "--mode ae: vae (pixel loss + KL, sampled from the prior N(0, I)) or plain "
+        "(pixel loss only; its codes do not follow the prior, which is why sampling it fails)",
+        choices=AE_KINDS,
+    )
+    ebm_steps: int = _opt(20, "--mode ebm: Langevin steps per negative in training")
+    ebm_sample_steps: int = _opt(
+        100, "--mode ebm: Langevin steps from uniform noise when sampling the checkpoint (0: "
+        "--ebm-steps); at most the server's GAN_MAX_LANGEVIN_STEPS (default 100) to be served"
+    )
+    ebm_step_size: float = _opt(
+        10.0, "--mode ebm: Langevin step size on D's clipped pixel gradient"
+    )
+    ebm_grad_clip: float = _opt(
+        0.01, "--mode ebm: clip each pixel's gradient to +-this in a Langevin step"
+    )
+    ebm_noise: float = _opt(0.005, "--mode ebm: standard deviation of a Langevin step's noise")
+    ebm_buffer: float = _opt(
+        0.95, "--mode ebm: share of negatives continued from the replay buffer of earlier "
+        "negatives (the rest start from fresh uniform noise); 0: short-run chains from noise"
+    )
+    ebm_buffer_size: int = _opt(10000, "--mode ebm: images in the replay buffer")
+    ebm_alpha: float = _opt(
+        0.1, "--mode ebm: weight of the L2 penalty alpha * (D(real)^2 + D(neg)^2) on D's logits"
+    )
+    ebm_clip_norm: float = _opt(
+        1.0, "--mode ebm: clip the norm of D's parameter gradient to this (0: off)"
+    )
     steps: int = _opt(5000, "G updates (iterations)")
     batch_size: int = _opt(64, "images per D and G update")
     d_steps: int = _opt(1, "D updates per G update")
@@ -109,11 +148,53 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise TrainingError(f"{_flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
+        self._check_mode()
         for name in ("r1_gamma", "time_budget_s"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise TrainingError(
                     f"{_flag_of(name)} must be a number >= 0 (0: off), got {getattr(self, name)}"
                 )
+
+    def _check_mode(self) -> None:
+        """The options of --mode ae and --mode ebm."""
+        if self.mode not in MODES:
+            raise TrainingError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.ae_kind not in AE_KINDS:
+            raise TrainingError(f"--ae-kind must be vae or plain, got {self.ae_kind!r}")
+        if self.mode != "gan" and (self.conditional or self.augment):
+            raise TrainingError(
+                f"--mode {self.mode} trains unconditional models without augmentation: drop "
+                "--conditional and --augment (they are GAN options)"
+            )
+        if self.mode == "ebm" and self.model.arch != "dcgan":
+            raise TrainingError(
+                "--mode ebm needs --arch dcgan: the classic D has BatchNorm and dropout, so its "
+                "logit of one image depends on its batch and the Langevin search would too"
+            )
+        for name, low in (("ebm_steps", 1), ("ebm_sample_steps", 0), ("ebm_buffer_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainingError(f"{_flag_of(name)} must be an integer >= {low}, got {value!r}")
+        for name in ("ebm_step_size", "ebm_grad_clip"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise TrainingError(f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}")
+        for name in ("ebm_noise", "ebm_alpha", "ebm_clip_norm"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise TrainingError(f"{_flag_of(name)} must be a number >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ebm_buffer <= 1.0:
+            raise TrainingError(f"--ebm-buffer must be in [0, 1], got {self.ebm_buffer}")
+        if self.mode == "ebm" and self.ebm_buffer > 0 and self.ebm_buffer_size < self.batch_size:
+            raise TrainingError(
+                f"--ebm-buffer-size {self.ebm_buffer_size} is smaller than --batch-size "
+                f"{self.batch_size}: the buffer must hold at least one batch"
+            )
+
+    @property
+    def kind(self) -> str:
+        """The checkpoint kind this run writes (gan, vae, ae or ebm; gan/models.py)."""
+        if self.mode == "ae":
+            return "vae" if self.ae_kind == "vae" else "ae"
+        return self.mode
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -124,13 +124,16 @@ class CheckpointManager:
     def save(
         self,
         step: int,
-        generator: nn.Module,
-        discriminator: nn.Module,
+        generator: nn.Module | None,
+        discriminator: nn.Module | None,
         config: dict[str, Any],
         train_state: Any | None,
         metric: float | None = None,
+        encoder: nn.Module | None = None,
     ) -> Path:
-        path = save_checkpoint(self.step_dir(step), generator, discriminator, config, train_state)
+        path = save_checkpoint(
+            self.step_dir(step), generator, discriminator, config, train_state, encoder
+        )
         copy_checkpoint(path, self.root / "latest")
         if metric is not None and self._is_better(metric):
             copy_checkpoint(path, self.root / "best")
@@ -436,6 +439,11 @@ def calibrate_checkpoint(
     from gan.checkpoint import Calibration, update_config
 
     ckpt = load_checkpoint(path)
+    if ckpt.generator is None or ckpt.discriminator is None:
+        raise CheckpointError(
+            f"{path} is a {ckpt.kind} checkpoint: calibration measures D's logit on samples of "
+            "G and needs both; only GAN checkpoints are calibrated"
+        )
     entry = calibrate_models(
         ckpt.generator, ckpt.discriminator, ckpt.model_config, real, real_labels, num=num,
         seed=seed, real_source=real_source,

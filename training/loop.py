@@ -370,12 +370,28 @@ class Trainer:
         self.last_metric = metric
         return metric
 
+    def checkpoint_parts(
+        self, g: nn.Module, d: nn.Module
+    ) -> tuple[dict[str, Any], dict[str, nn.Module | None]]:
+        """The kind's extra ``build_config`` arguments and the networks its checkpoints hold
+        (by ``save_checkpoint`` argument name): a GAN's G and D. training/ae.py and
+        training/ebm.py override it."""
+        return {}, {"generator": g, "discriminator": d}
+
+    def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows of a step's statistics."""
+        return {"d": f"{stats['d_loss']:.3f}", "g": f"{stats['g_loss']:.3f}",
+                "Dx": f"{stats['d_real']:.2f}", "DGz": f"{stats['d_fake']:.2f}"}  # fmt: skip
+
     def save_checkpoint(self, metric: float | None = None, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
         d = with_memory_format(copy.deepcopy(self.d), torch.contiguous_format).eval()
+        kind_config, networks = self.checkpoint_parts(g, d)
         real_scores = None
         held = self.heldout
-        if held is not None and len(held) > 0 and (held.labels is not None or not self.classes):
+        if networks.get("discriminator") is not None and held is not None and len(held) > 0 and (
+            held.labels is not None or not self.classes
+        ):
             real_scores = real_score_quantiles(
                 d, held.images, source=self.data.info.get("heldout_source", "held-out real images"),
                 labels=held.labels if self.classes else None,
@@ -393,8 +409,11 @@ class Trainer:
             real_scores=real_scores,
             classes=self.classes,
             extra={"training_metric": {"name": self.metric_name, "value": metric}},
+            **kind_config,
         )
-        return self.manager.save(self.step, g, d, config, self.state(), metric=metric)
+        return self.manager.save(
+            self.step, config=config, train_state=self.state(), metric=metric, **networks
+        )
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as fh:
@@ -492,10 +511,7 @@ class Trainer:
                     "train_seconds": round(self.train_seconds, 2),
                 }
                 self._log(record)
-                bar.set_postfix(
-                    step=self.step, d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}",
-                    Dx=f"{stats['d_real']:.2f}", DGz=f"{stats['d_fake']:.2f}",
-                )
+                bar.set_postfix(step=self.step, **self.progress_fields(stats))
                 window_start, window_steps = time.perf_counter(), 0
             over_budget = budget > 0 and self.train_seconds - started_seconds >= budget
             interrupted = self.stop_signal is not None
@@ -554,8 +570,9 @@ def _chw(png: Path) -> Any:
 
 
 def write_loss_curve(log_path: Path, out_png: Path) -> None:
-    """Plot D and G losses, and the quick FID (MNIST) or D's real/fake gap (other data), from a
-    run's log.jsonl (written at every evaluation and at the end)."""
+    """Plot the losses (D's and G's; an auto-encoder's or EBM's own), and the quick FID (MNIST)
+    or D's real/fake gap (other data), from a run's log.jsonl (written at every evaluation and
+    at the end)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -563,29 +580,29 @@ def write_loss_curve(log_path: Path, out_png: Path) -> None:
 
     if not log_path.is_file():
         return
-    steps, dl, gl = [], [], []
+    losses: dict[str, tuple[list[int], list[float]]] = {}
     signal: dict[str, tuple[list[int], list[float]]] = {}
     for line in log_path.read_text().splitlines():
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if "d_loss" in r:
-            steps.append(r["step"])
-            dl.append(r["d_loss"])
-            gl.append(r["g_loss"])
         for k, v in r.items():
+            if k == "loss" or k.endswith("_loss"):
+                losses.setdefault(k, ([], []))
+                losses[k][0].append(r["step"])
+                losses[k][1].append(v)
             if k.startswith("fid") or k == "d_gap":
                 signal.setdefault(k, ([], []))
                 signal[k][0].append(r["step"])
                 signal[k][1].append(v)
-    if not steps:
+    if not losses:
         return
     ncols = 1 + len(signal)
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
     ax = axes[0][0]
-    ax.plot(steps, dl, label="D loss")
-    ax.plot(steps, gl, label="G loss")
+    for key, (xs, ys) in losses.items():
+        ax.plot(xs, ys, label=key)
     ax.set_xlabel("step")
     ax.set_title("losses")
     ax.legend()
@@ -633,6 +650,22 @@ def resume_trainer(
         cfg.steps = steps
     if time_budget_s is not None:
         cfg.time_budget_s = time_budget_s
-    trainer = Trainer(cfg, data, out_dir, heldout=heldout, evaluator=evaluator, progress=progress)
+    trainer = trainer_class(cfg)(
+        cfg, data, out_dir, heldout=heldout, evaluator=evaluator, progress=progress
+    )
     trainer.load_state(state)
     return trainer
+
+
+def trainer_class(cfg: TrainConfig) -> type[Trainer]:
+    """The trainer of ``cfg.mode``: :class:`Trainer` (gan), or the auto-encoder's and the
+    EBM's subclasses (training/ae.py, training/ebm.py)."""
+    if cfg.mode == "ae":
+        from training.ae import AETrainer
+
+        return AETrainer
+    if cfg.mode == "ebm":
+        from training.ebm import EBMTrainer
+
+        return EBMTrainer
+    return Trainer

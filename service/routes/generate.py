@@ -23,7 +23,16 @@ from gan.latents import (
     seed_latent,
     slerp,
 )
-from gan.methods import METHODS, MethodOptions, PlainOptions, options_dict, parse_options
+from gan.methods import (
+    LANGEVIN_CAP,
+    METHODS,
+    EBMSearch,
+    MethodOptions,
+    PlainOptions,
+    kind_refusal,
+    options_dict,
+    parse_options,
+)
 from service.batching import GENERATOR
 from service.deps import engine_of, protected
 from service.schemas import (
@@ -192,11 +201,19 @@ def cost_cap(settings: Settings, setting: str) -> int:
 
 
 def plan_method(
-    req: GenerateRequest, plan: Plan, *, settings: Settings, calibration: Calibration | None
+    req: GenerateRequest,
+    plan: Plan,
+    *,
+    settings: Settings,
+    calibration: Calibration | None,
+    kind: str = "gan",
+    ebm: EBMSearch | None = None,
 ) -> MethodOptions:
     """The request's sampling method and its validated options; 422 for options the method
     does not take or out of range, a value above a cost cap, a method on z or interpolate (no
-    seeds), and a method that needs a calibration this checkpoint lacks."""
+    seeds), a method this model kind cannot run (the D-guided ones on a vae, ae or ebm), an
+    ebm whose Langevin search is longer than GAN_MAX_LANGEVIN_STEPS, and a method that needs a
+    calibration this checkpoint lacks."""
     spec = METHODS[req.method]
     given = req.method_options or {}
     if given and not spec.options:
@@ -217,6 +234,33 @@ def plan_method(
             ]
         ) from exc  # fmt: skip
     values = validated.model_dump()
+    refusal = kind_refusal(kind, req.method, parse_options(req.method, values))
+    if refusal is not None:
+        raise field_error(["method"], refusal, "kind_unsupported")
+    if kind == "ebm" and plan.request_seed is None:
+        source = "interpolate" if req.interpolate is not None else "z"
+        raise field_error(
+            [source],
+            "this checkpoint is an ebm (D alone): it has no latents; each image is a Langevin "
+            "search on D from its seed's noise, so give seed and n",
+        )
+    if kind == "ebm" and req.truncation is not None:
+        raise field_error(
+            ["truncation"],
+            "truncation applies to latents, and this checkpoint is an ebm (D alone): it has "
+            "none; drop truncation",
+        )
+    if kind == "ebm" and req.method == "plain":
+        steps = (ebm or EBMSearch()).steps
+        limit = cost_cap(settings, LANGEVIN_CAP)
+        if steps > limit:
+            raise field_error(
+                ["method"],
+                f"this ebm samples with a Langevin search of {steps} steps per image (its "
+                f"config.json 'ebm'), more than this server allows: at most {limit} "
+                f"({LANGEVIN_CAP})",
+                "cost_cap",
+            )
     for option in spec.options:
         if option.cap is not None and values[option.name] > cost_cap(settings, option.cap):
             limit = cost_cap(settings, option.cap)
@@ -379,7 +423,10 @@ async def generate(
 
     engine, settings = engine_of(request), request.app.state.settings
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
-    options = plan_method(req, plan, settings=settings, calibration=engine.calibration)
+    options = plan_method(
+        req, plan, settings=settings, calibration=engine.calibration, kind=engine.kind,
+        ebm=engine.config.ebm,
+    )  # fmt: skip
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     classes = engine.config.classes
     labels = plan_labels(req, plan, classes)
@@ -388,7 +435,7 @@ async def generate(
     latents: torch.Tensor | None
     with engine.arriving(GENERATOR) as arrival:
         y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-        if isinstance(options, PlainOptions):  # today's path: one batched pass through G
+        if isinstance(options, PlainOptions) and engine.kind != "ebm":  # one batched G pass
             latents = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
             images = await engine.generate(latents, y, arrival=arrival)  # uint8 [B, C, R, R]
         else:

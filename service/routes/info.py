@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from gan.dataset_info import portable_dataset_info
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
-from gan.methods import METHODS
+from gan.methods import METHODS, kind_refusal
 from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report
 from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
@@ -21,9 +21,20 @@ router = APIRouter(tags=["info"])
 MODEL_PATHS: tuple[str, ...] = ()
 
 
-def methods_info(settings: Settings, calibrated: bool) -> list[dict[str, Any]]:
+#: What method ``plain`` does on each kind (``generate.plain`` in /info).
+KIND_PLAIN = {
+    "gan": "G(z) for the seed's latent",
+    "vae": "the decoder (served as G) of the seed's latent, drawn from the prior N(0, I)",
+    "ae": "the decoder (served as G) of the seed's latent, drawn from the prior N(0, I)",
+    "ebm": "a Langevin search on D's logit over the pixels from the seed's uniform noise, with "
+    "the steps in ebm_search (a backward pass of D per step)",
+}
+
+
+def methods_info(settings: Settings, calibrated: bool, kind: str = "gan") -> list[dict[str, Any]]:
     """``generate.methods``: each method with its options (type, default, bounds; an option's
-    maximum is the server's cap where one applies) and whether this checkpoint can run it."""
+    maximum is the server's cap where one applies) and whether this checkpoint can run it
+    (its calibration, and its kind: a vae, ae or ebm lacks G or D)."""
     out: list[dict[str, Any]] = []
     for spec in METHODS.values():
         entry = spec.describe()
@@ -32,9 +43,12 @@ def methods_info(settings: Settings, calibrated: bool) -> list[dict[str, Any]]:
             if cap_setting is not None:
                 cap: int = getattr(settings, cap_setting.removeprefix("GAN_").lower())
                 option["maximum"] = min(option.get("maximum", cap), cap)
-        available = calibrated or not spec.needs_calibration
+        refusal = kind_refusal(kind, spec.name)
+        available = refusal is None and (calibrated or not spec.needs_calibration)
         entry["available"] = available
-        if not available:
+        if refusal is not None:
+            entry["unavailable_reason"] = refusal
+        elif not available:
             entry["unavailable_reason"] = (
                 "needs a calibrated discriminator: run gan-calibrate --checkpoint DIR on the "
                 "checkpoint and restart the server"
@@ -60,6 +74,7 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
     calibration = engine.calibration
     return InfoResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),
+        kind=engine.kind,
         architecture=engine.model_config.to_dict(),
         z_dim=engine.z_dim,
         resolution=engine.resolution,
@@ -98,7 +113,9 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             "truncation_mode": TRUNCATION_MODE,
             "interpolation": "slerp",
             "calibrated": calibration is not None,
-            "methods": methods_info(settings, calibration is not None),
+            "methods": methods_info(settings, calibration is not None, engine.kind),
+            "plain": KIND_PLAIN[engine.kind],
+            "ebm_search": None if cfg.ebm is None else cfg.ebm.to_config(),
             "method_seeds": "proposal k of image seed s has the latent of a seed derived from "
             "(s, k), proposal 0 being s itself; each image's acceptance draws and noise come "
             "from its own generator seeded from (s, method): a seed, label, method and options "

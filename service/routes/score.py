@@ -339,6 +339,11 @@ async def score(request: Request) -> Response:
     import torch
 
     engine, settings = engine_of(request), request.app.state.settings
+    if not engine.has_discriminator:
+        raise RequestValidationError([{"loc": ["body"], "type": "kind_unsupported", "msg": (
+            f"this checkpoint is a {engine.kind} (an auto-encoder: a decoder alone, no "
+            "discriminator), so there is no D to score images with; serve a gan or ebm "
+            "checkpoint for /score (GET /info 'kind')")}])  # fmt: skip
     classes = engine.config.classes
     label = score_label(request.query_params.get("label"), classes)
 

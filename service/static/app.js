@@ -226,6 +226,20 @@ function normaliseMethods(raw) {
     });
 }
 
+/** What the model kind cannot do is not offered: a vae or ae has no D to score with (/score
+ * answers 422), an ebm no latents to interpolate between (its images are Langevin searches). */
+function setupKind() {
+  const kind = info.kind ?? "gan";
+  const noD = kind === "vae" || kind === "ae";
+  $("score").hidden = noD;
+  $("score-selected").hidden = noD;
+  $("interpolate").hidden = kind === "ebm";
+}
+
+function canInterpolate() {
+  return !$("interpolate").hidden;
+}
+
 function setupMethods() {
   methods = normaliseMethods(info.generate?.methods);
   const show = methods.length > 1 || methods.some((m) => m.options.length > 0);
@@ -333,6 +347,7 @@ function setup() {
 
   setupLabels();
   setupMethods();
+  setupKind();
 
   const formats = info.preprocessing?.accepted_formats;
   $("score-hint").textContent = [
@@ -382,7 +397,7 @@ async function start() {
   if (!started) {
     started = true;
     $("generate-form").requestSubmit();
-    $("interpolate-form").requestSubmit();
+    if (canInterpolate()) $("interpolate-form").requestSubmit();
   }
 }
 

@@ -677,6 +677,31 @@ def test_page_works_with_a_checkpoint_that_records_less(browser: Browser, rgb_se
         assert tab.errors == [] and tab.csp_violations() == [] and tab.external == []
 
 
+@pytest.mark.parametrize("kind", ["vae", "ebm"])
+def test_page_offers_only_what_the_model_kind_can_do(
+    browser: Browser, tmp_path: Path, kind: str
+) -> None:
+    """A vae has no D: no score panel; an ebm has no latents: no interpolation. Generating
+    works on both, with no errors."""
+    from playwright.sync_api import expect
+
+    from gan.methods import EBMSearch
+    from tests.service.conftest import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / kind, kind=kind, ebm=EBMSearch(steps=2))
+    for origin in _serve(["--checkpoint", str(ckpt)], {}):
+        for tab in _tab(browser, origin):
+            page = tab.open()
+            expect(page.locator("#grid img")).to_have_count(16)
+            expect(page.locator("#model-line")).to_contain_text(kind)
+            for section, hidden in (("#score", kind == "vae"), ("#interpolate", kind == "ebm")):
+                if hidden:
+                    expect(page.locator(section)).to_be_hidden()
+                else:
+                    expect(page.locator(section)).to_be_visible()
+            assert tab.errors == [] and tab.csp_violations() == [] and tab.external == []
+
+
 def test_swagger_ui_renders_with_no_network(tab: Tab) -> None:
     from playwright.sync_api import expect
 
