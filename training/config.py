@@ -166,6 +166,13 @@ class TrainConfig:
                 f"--mode {self.mode} trains unconditional models without augmentation: drop "
                 "--conditional and --augment (they are GAN options)"
             )
+        gan_only = {"loss": "nonsat", "d_steps": 1, "r1_gamma": 0.0}
+        changed = [_flag_of(k) for k, default in gan_only.items() if getattr(self, k) != default]
+        if self.mode != "gan" and changed:
+            raise TrainingError(
+                f"{', '.join(changed)} only apply to --mode gan (the adversarial game); --mode "
+                f"{self.mode} has its own objective (docs/lecture.md): drop them"
+            )
         if self.mode == "ebm" and self.model.arch != "dcgan":
             raise TrainingError(
                 "--mode ebm needs --arch dcgan: the classic D has BatchNorm and dropout, so its "

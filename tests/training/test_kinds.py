@@ -121,6 +121,8 @@ def test_mode_options_are_validated() -> None:
         ),
         ({"mode": "ebm", "ebm_buffer": 1.5}, "--ebm-buffer must be in"),
         ({"mode": "ebm", "ebm_buffer_size": 8, "batch_size": 16}, "smaller than --batch-size"),
+        ({"mode": "ebm", "loss": "hinge", "r1_gamma": 1.0}, "--loss, --r1-gamma only apply to"),
+        ({"mode": "ae", "d_steps": 2}, "--d-steps only apply to --mode gan"),
         ({"ebm_steps": 0}, "--ebm-steps must be an integer >= 1"),
         ({"ebm_step_size": 0.0}, "--ebm-step-size must be a positive number"),
     ]
