@@ -52,6 +52,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from gan.models import build_models
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.loop import Trainer, _Batches, resolve_device
@@ -166,11 +167,32 @@ class DistributedTrainer(Trainer):
             self.aug_gen.manual_seed(cfg.seed + 4 + RANK_SEED_STRIDE * rank)
         ddp: dict[str, Any] = {"forward_sync_buffers": False}
         if self.device.type == "cuda":
-            self.g = nn.SyncBatchNorm.convert_sync_batchnorm(self.g)  # same parameter objects
+            self.sync_batchnorm()
             ddp["device_ids"] = [self.device.index]
         self.g_train = DistributedDataParallel(self.g, **ddp)
         self.d_train = DistributedDataParallel(self.d, **ddp)
         self._rank_states: list[dict[str, Any]] = []
+
+    def sync_batchnorm(self) -> None:
+        """G's BatchNorm layers become SyncBatchNorm (in place: the same parameters and buffers,
+        so the optimiser and the EMA keep them)."""
+        self.g = nn.SyncBatchNorm.convert_sync_batchnorm(self.g)
+
+    def export_generator(self) -> nn.Module:
+        """As on one process; without an EMA copy, G's SyncBatchNorm layers (whose forward
+        needs every process, while the main one alone exports) are exported as plain BatchNorm."""
+        if self.g_ema is not None or not any(
+            isinstance(m, nn.SyncBatchNorm) for m in self.g.modules()
+        ):
+            return super().export_generator()
+        synced = self.g
+        plain, _ = build_models(self.mc, seed=self.cfg.seed)
+        plain.load_state_dict(synced.state_dict())
+        self.g = plain.to(self.device)
+        try:
+            return super().export_generator()
+        finally:
+            self.g = synced
 
     def _z(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This process's slice of the global batch's latents and classes."""

@@ -276,3 +276,30 @@ def test_bad_nproc_is_one_error_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err
     assert not (tmp_path / "run").exists()
+
+
+def test_sync_batchnorm_generator_exports_as_plain_batchnorm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA runs convert G to SyncBatchNorm, whose forward needs every process (and a GPU);
+    without EMA the main process alone exports G, so it must export plain BatchNorm. Checked on
+    a 1-process gloo group, where a SyncBatchNorm forward on the CPU would raise."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        trainer = DistributedTrainer(_cfg(ema_decay=0.0), _data(), tmp_path, progress=False)
+        trainer.sync_batchnorm()
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in trainer.g.modules())
+        with torch.no_grad(), pytest.raises(ValueError, match="GPU"):
+            trainer.g.train()(*trainer._z(4))
+        exported = trainer.export_generator()
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in exported.modules())
+        assert any(isinstance(m, nn.BatchNorm2d) for m in exported.modules())
+        weights = trainer.g.state_dict()
+        for k, v in exported.state_dict().items():
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                assert torch.equal(v, weights[k]), k
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in trainer.g.modules())
+    finally:
+        dist.destroy_process_group()
