@@ -240,8 +240,9 @@ def train(argv: list[str] | None = None) -> int:
             last = trainer.fit()
     except Interrupted as stop:
         if main:
+            nproc = f" --nproc {penv.world_size}" if penv is not None else ""
             print(f"interrupted: saved {stop.checkpoint}; continue with gan-train --resume "
-                  f"{run_dir}", file=sys.stderr)  # fmt: skip
+                  f"{run_dir}{nproc}", file=sys.stderr)  # fmt: skip
         return 128 + stop.signum
     if not main:  # the main process reports and exports
         return 0
