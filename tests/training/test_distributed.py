@@ -9,9 +9,9 @@
   gradients, which is the global batch's mean gradient; R1 (a double backward through D's
   wrapper) and class labels are on. Only float rounding differs (the all-reduce adds two partial
   sums where one process adds all 2B terms): about 1e-9 in the weights after one step, and the
-  GAN's dynamics (ReLU patterns flipping, Adam) grow it to a relative 1.6e-3 (G) and 5e-5 (D)
-  after 300 steps at lr 1e-4 (measured). The tolerance means something: a 1-process run at B,
-  the run 2 processes would give if they did not average, is at 0.16 (G) and 0.045 (D).
+  GAN's dynamics grow it to a relative 1.6e-3 (G) and 5e-5 (D) after 300 steps at lr 1e-4
+  (measured). The tolerance means something: a 1-process run at the per-process batch B ends at
+  0.16 (G) and 0.045 (D) from the 2B run, and the test checks that it fails the tolerance.
 * Rank 0 alone writes: rank 1 is given a run folder of its own that must never appear.
 * A 2-process run stopped halfway and resumed equals the uninterrupted one bit for bit, with
   BatchNorm, augmentation, labels and R1 on (every process's random state restored).
@@ -166,7 +166,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(
         assert one[net].keys() == two[net].keys()
         distance = _relative_distance(one[net], two[net])
         assert distance < RTOL, f"{net}: relative distance {distance:.3g} after {EQUAL_STEPS} steps"
-        # Without the averaging over the global batch the test would fail:
+        # A run at the per-process batch is far outside the tolerance:
         assert _relative_distance(one[net], control[net]) > RTOL
     config = json.loads(
         (two_process_runs / "equal" / "checkpoints" / "latest" / "config.json").read_text()
