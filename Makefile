@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-peers bench-d-guided bench-three-ways docker-test clean
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-serve-variants bench-peers bench-d-guided bench-three-ways bench-ddp docker-test docker-lb-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-train: install-dev
 bench-serve: install-dev
 	$(BIN)/python bench/serve_load.py
 
+## bench-ddp: training images/s on 1 and 2 processes (torch.distributed), side by side
+bench-ddp: install-dev
+	$(BIN)/python bench/ddp_throughput.py
+
 ## bench-d-guided: every sampling method against plain (needs a calibrated checkpoint: gan-calibrate)
 bench-d-guided: install-dev
 	$(BIN)/python bench/d_guided.py
@@ -76,3 +80,7 @@ clean:
 ## docker-test: build the image, compose up, call the API, train through compose, down -v
 docker-test:
 	bash scripts/docker-test.sh
+
+## docker-lb-test: 2 replicas behind HAProxy (compose profile lb), one killed and restarted under load
+docker-lb-test: install-dev
+	GAN_DOCKER_LB_TEST=1 $(BIN)/pytest -q -s tests/deploy/test_docker_lb.py

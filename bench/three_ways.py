@@ -45,7 +45,7 @@ from gan.models import ModelConfig
 from training.config import TrainConfig
 from training.data import load_dataset, load_training_data
 from training.export import calibrate_checkpoint, export_checkpoint
-from training.loop import Trainer, configure_torch, trainer_class
+from training.loop import Trainer, configure_torch, trainer_for
 from training.metrics.evaluator import Evaluator, sampling_record
 
 KINDS = ("gan", "vae", "ae", "ebm")
@@ -163,7 +163,7 @@ def main() -> None:
             "mnist", args.data_dir, cfg.model.resolution, cfg.model.channels, seed=cfg.seed,
             progress=False,
         )  # fmt: skip
-        trainer = trainer_class(cfg)(
+        trainer = trainer_for(cfg)(
             cfg, data, args.out / "runs" / kind, heldout=held, progress=False
         )
         trainer.out.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-calibrate", action="store_true",
                    help="do not calibrate D on the exported checkpoint (gan-calibrate can later)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("processes")
+    g.add_argument("--nproc", type=int, default=None,
+                   help="train on N processes of this machine (torchrun; gloo on the CPU, one GPU "
+                   "each with nccl): --batch-size per process, global batch N times it. Under "
+                   "torchrun leave it out (docs/scaling.md)")  # fmt: skip
     return p
 
 
@@ -150,11 +155,22 @@ def train(argv: list[str] | None = None) -> int:
         option_names,
     )
     from training.data import load_training_data
+    from training.distributed import (
+        DistributedTrainer,
+        check_nproc,
+        init_process_group,
+        launch,
+        main_first,
+        process_env,
+    )
     from training.export import export_checkpoint
-    from training.loop import Interrupted, read_resume_state, resume_trainer, trainer_class
+    from training.loop import Interrupted, read_resume_state, resume_trainer, trainer_for
 
     args = build_train_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    penv = process_env()  # set when torchrun started this process as one of several
+    main = penv is None or penv.is_main
+    logging.basicConfig(level=logging.INFO if main else logging.WARNING,
+                        format="%(levelname)s %(message)s")  # fmt: skip
     progress = not args.no_progress
     options = given_options(args)
     resume_state = None
@@ -175,26 +191,50 @@ def train(argv: list[str] | None = None) -> int:
         cfg = config_from_options(options)
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         source = _data_source(args, None)
-    data, held = load_training_data(
-        source["data"], source["data_dir"], cfg.model.resolution, cfg.model.channels,
-        download=args.download, cache_dir=args.cache_dir, limit=source["limit"], seed=cfg.seed,
-        progress=progress,
-    )  # fmt: skip
+    if cfg.mode != "gan" and (penv is not None or (args.nproc or 1) > 1):
+        raise TrainingError(
+            f"--mode {cfg.mode} trains on one process; --nproc and torchrun are for --mode gan "
+            "(docs/scaling.md)"
+        )
+    if args.nproc is not None:
+        check_nproc(args.nproc, cfg.device)
+        saved_world = int(resume_state[1].get("world_size", 1)) if resume_state else args.nproc
+        if saved_world != args.nproc:
+            raise TrainingError(
+                f"--resume: the run trained on {saved_world} process(es); resume it with "
+                f"--nproc {saved_world} (its global batch and random states depend on it)"
+            )
+        if penv is None and args.nproc > 1:  # start the processes; each runs this again
+            child_argv = list(sys.argv[1:] if argv is None else argv)
+            if args.out is None:  # one run folder for all, not one per process's clock
+                child_argv += ["--out", str(run_dir)]
+            return launch(args.nproc, child_argv)
+    trainer_class = trainer_for(cfg)
+    if penv is not None:
+        init_process_group(penv, cfg.device)
+        trainer_class = DistributedTrainer
+    with main_first(penv):  # one process downloads and caches, the others read
+        data, held = load_training_data(
+            source["data"], source["data_dir"], cfg.model.resolution, cfg.model.channels,
+            download=args.download, cache_dir=args.cache_dir, limit=source["limit"],
+            seed=cfg.seed, progress=progress and main,
+        )  # fmt: skip
     saved_fingerprint = resume_state[1].get("data_source", {}).get("fingerprint") if resume_state else None
     if saved_fingerprint and data.info.get("fingerprint") != saved_fingerprint:
         raise TrainingError(
             f"--resume: the images in {source['data_dir']} are not the ones the run trained on "
             "(their fingerprint differs); point --data-dir at the original folder"
         )
-    evaluator = _make_evaluator(source["data"], args.no_eval, source["data_dir"])
+    evaluator = _make_evaluator(source["data"], args.no_eval or not main, source["data_dir"])
     if resume_state is not None:
         trainer = resume_trainer(
             src, data, run_dir, heldout=held, evaluator=evaluator, progress=progress,
-            resume_state=resume_state,
+            resume_state=resume_state, trainer_class=trainer_class,
         )  # fmt: skip
-        print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
+        if main:
+            print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
     else:
-        trainer = trainer_class(cfg)(
+        trainer = trainer_class(
             cfg, data, run_dir, heldout=held, evaluator=evaluator, progress=progress
         )
     trainer.data_source = {
@@ -206,9 +246,13 @@ def train(argv: list[str] | None = None) -> int:
         with _StopOnSignal(trainer):
             last = trainer.fit()
     except Interrupted as stop:
-        print(f"interrupted: saved {stop.checkpoint}; continue with gan-train --resume {run_dir}",
-              file=sys.stderr)  # fmt: skip
+        if main:
+            nproc = f" --nproc {penv.world_size}" if penv is not None else ""
+            print(f"interrupted: saved {stop.checkpoint}; continue with gan-train --resume "
+                  f"{run_dir}{nproc}", file=sys.stderr)  # fmt: skip
         return 128 + stop.signum
+    if not main:  # the main process reports and exports
+        return 0
     print(f"run folder: {run_dir}")
     print(f"latest checkpoint: {last}")
     if args.export is not None:
@@ -247,7 +291,12 @@ def _calibration_line(entry: dict[str, Any]) -> str:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    return _run(lambda: train(argv))
+    try:
+        return _run(lambda: train(argv))
+    finally:
+        dist = sys.modules.get("training.distributed")
+        if dist is not None:
+            dist.shutdown()
 
 
 # --------------------------------------------------------------------------------------------

@@ -205,6 +205,12 @@ class Trainer:
         if cfg.channels_last:
             self.g = with_memory_format(self.g, torch.channels_last)
             self.d = with_memory_format(self.d, torch.channels_last)
+        # What the training step calls: the modules themselves here, their DistributedDataParallel
+        # wrappers on several processes (training/distributed.py).
+        self.g_train: nn.Module = self.g
+        self.d_train: nn.Module = self.d
+        self.world_size = 1  # processes training together; the global batch is batch_size x this
+        self.is_main = True  # only the main process writes the run folder
         self.g_ema = copy.deepcopy(self.g).eval() if cfg.ema_decay > 0 else None
         for p in self.g_ema.parameters() if self.g_ema is not None else []:
             p.requires_grad_(False)
@@ -248,9 +254,18 @@ class Trainer:
             "batches": self.batches.state(),
             "train_config": self.cfg.to_dict(),
             "data_source": self.data_source,
+            "world_size": self.world_size,
         }
 
     def load_state(self, s: dict[str, Any]) -> None:
+        saved_world = int(s.get("world_size", 1))
+        if saved_world != self.world_size:
+            raise TrainingError(
+                f"--resume: the run trained on {saved_world} process(es) (global batch "
+                f"{self.cfg.batch_size * saved_world}) and this is {self.world_size}; resume it "
+                f"on {saved_world} (gan-train --nproc {saved_world}, or torchrun --nproc-per-node "
+                f"{saved_world}) so that its data order, batches and random states continue exactly"
+            )
         self.step = int(s["step"])
         self.train_seconds = float(s.get("train_seconds", 0.0))
         self.g.load_state_dict(s["g"])
@@ -303,7 +318,7 @@ class Trainer:
             d_iter = self.step * cfg.d_steps + k
             with self._autocast():
                 loss, d_stats = self.loss.d_objective(
-                    self.d, self._aug(real), self._aug(fake.float()), d_iter, real_y, fake_y
+                    self.d_train, self._aug(real), self._aug(fake.float()), d_iter, real_y, fake_y
                 )
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -315,7 +330,7 @@ class Trainer:
         self.d.requires_grad_(False)
         z, fake_y = self._z(cfg.batch_size)
         with self._autocast():
-            fake = self.g(z, fake_y)
+            fake = self.g_train(z, fake_y)
             loss_g = self.loss.g_objective(self.d, self._aug(fake), fake_y)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
@@ -404,7 +419,10 @@ class Trainer:
             step=self.step,
             seed=self.cfg.seed,
             dataset=self.data.info,
-            training={**self.cfg.to_dict(), "train_seconds": round(self.train_seconds, 1)},
+            training={
+                **self.cfg.to_dict(), **self.batch_record(),
+                "train_seconds": round(self.train_seconds, 1),
+            },
             metrics=metrics,
             real_scores=real_scores,
             classes=self.classes,
@@ -415,7 +433,13 @@ class Trainer:
             self.step, config=config, train_state=self.state(), metric=metric, **networks
         )
 
+    def batch_record(self) -> dict[str, int]:
+        """Processes and global batch, for run.json and the checkpoint's training record."""
+        return {"world_size": self.world_size, "global_batch_size": self.cfg.batch_size * self.world_size}
+
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         with open(self.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.tb is not None:
@@ -425,7 +449,7 @@ class Trainer:
 
     def _open_tensorboard(self) -> Any:
         """A SummaryWriter on <out>/tensorboard when --tensorboard is on, else None."""
-        if not self.cfg.tensorboard:
+        if not self.cfg.tensorboard or not self.is_main:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -441,6 +465,11 @@ class Trainer:
         """Ask the loop to stop after the current step, save a checkpoint and raise
         :class:`Interrupted` (the CLI's SIGINT / SIGTERM handler calls this)."""
         self.stop_signal = signum
+
+    def sync_stop(self, over_budget: bool) -> bool:
+        """Whether to stop for the time budget; on several processes all of them agree on it
+        and on a stop signal (training/distributed.py), so that they stop at the same step."""
+        return over_budget
 
     def d_gap(
         self, g: nn.Module, drawn: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -461,6 +490,27 @@ class Trainer:
             self.d.train()
         return float(real.mean() - fake.mean())
 
+    def _evaluate_now(self, g_exp: nn.Module | None, bar: Any) -> tuple[float | None, nn.Module]:
+        """The quick FID and D's real/fake gap of the exported G, logged; (metric, that G)."""
+        g_exp = g_exp if g_exp is not None else self.export_generator()
+        need = max(
+            self.cfg.eval_samples if self.evaluator is not None else 0,
+            GAP_SAMPLES if self.heldout is not None and len(self.heldout) else 0,
+        )
+        drawn = self.eval_images(g_exp, need) if need else None
+        metric = self.evaluate(g_exp, drawn)
+        gap = self.d_gap(g_exp, drawn)
+        record: dict[str, Any] = {"step": self.step}
+        if metric is not None:
+            record[self.metric_name] = round(metric, 4)
+            bar.write(f"step {self.step}: {self.metric_name} = {metric:.3f}")
+        if gap is not None:
+            record["d_gap"] = round(gap, 4)
+        if len(record) > 1:
+            self._log(record)
+        write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
+        return metric, g_exp
+
     def fit(self) -> Path:
         """Train until ``steps`` (or this call's ``time_budget_s``), writing logs, grids and
         checkpoints; returns the last checkpoint. A :meth:`request_stop` stops after the current
@@ -469,10 +519,11 @@ class Trainer:
 
         cfg = self.cfg
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(
-                self.out / "run.json", {"train_config": cfg.to_dict(), "dataset": self.data.info}
-            )
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.out / "run.json", {
+                    "train_config": cfg.to_dict(), **self.batch_record(), "dataset": self.data.info,
+                })  # fmt: skip
         except OSError as exc:
             raise TrainingError(
                 f"cannot write the run folder {self.out}: {exc.strerror or exc}; choose a "
@@ -507,16 +558,17 @@ class Trainer:
                 its = window_steps / max(elapsed, 1e-9)
                 record = {
                     "step": self.step, **{k: round(v, 5) for k, v in stats.items()},
-                    "it_s": round(its, 3), "img_s": round(its * cfg.batch_size * (cfg.d_steps + 1), 1),
+                    "it_s": round(its, 3),
+                    "img_s": round(its * cfg.batch_size * self.world_size * (cfg.d_steps + 1), 1),
                     "train_seconds": round(self.train_seconds, 2),
                 }
                 self._log(record)
                 bar.set_postfix(step=self.step, **self.progress_fields(stats))
                 window_start, window_steps = time.perf_counter(), 0
-            over_budget = budget > 0 and self.train_seconds - started_seconds >= budget
+            over_budget = self.sync_stop(budget > 0 and self.train_seconds - started_seconds >= budget)
             interrupted = self.stop_signal is not None
             is_last = self.step == cfg.steps or over_budget or interrupted
-            if self.step % cfg.sample_every == 0 or is_last:
+            if self.is_main and (self.step % cfg.sample_every == 0 or is_last):
                 g_exp = self.export_generator()
                 grid_path = self.save_samples(g_exp)
                 if self.tb is not None:
@@ -525,23 +577,7 @@ class Trainer:
                 g_exp = None
             do_eval = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
             if self.step % cfg.checkpoint_every == 0 or is_last or do_eval:
-                g_exp = g_exp if g_exp is not None else self.export_generator()
-                need = max(
-                    self.cfg.eval_samples if self.evaluator is not None else 0,
-                    GAP_SAMPLES if self.heldout is not None and len(self.heldout) else 0,
-                )
-                drawn = self.eval_images(g_exp, need) if need else None
-                metric = self.evaluate(g_exp, drawn)
-                gap = self.d_gap(g_exp, drawn)
-                record = {"step": self.step}
-                if metric is not None:
-                    record[self.metric_name] = round(metric, 4)
-                    bar.write(f"step {self.step}: {self.metric_name} = {metric:.3f}")
-                if gap is not None:
-                    record["d_gap"] = round(gap, 4)
-                if len(record) > 1:
-                    self._log(record)
-                write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
+                metric, g_exp = self._evaluate_now(g_exp, bar) if self.is_main else (None, None)
                 if self.step % cfg.checkpoint_every == 0 or is_last:
                     last_path = self.save_checkpoint(metric, g_exp)
             if over_budget or interrupted:
@@ -552,7 +588,8 @@ class Trainer:
             self.tb.close()
         if stopped_early and self.stop_signal is None:
             log.info("time budget of %.0f s reached at step %d", budget, self.step)
-        write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
+        if self.is_main:
+            write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
         if last_path is None:  # resumed a run that had already finished
             last_path = self.save_checkpoint(self.last_metric)
         if self.stop_signal is not None:
@@ -640,24 +677,26 @@ def resume_trainer(
     time_budget_s: float | None = None,
     progress: bool = True,
     resume_state: tuple[TrainConfig, dict[str, Any]] | None = None,
+    trainer_class: type[Trainer] | None = None,
 ) -> Trainer:
     """Rebuild a Trainer from a checkpoint's training state (optionally extending ``steps``).
 
-    ``resume_state`` is :func:`read_resume_state`'s result when the caller already read it.
+    ``resume_state`` is :func:`read_resume_state`'s result when the caller already read it;
+    ``trainer_class`` a Trainer subclass to build (the distributed one); by default the
+    trainer of the run's ``--mode`` (:func:`trainer_for`).
     """
     cfg, state = resume_state if resume_state is not None else read_resume_state(checkpoint_dir)
     if steps is not None:
         cfg.steps = steps
     if time_budget_s is not None:
         cfg.time_budget_s = time_budget_s
-    trainer = trainer_class(cfg)(
-        cfg, data, out_dir, heldout=heldout, evaluator=evaluator, progress=progress
-    )
+    cls = trainer_class or trainer_for(cfg)
+    trainer = cls(cfg, data, out_dir, heldout=heldout, evaluator=evaluator, progress=progress)
     trainer.load_state(state)
     return trainer
 
 
-def trainer_class(cfg: TrainConfig) -> type[Trainer]:
+def trainer_for(cfg: TrainConfig) -> type[Trainer]:
     """The trainer of ``cfg.mode``: :class:`Trainer` (gan), or the auto-encoder's and the
     EBM's subclasses (training/ae.py, training/ebm.py)."""
     if cfg.mode == "ae":

@@ -118,6 +118,7 @@ _SERVICE = {
         "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
         "user": {"type": "string", "pattern": r"^[0-9A-Za-z_.-]+(:[0-9A-Za-z_.-]+)?$"},
         "ports": {"type": "array", "items": {"type": "string", "pattern": _PORT}},
+        "depends_on": _STR_LIST,
         "environment": {
             "type": "array",
             "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(=.*)?$"},
@@ -316,3 +317,24 @@ def test_compose_binary_accepts_the_file(env: dict[str, str], tmp_path: Path) ->
             capture_output=True, text=True, check=False,
         )
         assert proc.returncode == 0, f"{' '.join(cmd)} config: {proc.stderr}"
+
+
+def test_lb_profile_puts_api_replicas_behind_haproxy() -> None:
+    """`--profile lb`: replicas with the api's settings but no port, HAProxy in front checking
+    /ready (tests/deploy/test_docker_lb.py runs it for real)."""
+    services = resolved()["services"]
+    api, replica, lb = services["api"], services["replica"], services["lb"]
+    assert replica["profiles"] == ["lb"] and lb["profiles"] == ["lb"]
+    assert "ports" not in replica, "replicas are reached through the balancer only"
+    assert {k: v for k, v in replica.items() if k != "profiles"} == {
+        k: v for k, v in api.items() if k != "ports"
+    }
+    assert lb["depends_on"] == ["replica"] and lb["build"] == {"context": "deploy/lb"}
+    assert [p.split(":")[-1] for p in lb["ports"]] == ["8080"]
+    cfg = (ROOT / "deploy" / "lb" / "haproxy.cfg").read_text()
+    assert "option httpchk GET /ready" in cfg and "http-check expect status 200" in cfg
+    assert "server-template replica 1-10 replica:8000" in cfg
+    assert "bind :8080" in cfg
+    dockerfile = (ROOT / "deploy" / "lb" / "Dockerfile").read_text()
+    base = stages()[-1].base  # the gan-serve image's own base
+    assert f"FROM {base}" in dockerfile and "apt-get install" in dockerfile and "haproxy" in dockerfile

@@ -19,7 +19,7 @@ from gan.models import ModelConfig
 from training.cli import eval_main, sample_main, train_main
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
-from training.loop import resume_trainer, trainer_class
+from training.loop import resume_trainer, trainer_for
 
 EBM = {"mode": "ebm", "ebm_steps": 3, "ebm_sample_steps": 4, "ebm_buffer_size": 40}
 MODES = {"vae": {"mode": "ae"}, "ae": {"mode": "ae", "ae_kind": "plain"}, "ebm": EBM}
@@ -46,7 +46,7 @@ def _cfg(resolution: int = 28, channels: int = 1, **kw: Any) -> TrainConfig:
 
 
 def _fit(cfg: TrainConfig, data: ImageData, out: Path, **kw: Any) -> Path:
-    return trainer_class(cfg)(cfg, data, out, progress=False, **kw).fit()
+    return trainer_for(cfg)(cfg, data, out, progress=False, **kw).fit()
 
 
 @pytest.mark.parametrize("kind", ["vae", "ae", "ebm"])
