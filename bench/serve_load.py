@@ -595,7 +595,8 @@ def sample_pngs(checkpoint: Path, count: int) -> list[bytes]:
     from gan.sampling import sample
 
     ckpt = load_checkpoint(checkpoint)
-    return encode_pngs(sample(ckpt.generator, ckpt.model_config.z_dim, seed=7, n=count))
+    mc = ckpt.model_config
+    return encode_pngs(sample(ckpt.generator, mc.z_dim, seed=7, n=count, num_classes=mc.num_classes))
 
 
 # ------------------------------------------------------------------------------------------
@@ -819,6 +820,14 @@ def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
         if not (checkpoint / "config.json").is_file():
             print(f"note: {checkpoint} has no checkpoint: using a random one of the default config")
             checkpoint = wide_checkpoint(tmpdir / "default", width=64)
+        from gan.checkpoint import read_checkpoint_config
+
+        mc = read_checkpoint_config(checkpoint).model
+        if mc.num_classes:  # bench/peers serve G(z) and D(x): unconditional models only
+            print(f"note: {checkpoint} is class-conditional; the peers serve unconditional models, "
+                  "so all servers get an unconditional checkpoint of the same size (random "
+                  "weights: the timing does not depend on them)")  # fmt: skip
+            checkpoint = wide_checkpoint(tmpdir / "unconditional", width=mc.g_width)
         info = machine()
         print(f"machine: {info}")
         pngs = sample_pngs(checkpoint, 1)
@@ -1176,6 +1185,14 @@ def main(argv: list[str] | None = None) -> int:
                 "config (g_width = d_width = 64; forward timings do not depend on the weights)"
             )
             checkpoint = wide_checkpoint(tmpdir / "default", width=64)
+        from gan.checkpoint import read_checkpoint_config
+
+        mc = read_checkpoint_config(checkpoint).model
+        if mc.num_classes:  # bench/peers serve G(z) and D(x): unconditional models only
+            print(f"note: {checkpoint} is class-conditional; the peers serve unconditional models, "
+                  "so all servers get an unconditional checkpoint of the same size (random "
+                  "weights: the timing does not depend on them)")  # fmt: skip
+            checkpoint = wide_checkpoint(tmpdir / "unconditional", width=mc.g_width)
         info = machine()
         print(f"machine: {info}")
         print(

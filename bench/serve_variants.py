@@ -6,7 +6,7 @@ Each variant is the real ``gan-serve`` process with the default settings except 
   httptools and uvloop were installed with the service);
 * ``httptools+asyncio`` and ``h11+uvloop``: one of the two C parts at a time;
 * ``auto``: the default, which picks httptools and uvloop;
-* ``auto, 2 workers``: the default stack with ``GAN_WORKERS=2`` (two processes, each with its own
+* ``auto+2workers``: the default stack with ``GAN_WORKERS=2`` (two processes, each with its own
   models and batcher, sharing the port).
 
 All variants run at once (an idle one costs next to nothing) and take turns: every round drives
@@ -53,7 +53,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "httptools+asyncio": {"GAN_HTTP": "httptools", "GAN_LOOP": "asyncio"},
     "h11+uvloop": {"GAN_HTTP": "h11", "GAN_LOOP": "uvloop"},
     "auto": {},
-    "auto, 2 workers": {"GAN_WORKERS": "2"},
+    "auto+2workers": {"GAN_WORKERS": "2"},
 }
 BASELINE = "h11+asyncio"
 

@@ -118,3 +118,27 @@ def test_ebm_search_is_capped_and_the_same_per_seed(
     alone = client.post("/generate", json={"seed": 23})
     assert alone.status_code == 200
     assert base64.b64decode(grid["images"][3]["png_base64"]) == alone.content
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("mnist-gan-small", "gan"), ("mnist-vae", "vae"), ("mnist-ebm", "ebm")]
+)
+def test_bundled_small_checkpoints_of_each_kind_serve(
+    make_client: ClientFactory, name: str, kind: str
+) -> None:
+    """The three checkpoints docs/lecture.md tells `make serve` users to try
+    (GAN_CHECKPOINT=checkpoints/mnist-ebm ...) load and serve as their kind."""
+    client = make_client(checkpoint=BUNDLED / name)
+    assert client.get("/info").json()["kind"] == kind
+    r = client.post("/generate", json={"seed": 1, "n": 2, "format": "json"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["images"]) == 2
+    png = base64.b64decode(r.json()["images"][0]["png_base64"])
+    score = client.post("/score", files=[("files", ("a.png", png, "image/png"))])
+    if kind == "vae":
+        assert score.status_code == 422 and "no discriminator" in score.text.lower()
+    else:
+        assert score.status_code == 200, score.text
