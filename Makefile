@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev serve sample test lint typecheck bench-train bench-serve bench-serve-variants bench-peers bench-d-guided bench-three-ways bench-ddp docker-test docker-lb-test clean
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-augment bench-serve bench-serve-variants bench-peers bench-d-guided bench-three-ways bench-ddp docker-test docker-lb-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ typecheck: install-dev
 
 bench-train: install-dev
 	$(BIN)/python bench/train_budget.py
+
+## bench-augment: --augment vs not on a synthetic two-class folder (quality and mode coverage)
+bench-augment: install-dev
+	$(BIN)/python bench/augment_folder.py
 
 bench-serve: install-dev
 	$(BIN)/python bench/serve_load.py
