@@ -129,7 +129,8 @@ def main() -> int:
     data, held = load_training_data("folder", folder, SIZE, 3, cache_dir=args.out / "cache",
                                     seed=args.seed, progress=False)  # fmt: skip
     # The real images through the same reader: its labels must match the folders.
-    real_u8 = ((data.images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    imgs = data.images
+    real_u8 = imgs if imgs.dtype == torch.uint8 else ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     real = read_all(real_u8)
     truth = [CLASSES[int(y)] for y in data.labels] if data.labels is not None else []
     if truth:
