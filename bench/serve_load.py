@@ -588,6 +588,19 @@ def wide_checkpoint(path: Path, width: int = 256) -> Path:
     return save_checkpoint(path, g.eval(), d.eval(), config)
 
 
+def unconditional_stand_in(checkpoint: Path, tmpdir: Path) -> tuple[Path, str | None]:
+    """The checkpoint itself, or for a class-conditional one an unconditional checkpoint of the
+    same size in ``tmpdir`` (random weights: the timing does not depend on them) and a note."""
+    from gan.checkpoint import read_checkpoint_config
+
+    mc = read_checkpoint_config(checkpoint).model
+    if not mc.num_classes:
+        return checkpoint, None
+    note = (f"{checkpoint} is class-conditional; every server got an unconditional checkpoint "
+            "of the same size (random weights: the timing does not depend on them)")  # fmt: skip
+    return wide_checkpoint(tmpdir / "unconditional", width=mc.g_width), note
+
+
 def sample_pngs(checkpoint: Path, count: int) -> list[bytes]:
     """``count`` 28x28 PNGs drawn by the checkpoint's own generator (realistic uploads)."""
     from gan.checkpoint import load_checkpoint
@@ -820,14 +833,9 @@ def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
         if not (checkpoint / "config.json").is_file():
             print(f"note: {checkpoint} has no checkpoint: using a random one of the default config")
             checkpoint = wide_checkpoint(tmpdir / "default", width=64)
-        from gan.checkpoint import read_checkpoint_config
-
-        mc = read_checkpoint_config(checkpoint).model
-        if mc.num_classes:  # bench/peers serve G(z) and D(x): unconditional models only
-            print(f"note: {checkpoint} is class-conditional; the peers serve unconditional models, "
-                  "so all servers get an unconditional checkpoint of the same size (random "
-                  "weights: the timing does not depend on them)")  # fmt: skip
-            checkpoint = wide_checkpoint(tmpdir / "unconditional", width=mc.g_width)
+        checkpoint, note = unconditional_stand_in(checkpoint, tmpdir)
+        if note:
+            print(f"note: {note} (the peers serve G(z) and D(x) only)")
         info = machine()
         print(f"machine: {info}")
         pngs = sample_pngs(checkpoint, 1)
@@ -1185,14 +1193,9 @@ def main(argv: list[str] | None = None) -> int:
                 "config (g_width = d_width = 64; forward timings do not depend on the weights)"
             )
             checkpoint = wide_checkpoint(tmpdir / "default", width=64)
-        from gan.checkpoint import read_checkpoint_config
-
-        mc = read_checkpoint_config(checkpoint).model
-        if mc.num_classes:  # bench/peers serve G(z) and D(x): unconditional models only
-            print(f"note: {checkpoint} is class-conditional; the peers serve unconditional models, "
-                  "so all servers get an unconditional checkpoint of the same size (random "
-                  "weights: the timing does not depend on them)")  # fmt: skip
-            checkpoint = wide_checkpoint(tmpdir / "unconditional", width=mc.g_width)
+        checkpoint, note = unconditional_stand_in(checkpoint, tmpdir)
+        if note:
+            notes.append(f"{note} (the raw-forward baselines run G(z) and D(x) without labels)")
         info = machine()
         print(f"machine: {info}")
         print(

@@ -161,6 +161,20 @@ class Generator(nn.Module):
         return self.body(h)  # [B, C, R, R]
 
 
+def conv_body(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+    """D's convolutional body (the Encoder's too) and its flattened output size: stride-2 convs
+    with LeakyReLU, widths from ``d_width`` doubling, halving the spatial size until it reaches
+    7 (28) or 4 (32, 64)."""
+    layers: list[nn.Module] = []
+    ch_in, ch = cfg.channels, cfg.d_width
+    size = cfg.resolution
+    while size > cfg.base_size:
+        # [B, ch_in, s, s] -> [B, ch, s/2, s/2]
+        layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        ch_in, ch, size = ch, ch * 2, size // 2
+    return nn.Sequential(*layers), ch_in * size * size
+
+
 class Discriminator(nn.Module):
     """image [B, C, R, R] in [-1, 1] (and class y [B] when conditional) -> one logit per image.
 
@@ -172,16 +186,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        layers: list[nn.Module] = []
-        ch_in, ch = cfg.channels, cfg.d_width
-        size = cfg.resolution
-        # Halve the spatial size with stride-2 convs until it reaches 7 (28) or 4 (32, 64).
-        while size > cfg.base_size:
-            # [B, ch_in, s, s] -> [B, ch, s/2, s/2]
-            layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-            ch_in, ch, size = ch, ch * 2, size // 2
-        self.features = nn.Sequential(*layers)
-        feat = ch_in * size * size
+        self.features, feat = conv_body(cfg)  # [B, C, R, R] -> [B, ...] (flattened: feat)
         # [B, feat] -> [B, 1]
         self.head = nn.Linear(feat, 1)
         # [B] -> [B, feat]
@@ -210,16 +215,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.variational = variational
-        layers: list[nn.Module] = []
-        ch_in, ch = cfg.channels, cfg.d_width
-        size = cfg.resolution
-        while size > cfg.base_size:
-            # [B, ch_in, s, s] -> [B, ch, s/2, s/2]
-            layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-            ch_in, ch, size = ch, ch * 2, size // 2
-        self.features = nn.Sequential(*layers)
+        self.features, feat = conv_body(cfg)  # D's body: [B, C, R, R] -> [B, feat] flattened
         # [B, feat] -> [B, 2 * z_dim] (mu, logvar) or [B, z_dim]
-        self.head = nn.Linear(ch_in * size * size, cfg.z_dim * (2 if variational else 1))
+        self.head = nn.Linear(feat, cfg.z_dim * (2 if variational else 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.head(self.features(x).flatten(1))  # [B, z_dim * (2 or 1)]

@@ -25,7 +25,6 @@ no D.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan.models import build_encoder, init_weights
-from training.config import TrainConfig, TrainingError
+from training.config import TrainConfig
 from training.data import ImageData
-from training.loop import Trainer, ema_update, with_memory_format
+from training.loop import Trainer, check_finite, with_memory_format
 
 #: Probabilities are clipped to [EPS, 1 - EPS] in the pixel loss.
 EPS = 1e-6
@@ -99,21 +98,10 @@ class AETrainer(Trainer):
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
-        if self.g_ema is not None:
-            t = self.step
-            ema_update(
-                self.g_ema,
-                self.g,
-                min(self.cfg.ema_decay, (1.0 + t) / max(1, self.cfg.ema_warmup + t)),
-            )
+        self.update_ema()
         self.step += 1
         stats = {"loss": loss.item(), "recon_loss": recon.item(), "kl_loss": kl.item()}
-        if not all(math.isfinite(v) for v in stats.values()):
-            raise TrainingError(
-                f"training diverged at step {self.step} (the loss became {stats['loss']}); "
-                "lower --lr-g"
-            )
-        return stats
+        return check_finite(stats, self.step, "lower --lr-g")
 
     def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{stats['loss']:.2f}", "recon": f"{stats['recon_loss']:.2f}",

@@ -25,7 +25,6 @@ D alone, with its logits on held-out real images for ``/score``'s percentile.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ from gan.io import save_grid
 from gan.latents import image_seeds
 from gan.methods import EBMSearch
 from gan.models import to_model_range, to_uint8
-from training.config import TrainConfig, TrainingError
+from training.config import TrainConfig
 from training.data import ImageData
-from training.loop import EVAL_SEED, Trainer, with_memory_format
+from training.loop import EVAL_SEED, Trainer, check_finite, with_memory_format
 
 #: Images per Langevin search when drawing evaluation samples (memory stays small).
 SEARCH_CHUNK = 500
@@ -110,12 +109,7 @@ class EBMTrainer(Trainer):
         self.scaler.update()
         self.step += 1
         stats = {"d_loss": loss.item(), "d_real": r.mean().item(), "d_fake": f.mean().item()}
-        if not all(math.isfinite(v) for v in stats.values()):
-            raise TrainingError(
-                f"training diverged at step {self.step} (a loss became {stats['d_loss']}); "
-                "lower --lr-d or raise --ebm-alpha"
-            )
-        return stats
+        return check_finite(stats, self.step, "lower --lr-d or raise --ebm-alpha")
 
     def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
         return {"d": f"{stats['d_loss']:.3f}", "Dx": f"{stats['d_real']:.2f}",

@@ -75,6 +75,15 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         be.copy_(bm)
 
 
+def check_finite(stats: dict[str, float], step: int, hint: str) -> dict[str, float]:
+    """``stats`` unchanged if every value is finite; else a TrainingError naming the first
+    value that is not, and what to change (``hint``)."""
+    for name, v in stats.items():
+        if not math.isfinite(v):
+            raise TrainingError(f"training diverged at step {step} ({name} became {v}); {hint}")
+    return stats
+
+
 class Interrupted(Exception):
     """Training stopped on a signal after saving ``checkpoint`` (resume from it)."""
 
@@ -337,18 +346,16 @@ class Trainer:
         self.scaler.step(self.opt_g)
         self.scaler.update()
         stats["g_loss"] = loss_g.item()
-        if self.g_ema is not None:
-            t = self.step
-            decay = min(cfg.ema_decay, (1.0 + t) / max(1, cfg.ema_warmup + t))
-            ema_update(self.g_ema, self.g, decay)
+        self.update_ema()
         self.step += 1
-        for v in stats.values():
-            if not math.isfinite(v):
-                raise TrainingError(
-                    f"training diverged at step {self.step} (a loss became {v}); lower the "
-                    "learning rates or enable --r1-gamma"
-                )
-        return stats
+        return check_finite(stats, self.step, "lower the learning rates or enable --r1-gamma")
+
+    def update_ema(self) -> None:
+        """One EMA step of G after its update at step t: decay min(ema_decay, (1 + t) /
+        (ema_warmup + t)), the ramp of config.py (a constant decay with --ema-warmup 0)."""
+        if self.g_ema is not None:
+            t, cfg = self.step, self.cfg
+            ema_update(self.g_ema, self.g, min(cfg.ema_decay, (1.0 + t) / max(1, cfg.ema_warmup + t)))
 
     # ---- export, evaluation, checkpoints ----------------------------------------------------
 
