@@ -34,15 +34,17 @@ serve: install
 sample: install
 	$(BIN)/gan-sample --checkpoint checkpoints/mnist --num 64 --seed 0 --out samples.png
 
-## test: lint, type-check and run the whole test suite
+## test: lint (ruff check and format), type-check and run the whole test suite
 test: install-dev
 	$(BIN)/ruff check gan training service tests bench
+	$(BIN)/ruff format --check gan training service tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: install-dev
 	$(BIN)/ruff check gan training service tests bench
+	$(BIN)/ruff format --check gan training service tests bench
 	$(BIN)/lint-imports
 
 typecheck: install-dev

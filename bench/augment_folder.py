@@ -126,11 +126,16 @@ def main() -> int:
     args = p.parse_args()
     configure_torch(args.threads)
     folder = make_folder(args.out / "shapes", args.images // 2, args.seed)
-    data, held = load_training_data("folder", folder, SIZE, 3, cache_dir=args.out / "cache",
-                                    seed=args.seed, progress=False)  # fmt: skip
+    data, held = load_training_data(
+        "folder", folder, SIZE, 3, cache_dir=args.out / "cache", seed=args.seed, progress=False
+    )
     # The real images through the same reader: its labels must match the folders.
     imgs = data.images
-    real_u8 = imgs if imgs.dtype == torch.uint8 else ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    real_u8 = (
+        imgs
+        if imgs.dtype == torch.uint8
+        else ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    )
     real = read_all(real_u8)
     truth = [CLASSES[int(y)] for y in data.labels] if data.labels is not None else []
     if truth:
@@ -138,15 +143,21 @@ def main() -> int:
         real["reader_accuracy"] = sum(r + "s" == t for r, t in zip(read, truth, strict=True)) / len(
             truth
         )
-    print(f"folder: {len(data)} training images ({len(held)} held out); reader on the real "
-          f"images: {real}", flush=True)  # fmt: skip
+    print(
+        f"folder: {len(data)} training images ({len(held)} held out); reader on the real "
+        f"images: {real}",
+        flush=True,
+    )
 
     trainers: dict[str, Trainer] = {}
     for name, augment in (("plain", False), ("augment", True)):
         cfg = TrainConfig(
-            seed=args.seed, steps=10**9, log_every=10**9, augment=augment,
+            seed=args.seed,
+            steps=10**9,
+            log_every=10**9,
+            augment=augment,
             model=ModelConfig(resolution=SIZE, channels=3),
-        )  # fmt: skip
+        )
         trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
         trainers[name].out.mkdir(parents=True, exist_ok=True)
     print(f"training plain and --augment, {args.budget:.0f} s each, interleaved", flush=True)

@@ -41,8 +41,15 @@ from training.metrics.evaluator import Evaluator, digit_labels, sampling_record
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_STRIDE = 1_000_000  # seed k draws the image seeds k * SEED_STRIDE + 0 .. num - 1
-METRICS = ("fid", "kid", "precision", "recall", "coverage_entropy", "coverage_min_share",
-           "label_accuracy")  # fmt: skip
+METRICS = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "coverage_entropy",
+    "coverage_min_share",
+    "label_accuracy",
+)
 TARGET = {"fid_drop": 0.15, "precision_gain": 0.05, "recall_loss": 0.05, "time_ratio": 4.0}
 
 #: The configurations measured per method: "full" for the published table, "quick" to try the
@@ -100,9 +107,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def measure(
-    models: Models, evaluator: Evaluator, config: Config, *, num: int, seeds: int, chunk: int,
-    classes: tuple[str, ...], grid_dir: Path,
-) -> dict[str, Any]:  # fmt: skip
+    models: Models,
+    evaluator: Evaluator,
+    config: Config,
+    *,
+    num: int,
+    seeds: int,
+    chunk: int,
+    classes: tuple[str, ...],
+    grid_dir: Path,
+) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     for k in range(seeds):
         seed = k * SEED_STRIDE
@@ -114,8 +128,11 @@ def measure(
         if k == 0:
             columns = len(classes) if 2 <= len(classes) <= 16 else 8
             save_grid(result.images[: columns * 8], grid_dir / f"{config.slug}.png", nrow=columns)
-        print(f"  {config.name} seed {seed}: FID {evaluated['metrics']['fid']:.2f}, "
-              f"{runs[-1]['cost_per_image']['ms']:.2f} ms/image", file=sys.stderr)  # fmt: skip
+        print(
+            f"  {config.name} seed {seed}: FID {evaluated['metrics']['fid']:.2f}, "
+            f"{runs[-1]['cost_per_image']['ms']:.2f} ms/image",
+            file=sys.stderr,
+        )
     summary: dict[str, Any] = {}
     for key in METRICS:
         values = [r["metrics"][key] for r in runs if key in r["metrics"]]
@@ -160,10 +177,12 @@ def compare(rows: list[dict[str, Any]]) -> None:
 def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's target for the best forward-only configuration within the time budget."""
     candidates = [
-        r for r in rows
-        if r["forward_only"] and r["method"] != "plain"
+        r
+        for r in rows
+        if r["forward_only"]
+        and r["method"] != "plain"
         and (r["vs_plain"]["time_ratio"] or math.inf) <= TARGET["time_ratio"]
-    ]  # fmt: skip
+    ]
     if not candidates:
         return {"met": False, "why": "no forward-only configuration within 4x the time of plain"}
     best = min(candidates, key=lambda r: r["vs_plain"]["fid_change"][0])
@@ -189,9 +208,23 @@ def fmt_ms(mean_std_pair: tuple[float, float], digits: int, percent: bool = Fals
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], result: dict[str, Any]) -> str:
     conditional = any("label_accuracy" in r["metrics"] for r in rows)
-    head = ["configuration", "FID", "ΔFID vs plain", "KID", "precision", "Δprec.", "recall",
-            "Δrecall", "coverage", "G+D fwd / img", "bwd / img", "ms / img", "× plain time",
-            "acceptance", "D logit before → after"]  # fmt: skip
+    head = [
+        "configuration",
+        "FID",
+        "ΔFID vs plain",
+        "KID",
+        "precision",
+        "Δprec.",
+        "recall",
+        "Δrecall",
+        "coverage",
+        "G+D fwd / img",
+        "bwd / img",
+        "ms / img",
+        "× plain time",
+        "acceptance",
+        "D logit before → after",
+    ]
     if conditional:
         head.insert(9, "label acc.")
     lines = [
@@ -222,9 +255,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], result: dict[str,
             f"{cost['ms']:.3f}",
             f"{vs['time_ratio']:.2f}" if vs["time_ratio"] is not None else "–",
             "–" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.3f}",
-            "–" if r["mean_logit_before"] is None
+            "–"
+            if r["mean_logit_before"] is None
             else f"{r['mean_logit_before']:.2f} → {r['mean_logit_after']:.2f}",
-        ]  # fmt: skip
+        ]
         if conditional:
             cells.insert(9, fmt_ms(m.get("label_accuracy", (math.nan, 0.0)), 3))
         lines.append("| " + " | ".join(cells) + " |")
@@ -232,22 +266,33 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], result: dict[str,
     lines.append("")
     if "checks" in v:
         checks = ", ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in v["checks"].items())
-        lines.append(f"Target (best forward-only configuration, `{v['best']}`): {checks}. "
-                     f"**{'met' if v['met'] else 'missed'}**.")  # fmt: skip
+        lines.append(
+            f"Target (best forward-only configuration, `{v['best']}`): {checks}. "
+            f"**{'met' if v['met'] else 'missed'}**."
+        )
     else:
         lines.append(f"Target: **missed** ({v['why']}).")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mnist")
     p.add_argument("--num", type=int, default=10_000, help="samples per seed (10000)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (3)")
-    p.add_argument("--methods", default=",".join(METHOD_NAMES),
-                   help="comma-separated methods (plain is always included)")
-    p.add_argument("--grid", choices=sorted(GRIDS), default="full",
-                   help="configurations per method: full (the published table) or quick")
+    p.add_argument(
+        "--methods",
+        default=",".join(METHOD_NAMES),
+        help="comma-separated methods (plain is always included)",
+    )
+    p.add_argument(
+        "--grid",
+        choices=sorted(GRIDS),
+        default="full",
+        help="configurations per method: full (the published table) or quick",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     p.add_argument("--chunk", type=int, default=500, help="images per forward pass (500)")
     p.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder")
@@ -281,8 +326,18 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for config in configs(args.grid, methods):
         print(f"{config.name} ...", file=sys.stderr)
-        rows.append(measure(models, evaluator, config, num=args.num, seeds=args.seeds,
-                            chunk=args.chunk, classes=ckpt.config.classes, grid_dir=grid_dir))  # fmt: skip
+        rows.append(
+            measure(
+                models,
+                evaluator,
+                config,
+                num=args.num,
+                seeds=args.seeds,
+                chunk=args.chunk,
+                classes=ckpt.config.classes,
+                grid_dir=grid_dir,
+            )
+        )
     compare(rows)
     meta = {
         "checkpoint": str(args.checkpoint),
@@ -304,8 +359,10 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(args.out / "d_guided.json", result)
     (args.out / "d_guided.md").write_text(table)
     print(table)
-    print(f"wrote {args.out / 'd_guided.md'}, {args.out / 'd_guided.json'} and {grid_dir}/*.png "
-          f"({meta['seconds']:.0f} s)")  # fmt: skip
+    print(
+        f"wrote {args.out / 'd_guided.md'}, {args.out / 'd_guided.json'} and {grid_dir}/*.png "
+        f"({meta['seconds']:.0f} s)"
+    )
     return 0
 
 

@@ -105,9 +105,13 @@ def run_setup(setup: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=64, help="per-process batch B (64)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="torch threads of the 1-process runs; the 2 processes get half each "
-                   "(default: the CPU count)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads of the 1-process runs; the 2 processes get half each "
+        "(default: the CPU count)",
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per run (20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per run (5)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the three set-ups (3)")
@@ -130,8 +134,11 @@ def main() -> None:
         for name, setup in setups.items():
             res = run_setup(setup)
             results[name].append(res["img_s"])
-            print(f"round {r + 1}: {name:36s} {res['img_s']:8.1f} img/s ({res['steps']} steps, "
-                  f"{setup['threads']} thread(s) per process)", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1}: {name:36s} {res['img_s']:8.1f} img/s ({res['steps']} steps, "
+                f"{setup['threads']} thread(s) per process)",
+                flush=True,
+            )
     median = {name: statistics.median(v) for name, v in results.items()}
     print("\nmedian images/s")
     for name, v in median.items():
@@ -142,11 +149,22 @@ def main() -> None:
     print(f"2 procs / 1 proc, same per-rank batch B:  {same_rank:.2f}x")
     print(f"2 procs / 1 proc, same global batch 2B:   {same_global:.2f}x")
     if args.json is not None:
-        args.json.write_text(json.dumps({
-            "batch": b, "threads": t, "seconds": args.seconds, "rounds": args.rounds,
-            "cpus": os.cpu_count(), "img_s": results, "median": median,
-            "ratio_same_per_rank_batch": same_rank, "ratio_same_global_batch": same_global,
-        }, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "batch": b,
+                    "threads": t,
+                    "seconds": args.seconds,
+                    "rounds": args.rounds,
+                    "cpus": os.cpu_count(),
+                    "img_s": results,
+                    "median": median,
+                    "ratio_same_per_rank_batch": same_rank,
+                    "ratio_same_global_batch": same_global,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

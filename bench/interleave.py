@@ -30,7 +30,11 @@ def train_interleaved(
                 t.train_seconds += time.perf_counter() - t0
         if time.perf_counter() - last_report > report_every_s:
             last_report = time.perf_counter()
-            print("  " + "  ".join(
-                f"{n}: step {t.step} ({t.train_seconds:.0f} s)" for n, t in trainers.items()
-            ), flush=True)  # fmt: skip
+            print(
+                "  "
+                + "  ".join(
+                    f"{n}: step {t.step} ({t.train_seconds:.0f} s)" for n, t in trainers.items()
+                ),
+                flush=True,
+            )
     return time.perf_counter() - started

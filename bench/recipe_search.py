@@ -33,23 +33,36 @@ from training.metrics.evaluator import Evaluator
 # (0.5, 0.999)); they stay spelled out here so the table can be reproduced.
 OLD = {"lr_g": 2e-4, "lr_d": 2e-4, "beta2": 0.999}
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
-    "default": ("the earlier default: nonsat, Adam 2e-4/2e-4 (0.5, 0.999), batch 64, EMA 0.999", OLD),
+    "default": (
+        "the earlier default: nonsat, Adam 2e-4/2e-4 (0.5, 0.999), batch 64, EMA 0.999",
+        OLD,
+    ),
     "cond": ("+ class-conditional (projection D)", {**OLD, "conditional": True}),
-    "cond-ttur": ("+ conditional, TTUR lr_g 1e-4 / lr_d 4e-4", {
-        **OLD, "conditional": True, "lr_g": 1e-4, "lr_d": 4e-4}),
-    "cond-hinge": ("+ conditional, hinge loss, TTUR 1e-4 / 4e-4", {
-        **OLD, "conditional": True, "loss": "hinge", "lr_g": 1e-4, "lr_d": 4e-4}),
-    "cond-r1": ("+ conditional, R1 gamma 1 (lazy, every 4 D steps)", {
-        **OLD, "conditional": True, "r1_gamma": 1.0}),
-    "cond-lr5e-4": ("+ conditional, Adam 5e-4/5e-4 (0.5, 0.99): today's default", {
-        "conditional": True, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.99}),
+    "cond-ttur": (
+        "+ conditional, TTUR lr_g 1e-4 / lr_d 4e-4",
+        {**OLD, "conditional": True, "lr_g": 1e-4, "lr_d": 4e-4},
+    ),
+    "cond-hinge": (
+        "+ conditional, hinge loss, TTUR 1e-4 / 4e-4",
+        {**OLD, "conditional": True, "loss": "hinge", "lr_g": 1e-4, "lr_d": 4e-4},
+    ),
+    "cond-r1": (
+        "+ conditional, R1 gamma 1 (lazy, every 4 D steps)",
+        {**OLD, "conditional": True, "r1_gamma": 1.0},
+    ),
+    "cond-lr5e-4": (
+        "+ conditional, Adam 5e-4/5e-4 (0.5, 0.99): today's default",
+        {"conditional": True, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.99},
+    ),
     "cond-b128": ("+ conditional, batch 128", {**OLD, "conditional": True, "batch_size": 128}),
 }
 REPORT = ("fid", "kid", "precision", "recall", "coverage_entropy", "label_accuracy")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--budget", type=float, default=300.0, help="training seconds per candidate")
     p.add_argument("--slice", type=float, default=5.0, help="seconds per turn")
     p.add_argument("--threads", type=int, default=2)
@@ -67,8 +80,11 @@ def main() -> None:
         cfg = TrainConfig(seed=args.seed, steps=10**9, log_every=10**9, **CANDIDATES[name][1])
         trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
         trainers[name].out.mkdir(parents=True, exist_ok=True)
-    print(f"{len(trainers)} candidates, {args.budget:.0f} s each, interleaved in "
-          f"{args.slice:.0f} s slices, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{len(trainers)} candidates, {args.budget:.0f} s each, interleaved in "
+        f"{args.slice:.0f} s slices, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     wall = train_interleaved(trainers, args.budget, args.slice)
 
     evaluator = Evaluator(data_dir=args.data_dir)
@@ -88,7 +104,9 @@ def main() -> None:
             **{m: result["metrics"].get(m) for m in REPORT},
             "baseline": {m: result["baseline"].get(m) for m in REPORT},
         }
-        print(f"{name}: " + ", ".join(f"{m} {rows[name][m]}" for m in ("steps", *REPORT)), flush=True)
+        print(
+            f"{name}: " + ", ".join(f"{m} {rows[name][m]}" for m in ("steps", *REPORT)), flush=True
+        )
 
     base = next(iter(rows.values()))["baseline"]
     lines = [
@@ -118,9 +136,17 @@ def main() -> None:
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.md").write_text(table + "\n")
-    (args.out / "summary.json").write_text(json.dumps(
-        {"budget_s": args.budget, "wall_s": wall, "threads": torch.get_num_threads(), "rows": rows},
-        indent=2))  # fmt: skip
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {
+                "budget_s": args.budget,
+                "wall_s": wall,
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

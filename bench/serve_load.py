@@ -596,8 +596,10 @@ def unconditional_stand_in(checkpoint: Path, tmpdir: Path) -> tuple[Path, str | 
     mc = read_checkpoint_config(checkpoint).model
     if not mc.num_classes:
         return checkpoint, None
-    note = (f"{checkpoint} is class-conditional; every server got an unconditional checkpoint "
-            "of the same size (random weights: the timing does not depend on them)")  # fmt: skip
+    note = (
+        f"{checkpoint} is class-conditional; every server got an unconditional checkpoint "
+        "of the same size (random weights: the timing does not depend on them)"
+    )
     return wide_checkpoint(tmpdir / "unconditional", width=mc.g_width), note
 
 
@@ -609,7 +611,9 @@ def sample_pngs(checkpoint: Path, count: int) -> list[bytes]:
 
     ckpt = load_checkpoint(checkpoint)
     mc = ckpt.model_config
-    return encode_pngs(sample(ckpt.generator, mc.z_dim, seed=7, n=count, num_classes=mc.num_classes))
+    return encode_pngs(
+        sample(ckpt.generator, mc.z_dim, seed=7, n=count, num_classes=mc.num_classes)
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -994,7 +998,7 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     ("thread hand-offs", re.compile(r"concurrent/|threading|anyio/|asyncio/")),
     ("HTTP protocol (uvicorn, Python part)", re.compile(r"uvicorn/|httptools|h11")),
     ("middleware, routing, endpoint code", re.compile(r"service/|starlette/|fastapi/|uuid")),
-]  # fmt: skip
+]
 
 
 def summarize_profile(path: Path) -> dict[str, float]:

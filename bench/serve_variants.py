@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-variants-") as tmp, contextlib.ExitStack() as st:
         servers: dict[str, Server] = {}
         for name in names:
-            srv = gan_serve(name.replace(" ", "").replace(",", "-"), args.checkpoint, Path(tmp),
-                            VARIANTS[name])  # fmt: skip
+            srv = gan_serve(
+                name.replace(" ", "").replace(",", "-"), args.checkpoint, Path(tmp), VARIANTS[name]
+            )
             servers[name] = st.enter_context(running(srv))
         print("ready (s): " + ", ".join(f"{n} {servers[n].ready_s:.1f}" for n in names))
         results = rotated_rounds(servers, scenarios, args.rounds, args.seconds)
@@ -117,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             table.setdefault(label, {})[name] = {"req_s": rps, "p99_ms": p99, "ratio": ratio}
             row.append(f"{name} {rps:.1f} ({p99:.1f} ms) [{ratio:.2f}]")
         print(f"  {label:<16} " + " | ".join(row))
-    print("peak RSS (MB, summed over a variant's processes): "
-          + ", ".join(f"{n} {rss[n] or 0:.0f}" for n in names))  # fmt: skip
+    print(
+        "peak RSS (MB, summed over a variant's processes): "
+        + ", ".join(f"{n} {rss[n] or 0:.0f}" for n in names)
+    )
     print(f"total time {time.perf_counter() - started:.0f} s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -57,13 +57,21 @@ def recipes(args: argparse.Namespace) -> dict[str, TrainConfig]:
     """One TrainConfig per kind, the same model sizes for all."""
     model = ModelConfig(z_dim=args.z_dim, g_width=args.width, d_width=args.width)
     common: dict[str, Any] = {
-        "seed": args.seed, "steps": 10**9, "log_every": 10**9, "batch_size": 64, "model": model,
-    }  # fmt: skip
+        "seed": args.seed,
+        "steps": 10**9,
+        "log_every": 10**9,
+        "batch_size": 64,
+        "model": model,
+    }
     ebm = {
-        "mode": "ebm", "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.999,
-        "ebm_steps": args.ebm_steps, "ebm_sample_steps": args.ebm_sample_steps,
+        "mode": "ebm",
+        "lr_d": 1e-4,
+        "beta1": 0.0,
+        "beta2": 0.999,
+        "ebm_steps": args.ebm_steps,
+        "ebm_sample_steps": args.ebm_sample_steps,
         "ebm_buffer_size": args.ebm_buffer_size,
-    }  # fmt: skip
+    }
     ae = {"mode": "ae", "lr_g": 1e-3, "beta1": 0.9, "beta2": 0.999}
     all_recipes = {
         "gan": TrainConfig(**common),
@@ -90,9 +98,21 @@ def megabytes(path: Path) -> float:
 
 def markdown(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     base = meta["baseline"]
-    head = ["kind", "training steps", "FID", "KID", "precision", "recall", "class entropy",
-            "smallest class share", "sharpness (real)", "ms / image", "forwards / image",
-            "backwards / image", "checkpoint MB"]  # fmt: skip
+    head = [
+        "kind",
+        "training steps",
+        "FID",
+        "KID",
+        "precision",
+        "recall",
+        "class entropy",
+        "smallest class share",
+        "sharpness (real)",
+        "ms / image",
+        "forwards / image",
+        "backwards / image",
+        "checkpoint MB",
+    ]
     lines = [
         f"MNIST, unconditional, 28 px; z_dim {meta['z_dim']}, widths {meta['width']}; "
         f"{meta['minutes']:g} min of training each (interleaved in {meta['slice_s']:g} s "
@@ -107,12 +127,20 @@ def markdown(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     for kind, r in rows.items():
         m, cost = r["metrics"], r["cost_per_image"]
         cells = [
-            f"`{kind}`", str(r["steps"]), f"{m['fid']:.2f}", f"{m['kid']:.4f}",
-            f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['coverage_entropy']:.3f}",
+            f"`{kind}`",
+            str(r["steps"]),
+            f"{m['fid']:.2f}",
+            f"{m['kid']:.4f}",
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['coverage_entropy']:.3f}",
             f"{m['coverage_min_share']:.3f}",
-            f"{r['sharpness']:.4f} ({meta['real_sharpness']:.4f})", f"{cost['ms']:.3f}",
-            f"{cost['forwards']:.0f}", f"{cost['backwards']:.0f}", f"{r['checkpoint_mb']:.2f}",
-        ]  # fmt: skip
+            f"{r['sharpness']:.4f} ({meta['real_sharpness']:.4f})",
+            f"{cost['ms']:.3f}",
+            f"{cost['forwards']:.0f}",
+            f"{cost['backwards']:.0f}",
+            f"{r['checkpoint_mb']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
@@ -136,15 +164,22 @@ def main() -> None:
     p.add_argument("--z-dim", type=int, default=32, help="latent size of every kind (32)")
     p.add_argument("--width", type=int, default=32, help="g_width and d_width of every kind (32)")
     p.add_argument("--ebm-steps", type=int, default=20, help="ebm: Langevin steps in training (20)")
-    p.add_argument("--ebm-sample-steps", type=int, default=100,
-                   help="ebm: Langevin steps from noise when sampling (100)")  # fmt: skip
+    p.add_argument(
+        "--ebm-sample-steps",
+        type=int,
+        default=100,
+        help="ebm: Langevin steps from noise when sampling (100)",
+    )
     p.add_argument("--ebm-buffer-size", type=int, default=10000)
     p.add_argument("--eval-num", type=int, default=10000, help="samples per kind (10000)")
     p.add_argument("--data-dir", type=Path, default=None, help="MNIST folder")
     p.add_argument("--out", type=Path, default=Path("runs/three-ways"))
-    p.add_argument("--smoke", action="store_true",
-                   help="a check of the whole pipeline in under a minute: 6 s of training each, "
-                   "500 samples, short searches")  # fmt: skip
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a check of the whole pipeline in under a minute: 6 s of training each, "
+        "500 samples, short searches",
+    )
     args = p.parse_args()
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = sorted(set(args.kinds) - set(KINDS))
@@ -160,16 +195,23 @@ def main() -> None:
     held = None
     for kind, cfg in recipes(args).items():
         data, held = load_training_data(
-            "mnist", args.data_dir, cfg.model.resolution, cfg.model.channels, seed=cfg.seed,
+            "mnist",
+            args.data_dir,
+            cfg.model.resolution,
+            cfg.model.channels,
+            seed=cfg.seed,
             progress=False,
-        )  # fmt: skip
+        )
         trainer = trainer_for(cfg)(
             cfg, data, args.out / "runs" / kind, heldout=held, progress=False
         )
         trainer.out.mkdir(parents=True, exist_ok=True)
         trainers[kind] = trainer
-    print(f"training {', '.join(trainers)} for {budget:.0f} s each, interleaved in "
-          f"{args.slice:g} s slices", file=sys.stderr)  # fmt: skip
+    print(
+        f"training {', '.join(trainers)} for {budget:.0f} s each, interleaved in "
+        f"{args.slice:g} s slices",
+        file=sys.stderr,
+    )
     wall = train_interleaved(trainers, budget, args.slice)
 
     evaluator = Evaluator(data_dir=args.data_dir)
@@ -184,8 +226,9 @@ def main() -> None:
         export = args.out / "checkpoints" / EXPORT_NAMES[kind]
         export_checkpoint(step_dir, export)
         if kind == "gan" and held is not None:
-            calibrate_checkpoint(export, held.images, held.labels,
-                                 real_source="MNIST test set (never trained on)")  # fmt: skip
+            calibrate_checkpoint(
+                export, held.images, held.labels, real_source="MNIST test set (never trained on)"
+            )
         started = time.perf_counter()
         # What gan-eval --checkpoint EXPORT --num N --seed 0 does (Evaluator.evaluate_checkpoint),
         # keeping the images for the sharpness.
@@ -205,17 +248,27 @@ def main() -> None:
             "eval_seconds": round(time.perf_counter() - started, 1),
         }
         m = result["metrics"]
-        print(f"{kind}: {t.step} steps, FID {m['fid']:.2f}, precision {m['precision']:.3f}, "
-              f"recall {m['recall']:.3f}, sharpness {rows[kind]['sharpness']:.4f} (real "
-              f"{real_sharpness:.4f}), {rows[kind]['cost_per_image']['ms']:.3f} ms/image",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{kind}: {t.step} steps, FID {m['fid']:.2f}, precision {m['precision']:.3f}, "
+            f"recall {m['recall']:.3f}, sharpness {rows[kind]['sharpness']:.4f} (real "
+            f"{real_sharpness:.4f}), {rows[kind]['cost_per_image']['ms']:.3f} ms/image",
+            file=sys.stderr,
+        )
     meta = {
-        "minutes": args.minutes, "slice_s": args.slice, "threads": torch.get_num_threads(),
-        "seed": args.seed, "z_dim": args.z_dim, "width": args.width, "eval_num": args.eval_num,
-        "wall_s": round(wall, 1), "real_sharpness": real_sharpness, "baseline": baseline,
-        "smoke": args.smoke, "command": " ".join(sys.argv),
+        "minutes": args.minutes,
+        "slice_s": args.slice,
+        "threads": torch.get_num_threads(),
+        "seed": args.seed,
+        "z_dim": args.z_dim,
+        "width": args.width,
+        "eval_num": args.eval_num,
+        "wall_s": round(wall, 1),
+        "real_sharpness": real_sharpness,
+        "baseline": baseline,
+        "smoke": args.smoke,
+        "command": " ".join(sys.argv),
         "recipes": {k: t.cfg.to_dict() for k, t in trainers.items()},
-    }  # fmt: skip
+    }
     table = markdown(rows, meta)
     (args.out / "three_ways.md").write_text(table)
     write_json_atomic(args.out / "three_ways.json", {"meta": meta, "kinds": rows})

@@ -41,20 +41,41 @@ def recipes(seed: int) -> dict[str, TrainConfig]:
     return {
         "default": TrainConfig(seed=seed, steps=10**9, log_every=10**9, model=ModelConfig()),
         "compact": TrainConfig(
-            seed=seed, steps=10**9, log_every=10**9, batch_size=64, loss="nonsat",
-            lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.999, ema_warmup=0,
-            channels_last=False, model=ModelConfig(),
+            seed=seed,
+            steps=10**9,
+            log_every=10**9,
+            batch_size=64,
+            loss="nonsat",
+            lr_g=2e-4,
+            lr_d=2e-4,
+            beta1=0.5,
+            beta2=0.999,
+            ema_decay=0.999,
+            ema_warmup=0,
+            channels_last=False,
+            model=ModelConfig(),
         ),
         "classic": TrainConfig(
-            seed=seed, steps=10**9, log_every=10**9, batch_size=64, loss="nonsat",
-            lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, ema_decay=0.0, channels_last=False,
+            seed=seed,
+            steps=10**9,
+            log_every=10**9,
+            batch_size=64,
+            loss="nonsat",
+            lr_g=2e-4,
+            lr_d=2e-4,
+            beta1=0.5,
+            beta2=0.999,
+            ema_decay=0.0,
+            channels_last=False,
             model=ModelConfig(resolution=32, channels=1, z_dim=100, arch="classic"),
         ),
     }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--budget", type=float, default=480.0, help="training seconds per recipe")
     p.add_argument("--slice", type=float, default=5.0, help="seconds per interleaved turn")
     p.add_argument("--threads", type=int, default=2)
@@ -68,13 +89,19 @@ def main() -> None:
     trainers: dict[str, Trainer] = {}
     for name, cfg in recipes(args.seed).items():
         data, held = load_training_data(
-            "mnist", args.data_dir, cfg.model.resolution, cfg.model.channels, seed=cfg.seed,
+            "mnist",
+            args.data_dir,
+            cfg.model.resolution,
+            cfg.model.channels,
+            seed=cfg.seed,
             progress=False,
         )
         trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
         trainers[name].out.mkdir(parents=True, exist_ok=True)
 
-    print(f"training {len(trainers)} recipes for {args.budget:.0f} s each, interleaved in {args.slice:.0f} s slices")
+    print(
+        f"training {len(trainers)} recipes for {args.budget:.0f} s each, interleaved in {args.slice:.0f} s slices"
+    )
     wall = train_interleaved(trainers, args.budget, args.slice)
 
     results: dict[str, dict] = {}
@@ -83,10 +110,17 @@ def main() -> None:
         grid = sample(t.export_generator(), t.mc.z_dim, seed=0, n=64)
         save_grid(grid, args.out / f"{name}-samples.png", nrow=8)
         out_json = args.out / f"{name}-eval.json"
-        rc = eval_main([
-            "--checkpoint", str(ckpt), "--num", str(args.eval_num), "--json", str(out_json),
-            *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
-        ])
+        rc = eval_main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--num",
+                str(args.eval_num),
+                "--json",
+                str(out_json),
+                *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+            ]
+        )
         if rc != 0:
             raise SystemExit(f"gan-eval failed for {name}")
         ev = json.loads(out_json.read_text())
@@ -105,8 +139,10 @@ def main() -> None:
 
     names = list(results)
     keys = ("fid", "kid", "precision", "recall", "coverage_entropy")
-    print(f"\nwall time {wall:.0f} s; budget {args.budget:.0f} s of training per recipe; "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"\nwall time {wall:.0f} s; budget {args.budget:.0f} s of training per recipe; "
+        f"{torch.get_num_threads()} torch threads"
+    )
     print(f"{'':28}" + "".join(f"{n:>12}" for n in names))
     rows = [
         ("iterations", [results[n]["steps"] for n in names]),
@@ -123,11 +159,22 @@ def main() -> None:
     }
     for key, value in ratios.items():
         print(f"FID at budget, {key.removeprefix('fid_')}: {value:.2f}x (above 1: default better)")
-    (args.out / "summary.json").write_text(json.dumps(
-        {"budget_s": args.budget, "wall_s": wall, "threads": torch.get_num_threads(),
-         "results": {k: {kk: vv for kk, vv in v.items() if kk != "eval"} | {
-             m: metric(k, m) for m in keys} for k, v in results.items()},
-         **ratios}, indent=2))  # fmt: skip
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {
+                "budget_s": args.budget,
+                "wall_s": wall,
+                "threads": torch.get_num_threads(),
+                "results": {
+                    k: {kk: vv for kk, vv in v.items() if kk != "eval"}
+                    | {m: metric(k, m) for m in keys}
+                    for k, v in results.items()
+                },
+                **ratios,
+            },
+            indent=2,
+        )
+    )
     print(f"samples and JSON in {args.out}")
 
 

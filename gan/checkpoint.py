@@ -55,12 +55,9 @@ from torch import nn
 from gan.dataset_info import portable_dataset_info
 from gan.errors import UserError
 from gan.io import atomic_directory, sha256_file, write_json_atomic
+from gan.kinds import DEFAULT_KIND, UnknownKind, model_kind
 from gan.methods import EBMSearch, MethodError
 from gan.models import (
-    KINDS_WITH_DISCRIMINATOR,
-    KINDS_WITH_ENCODER,
-    KINDS_WITH_GENERATOR,
-    MODEL_KINDS,
     NORMALISATION,
     ConfigError,
     ModelConfig,
@@ -73,7 +70,7 @@ FORMAT_NAME = "gan-checkpoint"
 #: The newest version this code writes and reads: 1 for GANs (unchanged since version 1), 2 for
 #: the other kinds.
 FORMAT_VERSION = 2
-GAN_FORMAT_VERSION = 1
+GAN_FORMAT_VERSION = 1  # what kind gan writes (gan.kinds declares each kind's version)
 CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
@@ -83,17 +80,17 @@ TRAIN_STATE_JSON = "train_state.json"
 WEIGHT_FILES = (GENERATOR_FILE, DISCRIMINATOR_FILE, ENCODER_FILE)
 
 
+NETWORK_FILES = {
+    "generator": GENERATOR_FILE,
+    "discriminator": DISCRIMINATOR_FILE,
+    "encoder": ENCODER_FILE,
+}
+
+
 def weight_files(kind: str) -> tuple[str, ...]:
     """The weight files a checkpoint of ``kind`` holds, in hashing order."""
-    return tuple(
-        name
-        for name, kinds in (
-            (GENERATOR_FILE, KINDS_WITH_GENERATOR),
-            (DISCRIMINATOR_FILE, KINDS_WITH_DISCRIMINATOR),
-            (ENCODER_FILE, KINDS_WITH_ENCODER),
-        )
-        if kind in kinds
-    )
+    networks = model_kind(kind).networks
+    return tuple(NETWORK_FILES[n] for n in NETWORK_FILES if n in networks)
 
 
 class CheckpointError(UserError):
@@ -238,8 +235,10 @@ class DRSPilot:
         assert levels is not None and gammas is not None and acceptance is not None
         if not len(levels) == len(gammas) == len(acceptance):
             raise bad("'keep_levels', 'gammas' and 'acceptance' must have the same length")
-        if any(b <= a for a, b in itertools.pairwise(levels)) or not 0 <= levels[0] < 1 or (
-            levels[-1] >= 1
+        if (
+            any(b <= a for a, b in itertools.pairwise(levels))
+            or not 0 <= levels[0] < 1
+            or (levels[-1] >= 1)
         ):
             raise bad("'keep_levels' must rise strictly within [0, 1)")
         if any(b < a for a, b in itertools.pairwise(gammas)):
@@ -252,9 +251,13 @@ class DRSPilot:
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise bad(f"'num_images' must be a positive integer, got {num!r}")
         return cls(
-            float(data["d_max"]), float(data["eps"]), tuple(map(float, levels)),
-            tuple(map(float, gammas)), tuple(map(float, acceptance)), num,
-        )  # fmt: skip
+            float(data["d_max"]),
+            float(data["eps"]),
+            tuple(map(float, levels)),
+            tuple(map(float, gammas)),
+            tuple(map(float, acceptance)),
+            num,
+        )
 
     def _check_keep(self, keep: float) -> None:
         lo, hi = self.keep_levels[0], self.keep_levels[-1]
@@ -328,7 +331,11 @@ class Calibration:
         if kind not in CALIBRATION_KINDS:
             raise bad(f"'kind' must be one of {', '.join(CALIBRATION_KINDS)}, got {kind!r}")
         platt = data.get("platt")
-        if not isinstance(platt, dict) or not _finite(platt.get("a")) or not _finite(platt.get("b")):
+        if (
+            not isinstance(platt, dict)
+            or not _finite(platt.get("a"))
+            or not _finite(platt.get("b"))
+        ):
             raise bad("needs 'platt' with finite numbers 'a' and 'b'")
         xs: tuple[float, ...] = ()
         ys: tuple[float, ...] = ()
@@ -485,15 +492,22 @@ class CheckpointConfig:
             if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
                 hashes[str(name)] = entry["sha256"]
         created = cfg.get("created_at")
-        kind = cfg.get("kind", "gan")
-        if kind not in MODEL_KINDS:
-            raise CheckpointError(f"{where}: 'kind' must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
-        if kind != "gan" and version < 2:
-            raise CheckpointError(f"{where}: kind {kind!r} needs format_version 2, got {version}")
-        if kind != "gan" and model.conditional:
-            raise CheckpointError(f"{where}: kind {kind!r} is unconditional only, the model has classes")
+        kind = cfg.get("kind", DEFAULT_KIND)
+        try:
+            declared = model_kind(kind)
+        except UnknownKind as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        if version < declared.format_version:
+            raise CheckpointError(
+                f"{where}: kind {kind!r} needs format_version {declared.format_version}, "
+                f"got {version}"
+            )
+        if model.conditional and not declared.conditional:
+            raise CheckpointError(
+                f"{where}: kind {kind!r} is unconditional only, the model has classes"
+            )
         ebm = None
-        if kind == "ebm":
+        if declared.plain == "langevin_search":
             try:
                 ebm = EBMSearch.from_config(cfg.get("ebm", {}))
             except MethodError as exc:
@@ -580,6 +594,7 @@ def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # Writing
 # --------------------------------------------------------------------------------------------
 
+
 def build_config(
     model_config: ModelConfig,
     *,
@@ -599,11 +614,13 @@ def build_config(
 
     ``kind`` says which networks the checkpoint holds; an ``ebm`` one records its Langevin
     search (``ebm``, defaults when None)."""
-    if kind not in MODEL_KINDS:
-        raise CheckpointError(f"kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+    try:
+        declared = model_kind(kind)
+    except UnknownKind as exc:
+        raise CheckpointError(str(exc)) from None
     cfg: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": GAN_FORMAT_VERSION if kind == "gan" else FORMAT_VERSION,
+        "format_version": declared.format_version,
         "model": model_config.to_dict(),
         "resolution": model_config.resolution,
         "channels": model_config.channels,
@@ -618,9 +635,9 @@ def build_config(
         "classes": list(classes or []),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if kind != "gan":  # GAN configs stay exactly as version 1 wrote them
+    if kind != DEFAULT_KIND:  # GAN configs stay exactly as version 1 wrote them
         cfg["kind"] = kind
-    if kind == "ebm":
+    if declared.plain == "langevin_search":
         cfg["ebm"] = (ebm or EBMSearch()).to_config()
     if extra:
         cfg.update(extra)
@@ -672,8 +689,10 @@ def save_checkpoint(
         need = sum(
             t.numel() * t.element_size() for d in (*states.values(), tensors) for t in d.values()
         )
-        full = getattr(exc, "errno", None) == errno.ENOSPC or "StorageFull" in str(exc) or (
-            "No space left" in str(exc)
+        full = (
+            getattr(exc, "errno", None) == errno.ENOSPC
+            or "StorageFull" in str(exc)
+            or ("No space left" in str(exc))
         )
         why = "no space left on the device" if full else f"{type(exc).__name__}: {exc}"
         raise CheckpointError(
@@ -885,14 +904,18 @@ def load_checkpoint(
         elif name == DISCRIMINATOR_FILE:
             module = build_discriminator(cfg.model)
         else:
-            module = build_encoder(cfg.model, variational=cfg.kind == "vae")
+            module = build_encoder(cfg.model, variational=model_kind(cfg.kind).variational)
         load_weights(ckpt / name, module, cfg.file_hashes.get(name), verify_hash)
         modules[name] = module.to(device).eval()
     state = load_train_state(ckpt) if with_train_state else None
     return Checkpoint(
-        ckpt, cfg, modules.get(GENERATOR_FILE), modules.get(DISCRIMINATOR_FILE), state,
+        ckpt,
+        cfg,
+        modules.get(GENERATOR_FILE),
+        modules.get(DISCRIMINATOR_FILE),
+        state,
         modules.get(ENCODER_FILE),
-    )  # fmt: skip
+    )
 
 
 def load_train_state(path: str | os.PathLike[str]) -> Any:

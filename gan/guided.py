@@ -126,9 +126,7 @@ def method_generator(seed: int, method: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(derived_seed(seed, method))
 
 
-def drs_log_odds(
-    calibrated: torch.Tensor, d_max: float, gamma: float, eps: float
-) -> torch.Tensor:
+def drs_log_odds(calibrated: torch.Tensor, d_max: float, gamma: float, eps: float) -> torch.Tensor:
     """DRS's acceptance log-odds ``F = d - d_max - log(1 - exp(d - d_max - eps)) - gamma``.
 
     ``d``: calibrated logits (any shape). ``d - d_max`` is capped at 0: a proposal scoring above
@@ -266,16 +264,24 @@ def _rows_labels(labels: torch.Tensor | None, index: list[int]) -> torch.Tensor 
 
 
 def plain_steps(
-    seeds: Sequence[int], z_dim: int, labels: torch.Tensor | None, *, truncation: float | None = None
+    seeds: Sequence[int],
+    z_dim: int,
+    labels: torch.Tensor | None,
+    *,
+    truncation: float | None = None,
 ) -> Steps:
     """G alone: one generator forward; D is not run."""
     z = latents(z_dim, seeds=list(seeds), truncation=truncation)
     images = yield Forward(GENERATOR, z, labels)
     n = len(seeds)
     return GuidedResult(
-        "plain", PlainOptions(), images, z, [ImageStats(1, 0, None, None, None)] * n,
+        "plain",
+        PlainOptions(),
+        images,
+        z,
+        [ImageStats(1, 0, None, None, None)] * n,
         Cost(generator_forwards=n),
-    )  # fmt: skip
+    )
 
 
 def drs_steps(
@@ -335,15 +341,17 @@ def drs_steps(
                 still.append(i)
         pending = still
     final = [c for c in chosen if c is not None]
-    stats = [
-        ImageStats(tried[i], 0, accepted[i], before[i], final[i][2]) for i in range(n)
-    ]
+    stats = [ImageStats(tried[i], 0, accepted[i], before[i], final[i][2]) for i in range(n)]
     return GuidedResult(
-        "drs", options,
+        "drs",
+        options,
         torch.stack([c[0] for c in final]) if final else torch.empty(0, dtype=torch.uint8),
         torch.stack([c[1] for c in final]) if final else torch.empty(0, z_dim),
-        stats, cost, accepted=sum(accepted), trials=sum(tried),
-    )  # fmt: skip
+        stats,
+        cost,
+        accepted=sum(accepted),
+        trials=sum(tried),
+    )
 
 
 def mh_steps(
@@ -382,15 +390,18 @@ def mh_steps(
                 current = k
                 moves += 1
         picked.append(i * k_total + current)
-        stats.append(
-            ImageStats(k_total, 0, current != 0, float(raw[i, 0]), float(raw[i, current]))
-        )
+        stats.append(ImageStats(k_total, 0, current != 0, float(raw[i, 0]), float(raw[i, current])))
     index = torch.tensor(picked, dtype=torch.int64)
     return GuidedResult(
-        "mh", options, images[index], z[index], stats,
+        "mh",
+        options,
+        images[index],
+        z[index],
+        stats,
         Cost(generator_forwards=n * k_total, discriminator_forwards=n * k_total),
-        accepted=moves if k_total > 1 else None, trials=n * (k_total - 1) if k_total > 1 else None,
-    )  # fmt: skip
+        accepted=moves if k_total > 1 else None,
+        trials=n * (k_total - 1) if k_total > 1 else None,
+    )
 
 
 def run_steps(steps: Steps, generate_fn: ForwardFn, score_fn: ForwardFn) -> GuidedResult:
@@ -453,14 +464,16 @@ def langevin(
     z_final = z.detach().to("cpu", torch.float32)
     start_images = generate(generator, z0, labels, chunk=max(1, n))
     images = generate(generator, z_final, labels, chunk=max(1, n))
-    both = score(discriminator, torch.cat([start_images, images]), _twice(labels), chunk=max(1, 2 * n))
-    stats = [
-        ImageStats(1, steps, None, float(both[i]), float(both[n + i])) for i in range(n)
-    ]
+    both = score(
+        discriminator, torch.cat([start_images, images]), _twice(labels), chunk=max(1, 2 * n)
+    )
+    stats = [ImageStats(1, steps, None, float(both[i]), float(both[n + i])) for i in range(n)]
     cost = Cost(
-        generator_forwards=n * (steps + 2), discriminator_forwards=n * (steps + 2),
-        generator_backwards=n * steps, discriminator_backwards=n * steps,
-    )  # fmt: skip
+        generator_forwards=n * (steps + 2),
+        discriminator_forwards=n * (steps + 2),
+        generator_backwards=n * steps,
+        discriminator_backwards=n * steps,
+    )
     return GuidedResult(
         "langevin", options, images, z_final, stats, cost, seconds=time.perf_counter() - started
     )
@@ -499,7 +512,9 @@ def pixel_ascent(
         start_u8 = to_uint8(
             torch.stack(
                 [torch.rand(shape, generator=method_generator(s, "pixel_ascent")) for s in seeds]
-            ).mul_(2.0).sub_(1.0)
+            )
+            .mul_(2.0)
+            .sub_(1.0)
         )
     with torch.inference_mode(False), torch.enable_grad():
         y = None if labels is None else labels.clone().to(device)
@@ -513,10 +528,15 @@ def pixel_ascent(
     images = to_uint8(x.detach()).cpu()
     both = score(discriminator, torch.cat([start_u8, images]), _twice(labels), chunk=max(1, 2 * n))
     stats = [
-        ImageStats(1 if options.start == "sample" else 0, options.steps, None, float(both[i]),
-                   float(both[n + i]))
+        ImageStats(
+            1 if options.start == "sample" else 0,
+            options.steps,
+            None,
+            float(both[i]),
+            float(both[n + i]),
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     cost += Cost(
         discriminator_forwards=n * (options.steps + 2), discriminator_backwards=n * options.steps
     )
@@ -575,7 +595,9 @@ def ebm_search(
     x = langevin_pixels(discriminator, start.to(_device_of(discriminator)), search, noise)
     images = to_uint8(x).cpu()
     both = score(discriminator, torch.cat([to_uint8(start), images]), chunk=max(1, 2 * n))
-    stats = [ImageStats(0, search.steps, None, float(both[i]), float(both[n + i])) for i in range(n)]
+    stats = [
+        ImageStats(0, search.steps, None, float(both[i]), float(both[n + i])) for i in range(n)
+    ]
     cost = Cost(
         discriminator_forwards=n * (search.steps + 2), discriminator_backwards=n * search.steps
     )
@@ -605,9 +627,14 @@ class Models:
     @classmethod
     def of(cls, checkpoint: Checkpoint) -> Models:
         return cls(
-            checkpoint.generator, checkpoint.discriminator, checkpoint.model_config,
-            checkpoint.config.calibration, checkpoint.path, checkpoint.kind, checkpoint.config.ebm,
-        )  # fmt: skip
+            checkpoint.generator,
+            checkpoint.discriminator,
+            checkpoint.model_config,
+            checkpoint.config.calibration,
+            checkpoint.path,
+            checkpoint.kind,
+            checkpoint.config.ebm,
+        )
 
     @property
     def g(self) -> nn.Module:
@@ -645,7 +672,9 @@ def method_steps(
     method = method_of(options)
     check_kind(models.kind, method, options)
     if runs_gradients(models.kind, method):
-        raise MethodError(f"method {method!r} needs gradients on a {models.kind}; it has no step machine")
+        raise MethodError(
+            f"method {method!r} needs gradients on a {models.kind}; it has no step machine"
+        )
     z_dim = models.model_config.z_dim
     calibration = require_calibration(method, models)
     if isinstance(options, PlainOptions):
@@ -672,14 +701,24 @@ def run_gradient_method(
         return ebm_search(models.d, seeds, models.model_config, models.ebm or EBMSearch())
     if isinstance(options, LangevinOptions):
         return langevin(
-            models.g, models.d, seeds, models.model_config.z_dim, labels,
-            options, truncation=truncation,
-        )  # fmt: skip
+            models.g,
+            models.d,
+            seeds,
+            models.model_config.z_dim,
+            labels,
+            options,
+            truncation=truncation,
+        )
     if isinstance(options, PixelAscentOptions):
         return pixel_ascent(
-            models.generator, models.d, seeds, models.model_config, labels, options,
+            models.generator,
+            models.d,
+            seeds,
+            models.model_config,
+            labels,
+            options,
             truncation=truncation,
-        )  # fmt: skip
+        )
     raise MethodError(f"method {method_of(options)!r} is forward-only; use method_steps")
 
 

@@ -159,7 +159,9 @@ def grid_columns(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
 
 
-def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+def make_grid(
+    images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2
+) -> np.ndarray:
     """uint8 [N, C, H, W] -> one uint8 image [H', W'] (C=1) or [H', W', 3], padded in black."""
     arr = np.asarray(images)  # a CPU tensor converts without a copy
     if arr.ndim != 4:

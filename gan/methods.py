@@ -188,16 +188,23 @@ METHODS: dict[str, MethodSpec] = {
         options_type=DRSOptions,
         options=(
             OptionSpec(
-                "keep", "number", DRSOptions.keep,
+                "keep",
+                "number",
+                DRSOptions.keep,
                 "Percentile level (0..0.99) of the acceptance score over the pilot set that "
                 "sets gamma: higher is stricter (fewer proposals accepted, more tried).",
-                minimum=0.0, maximum=0.99,
+                minimum=0.0,
+                maximum=0.99,
             ),
             OptionSpec(
-                "max_proposals", "integer", DRSOptions.max_proposals,
+                "max_proposals",
+                "integer",
+                DRSOptions.max_proposals,
                 "Proposals tried per image at most; if none is accepted, the best-scoring one "
                 "is returned.",
-                minimum=1, maximum=MAX_PROPOSALS_BOUND, cap=PROPOSAL_CAP,
+                minimum=1,
+                maximum=MAX_PROPOSALS_BOUND,
+                cap=PROPOSAL_CAP,
             ),
         ),
     ),
@@ -211,10 +218,14 @@ METHODS: dict[str, MethodSpec] = {
         options_type=MHOptions,
         options=(
             OptionSpec(
-                "proposals", "integer", MHOptions.proposals,
+                "proposals",
+                "integer",
+                MHOptions.proposals,
                 "K: images G proposes per output (the first is the plain one); cost is K times "
                 "plain.",
-                minimum=1, maximum=MAX_PROPOSALS_BOUND, cap=PROPOSAL_CAP,
+                minimum=1,
+                maximum=MAX_PROPOSALS_BOUND,
+                cap=PROPOSAL_CAP,
             ),
         ),
     ),
@@ -228,18 +239,30 @@ METHODS: dict[str, MethodSpec] = {
         options_type=LangevinOptions,
         options=(
             OptionSpec(
-                "steps", "integer", LangevinOptions.steps, "Langevin steps per image.",
-                minimum=1, maximum=MAX_STEPS_BOUND, cap=LANGEVIN_CAP,
+                "steps",
+                "integer",
+                LangevinOptions.steps,
+                "Langevin steps per image.",
+                minimum=1,
+                maximum=MAX_STEPS_BOUND,
+                cap=LANGEVIN_CAP,
             ),
             OptionSpec(
-                "step_size", "number", LangevinOptions.step_size,
+                "step_size",
+                "number",
+                LangevinOptions.step_size,
                 "epsilon: z <- z - epsilon/2 * grad E(z) + sqrt(epsilon) * noise * N(0, I).",
-                minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                minimum=0.0,
+                maximum=1.0,
+                exclusive_minimum=True,
             ),
             OptionSpec(
-                "noise", "number", LangevinOptions.noise,
+                "noise",
+                "number",
+                LangevinOptions.noise,
                 "Scale of the injected noise: 1 is Langevin dynamics, 0 plain gradient descent.",
-                minimum=0.0, maximum=2.0,
+                minimum=0.0,
+                maximum=2.0,
             ),
         ),
     ),
@@ -253,17 +276,28 @@ METHODS: dict[str, MethodSpec] = {
         options_type=PixelAscentOptions,
         options=(
             OptionSpec(
-                "steps", "integer", PixelAscentOptions.steps, "Ascent steps per image.",
-                minimum=1, maximum=MAX_STEPS_BOUND, cap=ASCENT_CAP,
+                "steps",
+                "integer",
+                PixelAscentOptions.steps,
+                "Ascent steps per image.",
+                minimum=1,
+                maximum=MAX_STEPS_BOUND,
+                cap=ASCENT_CAP,
             ),
             OptionSpec(
-                "step_size", "number", PixelAscentOptions.step_size,
+                "step_size",
+                "number",
+                PixelAscentOptions.step_size,
                 "Root-mean-square change of a pixel per step, in model units (the pixel range "
                 "[-1, 1] has width 2).",
-                minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                minimum=0.0,
+                maximum=1.0,
+                exclusive_minimum=True,
             ),
             OptionSpec(
-                "start", "string", PixelAscentOptions.start,
+                "start",
+                "string",
+                PixelAscentOptions.start,
                 "noise: uniform random pixels; sample: the plain image G makes from the seed.",
                 choices=("noise", "sample"),
             ),
@@ -358,18 +392,29 @@ class EBMSearch:
     def from_config(cls, data: Any) -> EBMSearch:
         """Validate a stored ``ebm`` entry; :class:`MethodError` says what is wrong."""
         if not isinstance(data, dict):
-            raise MethodError(f"'ebm' must be an object with {', '.join(f.name for f in fields(cls))}")
+            raise MethodError(
+                f"'ebm' must be an object with {', '.join(f.name for f in fields(cls))}"
+            )
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise MethodError(f"'ebm' has unknown keys {unknown}")
         steps = data.get("steps", cls.steps)
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS_BOUND:
-            raise MethodError(f"'ebm.steps' must be an integer in 1..{MAX_STEPS_BOUND}, got {steps!r}")
+        if (
+            isinstance(steps, bool)
+            or not isinstance(steps, int)
+            or not 1 <= steps <= MAX_STEPS_BOUND
+        ):
+            raise MethodError(
+                f"'ebm.steps' must be an integer in 1..{MAX_STEPS_BOUND}, got {steps!r}"
+            )
         values: dict[str, float] = {}
         for name in ("step_size", "grad_clip", "noise"):
             v = data.get(name, getattr(cls, name))
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
-                v < 0 or (v == 0 and name != "noise")
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or (v < 0 or (v == 0 and name != "noise"))
             ):
                 raise MethodError(f"'ebm.{name}' must be a finite number above 0, got {v!r}")
             values[name] = float(v)

@@ -23,17 +23,14 @@ import torch
 from torch import nn
 
 from gan.errors import UserError
+from gan.kinds import kinds_with
 
 SUPPORTED_RESOLUTIONS = (28, 32, 64)
-#: What a checkpoint holds and how it makes images (``config.json`` ``kind``; docs/lecture.md):
-#: ``gan``: G and D, images are G(z); ``vae`` / ``ae``: a decoder with G's architecture (stored
-#: as the generator) and an encoder, no D, images are the decoder of a prior latent; ``ebm``: D
-#: alone, images come from a Langevin search on D's logit over the pixels.
-MODEL_KINDS = ("gan", "vae", "ae", "ebm")
-#: The kinds with a generator (a decoder counts) and with a discriminator.
-KINDS_WITH_GENERATOR = ("gan", "vae", "ae")
-KINDS_WITH_DISCRIMINATOR = ("gan", "ebm")
-KINDS_WITH_ENCODER = ("vae", "ae")
+#: The kinds with a generator (a decoder counts), a discriminator and an encoder (declared in
+#: :mod:`gan.kinds`; kept here for the callers that already import them).
+KINDS_WITH_GENERATOR = kinds_with("generator")
+KINDS_WITH_DISCRIMINATOR = kinds_with("discriminator")
+KINDS_WITH_ENCODER = kinds_with("encoder")
 SUPPORTED_CHANNELS = (1, 3)
 ARCHITECTURES = ("dcgan", "classic")
 
@@ -72,7 +69,9 @@ class ModelConfig:
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
         if self.arch == "classic" and self.resolution != 32:
-            raise ConfigError("the 'classic' baseline architecture is defined for resolution 32 only")
+            raise ConfigError(
+                "the 'classic' baseline architecture is defined for resolution 32 only"
+            )
         for name in ("z_dim", "g_width", "d_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 4096:

@@ -59,5 +59,6 @@ def protected(**openapi_extra: Any) -> dict[str, Any]:
     requirement it adds is what :func:`service.auth.protected_routes` looks for."""
     return {"openapi_extra": {**openapi_extra, "security": [{BEARER_SCHEME: []}]}}
 
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]

@@ -377,16 +377,23 @@ class InferenceEngine:
                 f"{x.dtype} {list(x.shape)}"
             )
         y = self._labels_for(labels, int(x.shape[0]))
-        return await self.scheduler.submit(DISCRIMINATOR, x if y is None else (x, y), arrival=arrival)
+        return await self.scheduler.submit(
+            DISCRIMINATOR, x if y is None else (x, y), arrival=arrival
+        )
 
     def models(self) -> Models:
         """G, D, their config and D's calibration, for :mod:`gan.guided`."""
         from gan.guided import Models
 
         return Models(
-            self._generator, self._discriminator, self.model_config, self.calibration,
-            self.checkpoint.path, self.kind, self.config.ebm,
-        )  # fmt: skip
+            self._generator,
+            self._discriminator,
+            self.model_config,
+            self.calibration,
+            self.checkpoint.path,
+            self.kind,
+            self.config.ebm,
+        )
 
     async def sample(
         self,
@@ -415,9 +422,12 @@ class InferenceEngine:
 
             def run(first: int, count: int) -> torch.Tensor:  # on the inference thread
                 part = run_gradient_method(
-                    models, options, seeds[first : first + count],
-                    None if y is None else y[first : first + count], truncation=truncation,
-                )  # fmt: skip
+                    models,
+                    options,
+                    seeds[first : first + count],
+                    None if y is None else y[first : first + count],
+                    truncation=truncation,
+                )
                 parts[first] = part
                 return part.images
 

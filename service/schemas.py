@@ -111,7 +111,11 @@ METHOD_OPTION_MODELS: dict[str, type[BaseModel]] = {
 
 _METHOD_OPTIONS_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        *(METHOD_OPTION_MODELS[name].model_json_schema() for name in METHOD_NAMES if METHODS[name].options),
+        *(
+            METHOD_OPTION_MODELS[name].model_json_schema()
+            for name in METHOD_NAMES
+            if METHODS[name].options
+        ),
         {"type": "null"},
     ],
     "description": "Options of the chosen method (an object; its fields depend on method, "
@@ -175,9 +179,9 @@ class GenerateRequest(BaseModel):
         "not digits). Methods other than plain need seeds (not z or interpolate): their extra "
         "proposals and noise come from each image's seed, so a seed still gives the same image.",
     )
-    method_options: Annotated[
-        dict[str, Any] | None, WithJsonSchema(_METHOD_OPTIONS_SCHEMA)
-    ] = Field(default=None)
+    method_options: Annotated[dict[str, Any] | None, WithJsonSchema(_METHOD_OPTIONS_SCHEMA)] = (
+        Field(default=None)
+    )
 
 
 class GeneratedImage(BaseModel):
@@ -492,8 +496,13 @@ class InfoResponse(BaseModel):
                             "available": True,
                             "needs_calibration": True,
                             "options": [
-                                {"name": "keep", "type": "number", "default": 0.8,
-                                 "minimum": 0.0, "maximum": 0.99},
+                                {
+                                    "name": "keep",
+                                    "type": "number",
+                                    "default": 0.8,
+                                    "minimum": 0.0,
+                                    "maximum": 0.99,
+                                },
                             ],
                         },
                     ],

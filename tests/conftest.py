@@ -31,7 +31,9 @@ def _few_threads() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Dataset caches go to $XDG_CACHE_HOME: a temporary one, never the user's home."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
 
@@ -40,9 +42,10 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def mnist_dir() -> Path:
     env = os.environ.get("GAN_DATA_DIR")
     path = Path(env) if env else ROOT.parent / "shared" / "data" / "mnist"
-    if not (path / "train-images-idx3-ubyte.gz").is_file() and not (
-        path / "train-images-idx3-ubyte"
-    ).is_file():
+    if (
+        not (path / "train-images-idx3-ubyte.gz").is_file()
+        and not (path / "train-images-idx3-ubyte").is_file()
+    ):
         pytest.fail(f"MNIST not found at {path}; set GAN_DATA_DIR")
     return path
 
@@ -66,24 +69,36 @@ def make_checkpoint(
     """A tiny, randomly initialised checkpoint written with save_checkpoint (the one helper
     every test package builds its checkpoints with); ``kind`` gan, vae, ae or ebm."""
     cfg = ModelConfig(
-        resolution=resolution, channels=channels, z_dim=z_dim, g_width=width, d_width=width,
+        resolution=resolution,
+        channels=channels,
+        z_dim=z_dim,
+        g_width=width,
+        d_width=width,
         num_classes=len(classes or []),
-    )  # fmt: skip
+    )
     g, d = build_models(cfg, seed=seed)
     encoder = None
     if kind in KINDS_WITH_ENCODER:
         encoder = build_encoder(cfg, variational=kind == "vae")
         init_weights(encoder)
     config = build_config(
-        cfg, step=step, seed=seed, dataset={"name": dataset}, metrics=metrics,
-        real_scores=real_scores if kind in KINDS_WITH_DISCRIMINATOR else None, classes=classes,
-        kind=kind, ebm=ebm,
-    )  # fmt: skip
+        cfg,
+        step=step,
+        seed=seed,
+        dataset={"name": dataset},
+        metrics=metrics,
+        real_scores=real_scores if kind in KINDS_WITH_DISCRIMINATOR else None,
+        classes=classes,
+        kind=kind,
+        ebm=ebm,
+    )
     return save_checkpoint(
-        path, g.eval() if kind in KINDS_WITH_GENERATOR else None,
-        d.eval() if kind in KINDS_WITH_DISCRIMINATOR else None, config,
+        path,
+        g.eval() if kind in KINDS_WITH_GENERATOR else None,
+        d.eval() if kind in KINDS_WITH_DISCRIMINATOR else None,
+        config,
         encoder=None if encoder is None else encoder.eval(),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture()

@@ -104,8 +104,11 @@ class AETrainer(Trainer):
         return check_finite(stats, self.step, "lower --lr-g")
 
     def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
-        return {"loss": f"{stats['loss']:.2f}", "recon": f"{stats['recon_loss']:.2f}",
-                "kl": f"{stats['kl_loss']:.2f}"}  # fmt: skip
+        return {
+            "loss": f"{stats['loss']:.2f}",
+            "recon": f"{stats['recon_loss']:.2f}",
+            "kl": f"{stats['kl_loss']:.2f}",
+        }
 
     def d_gap(self, g: nn.Module, drawn: Any = None) -> float | None:
         return None  # no D

@@ -43,7 +43,9 @@ def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> 
     ty = torch.randint(-sy, sy + 1, (n,), generator=gen).tolist()
     tx = torch.randint(-sx, sx + 1, (n,), generator=gen).tolist()
     padded = F.pad(x, (sx, sx, sy, sy), value=-1.0)  # [B, C, H + 2sy, W + 2sx]
-    rows = [padded[i, :, sy - ty[i] : sy - ty[i] + h, sx - tx[i] : sx - tx[i] + w] for i in range(n)]
+    rows = [
+        padded[i, :, sy - ty[i] : sy - ty[i] + h, sx - tx[i] : sx - tx[i] + w] for i in range(n)
+    ]
     return torch.stack(rows)
 
 
@@ -61,7 +63,9 @@ def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.T
 _OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x: torch.Tensor, gen: torch.Generator, policies: tuple[str, ...] = POLICIES) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor, gen: torch.Generator, policies: tuple[str, ...] = POLICIES
+) -> torch.Tensor:
     """Apply the policies to a batch; differentiable with respect to ``x``."""
     for name in policies:
         x = _OPS[name](x, gen)

@@ -52,34 +52,61 @@ def build_train_parser() -> argparse.ArgumentParser:
         "model), the lecture's other two ways to generate (docs/lecture.md).",
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=DATASETS, default=None,
-                   help="dataset kind (default mnist; --resume: the run's own)")
-    g.add_argument("--data-dir", type=Path, default=None,
-                   help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or image folder")
-    g.add_argument("--download", action="store_true", help="download MNIST if missing (verified by SHA-256)")
+    g.add_argument(
+        "--data",
+        choices=DATASETS,
+        default=None,
+        help="dataset kind (default mnist; --resume: the run's own)",
+    )
+    g.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or image folder",
+    )
+    g.add_argument(
+        "--download", action="store_true", help="download MNIST if missing (verified by SHA-256)"
+    )
     g.add_argument("--cache-dir", type=Path, default=None, help="where folder datasets are cached")
     g.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     add_config_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/<time>)")
-    g.add_argument("--resume", type=Path, default=None,
-                   help="continue from a run folder or a checkpoint with training state (its "
-                   "options are kept; --steps and --time-budget given here override them)")
-    g.add_argument("--export", type=Path, default=None,
-                   help="also write the final (best, else latest) checkpoint here, without training state")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="continue from a run folder or a checkpoint with training state (its "
+        "options are kept; --steps and --time-budget given here override them)",
+    )
+    g.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="also write the final (best, else latest) checkpoint here, without training state",
+    )
     g.add_argument("--no-eval", action="store_true", help="skip the quick FID used to pick 'best'")
-    g.add_argument("--no-calibrate", action="store_true",
-                   help="do not calibrate D on the exported checkpoint (gan-calibrate can later)")
+    g.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="do not calibrate D on the exported checkpoint (gan-calibrate can later)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("processes")
-    g.add_argument("--nproc", type=int, default=None,
-                   help="train on N processes of this machine (torchrun; gloo on the CPU, one GPU "
-                   "each with nccl): --batch-size per process, global batch N times it. Under "
-                   "torchrun leave it out (docs/scaling.md)")  # fmt: skip
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="train on N processes of this machine (torchrun; gloo on the CPU, one GPU "
+        "each with nccl): --batch-size per process, global batch N times it. Under "
+        "torchrun leave it out (docs/scaling.md)",
+    )
     return p
 
 
-def _make_evaluator(kind: str, disabled: bool, data_dir: Path | None) -> Callable[[Any], float] | None:
+def _make_evaluator(
+    kind: str, disabled: bool, data_dir: Path | None
+) -> Callable[[Any], float] | None:
     if disabled or kind != "mnist":
         return None
     from training.metrics.classifier import default_classifier_dir
@@ -99,7 +126,9 @@ def _resume_source(path: Path) -> Path:
         return path
     latest = path / "checkpoints" / "latest"
     if not is_checkpoint(latest):
-        raise TrainingError(f"--resume {path}: neither a checkpoint nor a run folder with checkpoints/latest")
+        raise TrainingError(
+            f"--resume {path}: neither a checkpoint nor a run folder with checkpoints/latest"
+        )
     return latest
 
 
@@ -138,8 +167,11 @@ class _StopOnSignal:
     def _handle(self, signum: int, frame: object) -> None:
         if self.trainer.stop_signal is not None:  # the second one: stop now
             raise KeyboardInterrupt
-        print(f"\nsignal {signum}: stopping after this step and saving a checkpoint "
-              "(again to stop at once)", file=sys.stderr)  # fmt: skip
+        print(
+            f"\nsignal {signum}: stopping after this step and saving a checkpoint "
+            "(again to stop at once)",
+            file=sys.stderr,
+        )
         self.trainer.request_stop(signum)
 
     def __exit__(self, *exc: object) -> None:
@@ -169,8 +201,9 @@ def train(argv: list[str] | None = None) -> int:
     args = build_train_parser().parse_args(argv)
     penv = process_env()  # set when torchrun started this process as one of several
     main = penv is None or penv.is_main
-    logging.basicConfig(level=logging.INFO if main else logging.WARNING,
-                        format="%(levelname)s %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if main else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     progress = not args.no_progress
     options = given_options(args)
     resume_state = None
@@ -182,7 +215,9 @@ def train(argv: list[str] | None = None) -> int:
                 f"--resume keeps the run's own options; {option_names(fixed)} cannot change "
                 f"(only {option_names(list(RESUME_OVERRIDES))} can)"
             )
-        run_dir = args.out or (src.parent.parent if src.parent.name == "checkpoints" else src.parent)
+        run_dir = args.out or (
+            src.parent.parent if src.parent.name == "checkpoints" else src.parent
+        )
         saved_cfg, state = read_resume_state(src)
         cfg = config_from_options(options, base=saved_cfg)
         source = _data_source(args, state.get("data_source"))
@@ -215,11 +250,19 @@ def train(argv: list[str] | None = None) -> int:
         trainer_class = DistributedTrainer
     with main_first(penv):  # one process downloads and caches, the others read
         data, held = load_training_data(
-            source["data"], source["data_dir"], cfg.model.resolution, cfg.model.channels,
-            download=args.download, cache_dir=args.cache_dir, limit=source["limit"],
-            seed=cfg.seed, progress=progress and main,
-        )  # fmt: skip
-    saved_fingerprint = resume_state[1].get("data_source", {}).get("fingerprint") if resume_state else None
+            source["data"],
+            source["data_dir"],
+            cfg.model.resolution,
+            cfg.model.channels,
+            download=args.download,
+            cache_dir=args.cache_dir,
+            limit=source["limit"],
+            seed=cfg.seed,
+            progress=progress and main,
+        )
+    saved_fingerprint = (
+        resume_state[1].get("data_source", {}).get("fingerprint") if resume_state else None
+    )
     if saved_fingerprint and data.info.get("fingerprint") != saved_fingerprint:
         raise TrainingError(
             f"--resume: the images in {source['data_dir']} are not the ones the run trained on "
@@ -228,9 +271,15 @@ def train(argv: list[str] | None = None) -> int:
     evaluator = _make_evaluator(source["data"], args.no_eval or not main, source["data_dir"])
     if resume_state is not None:
         trainer = resume_trainer(
-            src, data, run_dir, heldout=held, evaluator=evaluator, progress=progress,
-            resume_state=resume_state, trainer_class=trainer_class,
-        )  # fmt: skip
+            src,
+            data,
+            run_dir,
+            heldout=held,
+            evaluator=evaluator,
+            progress=progress,
+            resume_state=resume_state,
+            trainer_class=trainer_class,
+        )
         if main:
             print(f"resuming {src} at step {trainer.step} -> {trainer.cfg.steps}", file=sys.stderr)
     else:
@@ -248,8 +297,11 @@ def train(argv: list[str] | None = None) -> int:
     except Interrupted as stop:
         if main:
             nproc = f" --nproc {penv.world_size}" if penv is not None else ""
-            print(f"interrupted: saved {stop.checkpoint}; continue with gan-train --resume "
-                  f"{run_dir}{nproc}", file=sys.stderr)  # fmt: skip
+            print(
+                f"interrupted: saved {stop.checkpoint}; continue with gan-train --resume "
+                f"{run_dir}{nproc}",
+                file=sys.stderr,
+            )
         return 128 + stop.signum
     if not main:  # the main process reports and exports
         return 0
@@ -273,8 +325,11 @@ def _calibrate_export(path: Path, held: Any, source: str | None) -> None:
     try:
         entry = calibrate_checkpoint(path, held.images, held.labels, real_source=source)
     except UserError as exc:
-        print(f"warning: {path} was exported without a calibration of D ({exc}); add one with "
-              f"gan-calibrate --checkpoint {path}", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {path} was exported without a calibration of D ({exc}); add one with "
+            f"gan-calibrate --checkpoint {path}",
+            file=sys.stderr,
+        )
         return
     print(f"calibrated D on {path}: {_calibration_line(entry)}")
 
@@ -323,14 +378,27 @@ def sample(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
     p.add_argument("--num", type=int, default=64, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image (0 .. 2**53-1)")
-    p.add_argument("--truncation", type=float, default=None,
-                   help="redraw latent components with |z| > t (0.05 .. 10)")
-    p.add_argument("--label", action="append", default=None, metavar="CLASS",
-                   help="class-conditional models: the class (index or name) of the images; "
-                   "repeat it to cycle through several (image i gets the (i mod L)-th); left "
-                   "out: image seed s gets class s mod K, as in POST /generate")
-    p.add_argument("--out", type=Path, required=True,
-                   help="FILE.npy (uint8 [N,H,W] or [N,H,W,C]), FILE.png (grid) or a folder of PNGs")
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        help="redraw latent components with |z| > t (0.05 .. 10)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=None,
+        metavar="CLASS",
+        help="class-conditional models: the class (index or name) of the images; "
+        "repeat it to cycle through several (image i gets the (i mod L)-th); left "
+        "out: image seed s gets class s mod K, as in POST /generate",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="FILE.npy (uint8 [N,H,W] or [N,H,W,C]), FILE.png (grid) or a folder of PNGs",
+    )
     add_method_arguments(p)
     args = p.parse_args(argv)
     if not 1 <= args.num <= 100_000:
@@ -348,9 +416,13 @@ def sample(argv: list[str] | None = None) -> int:
         given = [resolve_label(v, ck.config.classes) for v in args.label]
         labels = [given[i % len(given)] for i in range(args.num)]
     result = guided_sample(
-        Models.of(ck), options, seed=args.seed, n=args.num, truncation=args.truncation,
+        Models.of(ck),
+        options,
+        seed=args.seed,
+        n=args.num,
+        truncation=args.truncation,
         labels=labels,
-    )  # fmt: skip
+    )
     try:
         out = save_images(result.images, args.out)
     except OSError as exc:
@@ -369,12 +441,21 @@ def add_method_arguments(p: argparse._ActionsContainer) -> None:
         f"{name}: " + (", ".join(f"{o.name}={o.default}" for o in spec.options) or "none")
         for name, spec in METHODS.items()
     )
-    p.add_argument("--method", choices=METHOD_NAMES, default="plain",
-                   help="sampling method (default plain): drs and mh need a calibrated D "
-                   "(gan-calibrate); langevin and pixel_ascent run backward passes. See "
-                   "docs/d-guided.md")  # fmt: skip
-    p.add_argument("--method-option", action="append", default=[], metavar="NAME=VALUE",
-                   help=f"an option of --method (repeat for several); defaults: {options}")
+    p.add_argument(
+        "--method",
+        choices=METHOD_NAMES,
+        default="plain",
+        help="sampling method (default plain): drs and mh need a calibrated D "
+        "(gan-calibrate); langevin and pixel_ascent run backward passes. See "
+        "docs/d-guided.md",
+    )
+    p.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"an option of --method (repeat for several); defaults: {options}",
+    )
 
 
 def method_options(args: argparse.Namespace) -> Any:
@@ -431,33 +512,60 @@ def build_eval_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--checkpoint", type=Path, help="checkpoint directory to evaluate")
     mode.add_argument(
-        "--train-classifier", action="store_true",
+        "--train-classifier",
+        action="store_true",
         help="train the evaluation classifier on MNIST and write it to --out",
     )
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with the MNIST IDX files (default: $GAN_DATA_DIR or the shared copy)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the MNIST IDX files (default: $GAN_DATA_DIR or the shared copy)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling / subset / training seed (0)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: 1 for --train-classifier, torch's own otherwise)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 for --train-classifier, torch's own otherwise)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     ev = p.add_argument_group("evaluation (--checkpoint)")
     ev.add_argument("--num", type=int, default=10000, help="number of samples (10000)")
     ev.add_argument("--batch-size", type=int, default=500, help="generator batch size (500)")
-    ev.add_argument("--classifier", type=Path, default=None,
-                    help="classifier directory (default: $GAN_CLASSIFIER_DIR or the shipped "
-                    "checkpoints/mnist-classifier)")
-    ev.add_argument("--write", action="store_true",
-                    help="store the metrics in the checkpoint's config.json under 'metrics'")
+    ev.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="classifier directory (default: $GAN_CLASSIFIER_DIR or the shipped "
+        "checkpoints/mnist-classifier)",
+    )
+    ev.add_argument(
+        "--write",
+        action="store_true",
+        help="store the metrics in the checkpoint's config.json under 'metrics'",
+    )
     ev.add_argument("--json", type=Path, default=None, help="write the full result as JSON here")
-    ev.add_argument("--allow-non-mnist", action="store_true",
-                    help="evaluate a checkpoint not trained on MNIST anyway")
+    ev.add_argument(
+        "--allow-non-mnist",
+        action="store_true",
+        help="evaluate a checkpoint not trained on MNIST anyway",
+    )
     add_method_arguments(ev)
     tr = p.add_argument_group("classifier training (--train-classifier)")
-    tr.add_argument("--out", type=Path, default=None,
-                    help="output directory (default: the shipped checkpoints/mnist-classifier)")
+    tr.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: the shipped checkpoints/mnist-classifier)",
+    )
     tr.add_argument("--epochs", type=int, default=3, help="training epochs (3)")
-    tr.add_argument("--min-accuracy", type=float, default=0.99,
-                    help="refuse to write a classifier below this test accuracy (0.99)")
+    tr.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=0.99,
+        help="refuse to write a classifier below this test accuracy (0.99)",
+    )
     return p
 
 
@@ -466,11 +574,15 @@ def _train_classifier(args: argparse.Namespace, argv: list[str]) -> int:
 
     out = args.out if args.out is not None else default_classifier_dir()
     cfg = train_classifier(
-        args.data_dir, out, epochs=args.epochs, seed=args.seed,
+        args.data_dir,
+        out,
+        epochs=args.epochs,
+        seed=args.seed,
         threads=args.threads if args.threads is not None else 1,
         min_accuracy=args.min_accuracy,
-        command="gan-eval " + shlex.join(argv), progress=not args.quiet,
-    )  # fmt: skip
+        command="gan-eval " + shlex.join(argv),
+        progress=not args.quiet,
+    )
     print(
         f"wrote {out}: test accuracy {cfg['test_accuracy']:.4f}, "
         f"{cfg['num_parameters']} parameters, {cfg['training']['seconds']:.0f} s"
@@ -493,7 +605,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     # Fail fast, before the classifier and the reference set are loaded.
     if args.num < 2 or args.batch_size < 1:
-        raise EvalError(f"--num must be >= 2 and --batch-size >= 1, got {args.num} and {args.batch_size}")
+        raise EvalError(
+            f"--num must be >= 2 and --batch-size >= 1, got {args.num} and {args.batch_size}"
+        )
     options = method_options(args)
     if args.write and args.method != "plain":
         raise EvalError(
@@ -507,9 +621,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise calibration_missing(args.method, args.checkpoint)
     evaluator = Evaluator(args.classifier, args.data_dir)
     result = evaluator.evaluate_checkpoint(
-        args.checkpoint, num_samples=args.num, seed=args.seed, batch_size=args.batch_size,
-        allow_non_mnist=args.allow_non_mnist, options=options,
-    )  # fmt: skip
+        args.checkpoint,
+        num_samples=args.num,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        allow_non_mnist=args.allow_non_mnist,
+        options=options,
+    )
     print(format_report(result))
     if args.json is not None:
         try:
@@ -562,18 +680,34 @@ def build_calibrate_parser() -> argparse.ArgumentParser:
         "mh, and by /score's calibrated_probability.",
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
-    p.add_argument("--data", choices=DATASETS, default=None,
-                   help="where the held-out real images come from: mnist (its test set; the "
-                   "default for MNIST checkpoints) or folder (the share of --data-dir that "
-                   "training held out, by the checkpoint's seed)")  # fmt: skip
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or the "
-                   "image folder the checkpoint was trained on")  # fmt: skip
+    p.add_argument(
+        "--data",
+        choices=DATASETS,
+        default=None,
+        help="where the held-out real images come from: mnist (its test set; the "
+        "default for MNIST checkpoints) or folder (the share of --data-dir that "
+        "training held out, by the checkpoint's seed)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="MNIST IDX folder (default $GAN_DATA_DIR or ../shared/data/mnist) or the "
+        "image folder the checkpoint was trained on",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="where folder datasets are cached")
-    p.add_argument("--num", type=int, default=CALIBRATION_IMAGES,
-                   help=f"held-out reals used at most, and G samples drawn ({CALIBRATION_IMAGES})")
-    p.add_argument("--seed", type=int, default=CALIBRATION_SEED,
-                   help=f"image seed of G's first sample ({CALIBRATION_SEED})")
+    p.add_argument(
+        "--num",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help=f"held-out reals used at most, and G samples drawn ({CALIBRATION_IMAGES})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=CALIBRATION_SEED,
+        help=f"image seed of G's first sample ({CALIBRATION_SEED})",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -611,19 +745,33 @@ def calibrate(argv: list[str] | None = None) -> int:
                 f"{args.checkpoint} was trained on {trained_on!r}; MNIST's test set is no "
                 "held-out data of it: use --data folder --data-dir DIR"
             )
-        held = load_dataset("mnist", args.data_dir, resolution=mc.resolution,
-                            channels=mc.channels, split="test", progress=progress)  # fmt: skip
+        held = load_dataset(
+            "mnist",
+            args.data_dir,
+            resolution=mc.resolution,
+            channels=mc.channels,
+            split="test",
+            progress=progress,
+        )
         source = "MNIST test set (never trained on)"
     else:
         if args.data_dir is None:
-            raise UserError("--data folder needs --data-dir: the folder the checkpoint was trained on")
+            raise UserError(
+                "--data folder needs --data-dir: the folder the checkpoint was trained on"
+            )
         recorded = config.dataset
         limit = recorded.get("limit") if isinstance(recorded.get("limit"), int) else None
         seed = config.seed if config.seed is not None else int(config.training.get("seed", 0))
         data, held = load_training_data(
-            "folder", args.data_dir, mc.resolution, mc.channels, cache_dir=args.cache_dir,
-            limit=limit, seed=seed, progress=progress,
-        )  # fmt: skip
+            "folder",
+            args.data_dir,
+            mc.resolution,
+            mc.channels,
+            cache_dir=args.cache_dir,
+            limit=limit,
+            seed=seed,
+            progress=progress,
+        )
         want = recorded.get("fingerprint")
         if want and data.info.get("fingerprint") != want:
             raise UserError(
@@ -633,9 +781,13 @@ def calibrate(argv: list[str] | None = None) -> int:
             )
         source = f"{len(held)} images held out of the folder {args.data_dir.name} (seeded split)"
     entry = calibrate_checkpoint(
-        args.checkpoint, held.images, held.labels, num=args.num, seed=args.seed,
+        args.checkpoint,
+        held.images,
+        held.labels,
+        num=args.num,
+        seed=args.seed,
         real_source=source,
-    )  # fmt: skip
+    )
     print(f"calibrated D on {args.checkpoint}: {_calibration_line(entry)}")
     print(
         f"stored under 'calibration' in {args.checkpoint}/config.json (only config.json "

@@ -44,20 +44,23 @@ class TrainConfig:
     """Every option of a run (saved in run.json and in each checkpoint)."""
 
     mode: str = _opt(
-        "gan", "what to train: gan (G and D, the default), ae (G alone: an auto-encoder whose "
+        "gan",
+        "what to train: gan (G and D, the default), ae (G alone: an auto-encoder whose "
         "decoder is G, see --ae-kind; training/ae.py) or ebm (D alone: an energy-based model "
         "trained on negatives from Langevin search and sampled the same way; training/ebm.py)",
         choices=MODES,
     )
     ae_kind: str = _opt(
-        "vae", "--mode ae: vae (pixel loss + KL, sampled from the prior N(0, I)) or plain "
+        "vae",
+        "--mode ae: vae (pixel loss + KL, sampled from the prior N(0, I)) or plain "
         "(pixel loss only; its codes do not follow the prior, which is why sampling it fails)",
         choices=AE_KINDS,
     )
     ebm_steps: int = _opt(20, "--mode ebm: Langevin steps per negative in training")
     ebm_sample_steps: int = _opt(
-        100, "--mode ebm: Langevin steps from uniform noise when sampling the checkpoint (0: "
-        "--ebm-steps); at most the server's GAN_MAX_LANGEVIN_STEPS (default 100) to be served"
+        100,
+        "--mode ebm: Langevin steps from uniform noise when sampling the checkpoint (0: "
+        "--ebm-steps); at most the server's GAN_MAX_LANGEVIN_STEPS (default 100) to be served",
     )
     ebm_step_size: float = _opt(
         10.0, "--mode ebm: Langevin step size on D's clipped pixel gradient"
@@ -67,8 +70,9 @@ class TrainConfig:
     )
     ebm_noise: float = _opt(0.005, "--mode ebm: standard deviation of a Langevin step's noise")
     ebm_buffer: float = _opt(
-        0.95, "--mode ebm: share of negatives continued from the replay buffer of earlier "
-        "negatives (the rest start from fresh uniform noise); 0: short-run chains from noise"
+        0.95,
+        "--mode ebm: share of negatives continued from the replay buffer of earlier "
+        "negatives (the rest start from fresh uniform noise); 0: short-run chains from noise",
     )
     ebm_buffer_size: int = _opt(10000, "--mode ebm: images in the replay buffer")
     ebm_alpha: float = _opt(
@@ -105,20 +109,27 @@ class TrainConfig:
         0.0, "stop after N seconds of training (0: no budget; still saves)", flag="--time-budget"
     )
     augment: bool = _opt(
-        False, "DiffAugment (colour, translation, cutout) on real and fake images before D: for "
-        "folders of a few hundred to a few thousand images"
+        False,
+        "DiffAugment (colour, translation, cutout) on real and fake images before D: for "
+        "folders of a few hundred to a few thousand images",
     )
-    device: str = _opt("auto", "training device (auto: CUDA when present, else CPU)",
-                       choices=("auto", "cpu", "cuda", "mps"))
-    precision: str = _opt("fp32", "fp32, or bf16/fp16 autocast on a GPU",
-                          choices=("fp32", "bf16", "fp16"))
+    device: str = _opt(
+        "auto",
+        "training device (auto: CUDA when present, else CPU)",
+        choices=("auto", "cpu", "cuda", "mps"),
+    )
+    precision: str = _opt(
+        "fp32", "fp32, or bf16/fp16 autocast on a GPU", choices=("fp32", "bf16", "fp16")
+    )
     tensorboard: bool = _opt(
-        False, "also write TensorBoard event files to <out>/tensorboard (needs the tensorboard "
-        "package: pip install tensorboard)"
+        False,
+        "also write TensorBoard event files to <out>/tensorboard (needs the tensorboard "
+        "package: pip install tensorboard)",
     )
     conditional: bool = _opt(
-        False, "class-conditional G and D (projection D) on the dataset's labels: MNIST's "
-        "digits, or a folder's first-level sub-folders"
+        False,
+        "class-conditional G and D (projection D) on the dataset's labels: MNIST's "
+        "digits, or a folder's first-level sub-folders",
     )
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -135,19 +146,33 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise TrainingError(f"--loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
         for name, low in (
-            ("steps", 1), ("batch_size", 1), ("d_steps", 1), ("r1_every", 1), ("log_every", 1),
-            ("sample_every", 1), ("checkpoint_every", 1), ("keep_last", 1), ("eval_samples", 2),
-            ("eval_every", 0), ("ema_warmup", 0), ("threads", 0), ("seed", 0),
-        ):  # fmt: skip
+            ("steps", 1),
+            ("batch_size", 1),
+            ("d_steps", 1),
+            ("r1_every", 1),
+            ("log_every", 1),
+            ("sample_every", 1),
+            ("checkpoint_every", 1),
+            ("keep_last", 1),
+            ("eval_samples", 2),
+            ("eval_every", 0),
+            ("ema_warmup", 0),
+            ("threads", 0),
+            ("seed", 0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise TrainingError(f"{_flag_of(name)} must be an integer >= {low}, got {value!r}")
         for name in ("lr_g", "lr_d"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise TrainingError(f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}")
+                raise TrainingError(
+                    f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}"
+                )
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise TrainingError(f"{_flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
+                raise TrainingError(
+                    f"{_flag_of(name)} must be in [0, 1), got {getattr(self, name)}"
+                )
         self._check_mode()
         for name in ("r1_gamma", "time_budget_s"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
@@ -184,10 +209,14 @@ class TrainConfig:
                 raise TrainingError(f"{_flag_of(name)} must be an integer >= {low}, got {value!r}")
         for name in ("ebm_step_size", "ebm_grad_clip"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise TrainingError(f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}")
+                raise TrainingError(
+                    f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}"
+                )
         for name in ("ebm_noise", "ebm_alpha", "ebm_clip_norm"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise TrainingError(f"{_flag_of(name)} must be a number >= 0, got {getattr(self, name)}")
+                raise TrainingError(
+                    f"{_flag_of(name)} must be a number >= 0, got {getattr(self, name)}"
+                )
         if not 0.0 <= self.ebm_buffer <= 1.0:
             raise TrainingError(f"--ebm-buffer must be in [0, 1], got {self.ebm_buffer}")
         if self.mode == "ebm" and self.ebm_buffer > 0 and self.ebm_buffer_size < self.batch_size:
@@ -236,12 +265,16 @@ def _add(group: Any, name: str, default: Any, meta: dict[str, Any]) -> None:
     flag = _flag(name, meta)
     if isinstance(default, bool):
         action = "store_false" if meta.get("negate") else "store_true"
-        group.add_argument(flag, dest=name, action=action, default=argparse.SUPPRESS,
-                           help=meta["help"])
+        group.add_argument(
+            flag, dest=name, action=action, default=argparse.SUPPRESS, help=meta["help"]
+        )
         return
     choices = meta.get("choices")
     group.add_argument(
-        flag, dest=name, type=type(default), default=argparse.SUPPRESS,
+        flag,
+        dest=name,
+        type=type(default),
+        default=argparse.SUPPRESS,
         choices=list(choices) if choices is not None else None,
         help=f"{meta['help']} (default: {default})",
     )

@@ -210,9 +210,7 @@ class _ChecksumMismatch(Exception):
     """A downloaded file's content is not the one expected (the temporary is discarded)."""
 
 
-def _download_verified(
-    url: str, dest: Path, expected: str, timeout: float, progress: bool
-) -> None:
+def _download_verified(url: str, dest: Path, expected: str, timeout: float, progress: bool) -> None:
     """Fetch ``url`` and write it to ``dest`` atomically, only if its content has ``expected``
     as SHA-256 (decompressed); else :class:`_ChecksumMismatch` and ``dest`` is untouched."""
     from tqdm import tqdm
@@ -538,7 +536,9 @@ def load_folder(
     return ImageData(torch.from_numpy(images), labels, info, classes)
 
 
-def folder_classes(files: Sequence[str], skipped: set[str]) -> tuple[list[str], torch.Tensor | None]:
+def folder_classes(
+    files: Sequence[str], skipped: set[str]
+) -> tuple[list[str], torch.Tensor | None]:
     """Class names and per-image labels from first-level sub-folders (the ImageFolder
     convention: ``cats/a.png``, ``dogs/b.png``), for a folder whose every image sits in one of
     at least two sub-folders; else ``([], None)``. Skipped files get no label."""
@@ -683,14 +683,25 @@ def load_training_data(
 ) -> tuple[ImageData, ImageData]:
     """(training data, held-out real images): MNIST's test set, or a seeded share of a folder."""
     data = load_dataset(
-        kind, data_dir, resolution=resolution, channels=channels, split="train",
-        download=download, cache_dir=cache_dir, limit=limit, progress=progress,
-    )  # fmt: skip
+        kind,
+        data_dir,
+        resolution=resolution,
+        channels=channels,
+        split="train",
+        download=download,
+        cache_dir=cache_dir,
+        limit=limit,
+        progress=progress,
+    )
     if kind == "mnist":
         test = load_dataset(
-            "mnist", data_dir, resolution=resolution, channels=channels, split="test",
+            "mnist",
+            data_dir,
+            resolution=resolution,
+            channels=channels,
+            split="test",
             progress=progress,
-        )  # fmt: skip
+        )
         data.info["heldout_source"] = "MNIST test set (10,000 images, never trained on)"
         return data, test
     data, held = split_heldout(data, HELDOUT_FRACTION, seed)

@@ -133,9 +133,14 @@ class _ShardedBatches(_Batches):
     ``batch_size`` slice of each. The state is the global order's, the same on every process."""
 
     def __init__(
-        self, images: torch.Tensor, batch_size: int, seed: int, labels: torch.Tensor | None,
-        rank: int, world: int,
-    ) -> None:  # fmt: skip
+        self,
+        images: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        labels: torch.Tensor | None,
+        rank: int,
+        world: int,
+    ) -> None:
         if len(images) < batch_size * world:
             raise TrainingError(
                 f"the dataset has {len(images)} images, fewer than the global batch "
@@ -301,8 +306,19 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Run ``gan-train argv`` (less its ``--nproc``) on ``nproc`` processes of this machine with
     torchrun (loopback rendezvous on a free port); returns torchrun's exit status."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
-        "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
-        "--master-port", str(free_port()), "-m", "training.cli", *without_nproc(argv),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "training.cli",
+        *without_nproc(argv),
+    ]
     return subprocess.call(cmd)

@@ -112,8 +112,11 @@ class EBMTrainer(Trainer):
         return check_finite(stats, self.step, "lower --lr-d or raise --ebm-alpha")
 
     def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
-        return {"d": f"{stats['d_loss']:.3f}", "Dx": f"{stats['d_real']:.2f}",
-                "Dneg": f"{stats['d_fake']:.2f}"}  # fmt: skip
+        return {
+            "d": f"{stats['d_loss']:.3f}",
+            "Dx": f"{stats['d_real']:.2f}",
+            "Dneg": f"{stats['d_fake']:.2f}",
+        }
 
     # ---- sampling: the checkpoint's own search on a frozen copy of D ------------------------
 

@@ -321,7 +321,9 @@ def fit_calibration(
                 f"calibration needs at least {MIN_CALIBRATION_IMAGES} {name}, got {values.size}"
             )
         if not np.isfinite(values).all():
-            raise CheckpointError(f"D gave non-finite logits on the {name}; the checkpoint is broken")
+            raise CheckpointError(
+                f"D gave non-finite logits on the {name}; the checkpoint is broken"
+            )
     rng = np.random.default_rng(seed)
     rp, fp = rng.permutation(real.size), rng.permutation(fake.size)
     r_fit, r_val = real[rp[: real.size // 2]], real[rp[real.size // 2 :]]
@@ -352,7 +354,11 @@ def fit_calibration(
     iso = candidates.get("isotonic")
     platt = candidates["platt"]
     kind = "platt"
-    if iso is not None and iso["ece"] < platt["ece"] and iso["nll"] < platt["nll"] - ISOTONIC_MARGIN_NLL:
+    if (
+        iso is not None
+        and iso["ece"] < platt["ece"]
+        and iso["nll"] < platt["nll"] - ISOTONIC_MARGIN_NLL
+    ):
         kind = "isotonic"
     entry: dict[str, Any] = {
         "kind": kind,
@@ -420,9 +426,12 @@ def calibrate_models(
     y_fake = class_labels(image_seeds(seed, num), mc.num_classes)
     fake_logits = score(discriminator, fakes, y_fake, chunk=chunk)
     return fit_calibration(
-        real_logits.double().numpy(), fake_logits.double().numpy(), seed=seed % 2**32,
-        real_source=real_source, fake_seed=seed,
-    )  # fmt: skip
+        real_logits.double().numpy(),
+        fake_logits.double().numpy(),
+        seed=seed % 2**32,
+        real_source=real_source,
+        fake_seed=seed,
+    )
 
 
 def calibrate_checkpoint(
@@ -445,9 +454,15 @@ def calibrate_checkpoint(
             "G and needs both; only GAN checkpoints are calibrated"
         )
     entry = calibrate_models(
-        ckpt.generator, ckpt.discriminator, ckpt.model_config, real, real_labels, num=num,
-        seed=seed, real_source=real_source,
-    )  # fmt: skip
+        ckpt.generator,
+        ckpt.discriminator,
+        ckpt.model_config,
+        real,
+        real_labels,
+        num=num,
+        seed=seed,
+        real_source=real_source,
+    )
     Calibration.from_config(entry, str(Path(path) / "config.json"))  # never store a bad one
     update_config(path, {"calibration": entry}, replace=("calibration",))
     return entry

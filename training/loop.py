@@ -122,7 +122,12 @@ class _Batches:
         return self.images[idx], None if self.labels is None else self.labels[idx]
 
     def state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos, "epoch": self.epoch}
+        return {
+            "gen": self.gen.get_state(),
+            "perm": self.perm,
+            "pos": self.pos,
+            "epoch": self.epoch,
+        }
 
     def load(self, s: dict[str, Any]) -> None:
         self.gen.set_state(s["gen"])
@@ -188,14 +193,20 @@ class Trainer:
         self.cfg = cfg
         self.mc = cfg.model
         self.classes = list(data.classes) if self.mc.conditional else []
-        if tuple(data.images.shape[1:]) != (self.mc.channels, self.mc.resolution, self.mc.resolution):
+        if tuple(data.images.shape[1:]) != (
+            self.mc.channels,
+            self.mc.resolution,
+            self.mc.resolution,
+        ):
             raise TrainingError(
                 f"dataset images are {tuple(data.images.shape[1:])} but the model expects "
                 f"{(self.mc.channels, self.mc.resolution, self.mc.resolution)}"
             )
         self.data = data
-        self.heldout = heldout if isinstance(heldout, ImageData) or heldout is None else (
-            ImageData(heldout, None)
+        self.heldout = (
+            heldout
+            if isinstance(heldout, ImageData) or heldout is None
+            else (ImageData(heldout, None))
         )
         self.out = Path(out_dir)
         self.evaluator = evaluator
@@ -355,7 +366,9 @@ class Trainer:
         (ema_warmup + t)), the ramp of config.py (a constant decay with --ema-warmup 0)."""
         if self.g_ema is not None:
             t, cfg = self.step, self.cfg
-            ema_update(self.g_ema, self.g, min(cfg.ema_decay, (1.0 + t) / max(1, cfg.ema_warmup + t)))
+            ema_update(
+                self.g_ema, self.g, min(cfg.ema_decay, (1.0 + t) / max(1, cfg.ema_warmup + t))
+            )
 
     # ---- export, evaluation, checkpoints ----------------------------------------------------
 
@@ -402,8 +415,12 @@ class Trainer:
 
     def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
         """What the progress bar shows of a step's statistics."""
-        return {"d": f"{stats['d_loss']:.3f}", "g": f"{stats['g_loss']:.3f}",
-                "Dx": f"{stats['d_real']:.2f}", "DGz": f"{stats['d_fake']:.2f}"}  # fmt: skip
+        return {
+            "d": f"{stats['d_loss']:.3f}",
+            "g": f"{stats['g_loss']:.3f}",
+            "Dx": f"{stats['d_real']:.2f}",
+            "DGz": f"{stats['d_fake']:.2f}",
+        }
 
     def save_checkpoint(self, metric: float | None = None, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
@@ -411,13 +428,18 @@ class Trainer:
         kind_config, networks = self.checkpoint_parts(g, d)
         real_scores = None
         held = self.heldout
-        if networks.get("discriminator") is not None and held is not None and len(held) > 0 and (
-            held.labels is not None or not self.classes
+        if (
+            networks.get("discriminator") is not None
+            and held is not None
+            and len(held) > 0
+            and (held.labels is not None or not self.classes)
         ):
             real_scores = real_score_quantiles(
-                d, held.images, source=self.data.info.get("heldout_source", "held-out real images"),
+                d,
+                held.images,
+                source=self.data.info.get("heldout_source", "held-out real images"),
                 labels=held.labels if self.classes else None,
-            )  # fmt: skip
+            )
         metrics: dict[str, Any] = {}
         if metric is not None:
             metrics[self.metric_name] = metric
@@ -427,7 +449,8 @@ class Trainer:
             seed=self.cfg.seed,
             dataset=self.data.info,
             training={
-                **self.cfg.to_dict(), **self.batch_record(),
+                **self.cfg.to_dict(),
+                **self.batch_record(),
                 "train_seconds": round(self.train_seconds, 1),
             },
             metrics=metrics,
@@ -442,7 +465,10 @@ class Trainer:
 
     def batch_record(self) -> dict[str, int]:
         """Processes and global batch, for run.json and the checkpoint's training record."""
-        return {"world_size": self.world_size, "global_batch_size": self.cfg.batch_size * self.world_size}
+        return {
+            "world_size": self.world_size,
+            "global_batch_size": self.cfg.batch_size * self.world_size,
+        }
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
@@ -528,9 +554,14 @@ class Trainer:
         try:
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(self.out / "run.json", {
-                    "train_config": cfg.to_dict(), **self.batch_record(), "dataset": self.data.info,
-                })  # fmt: skip
+                write_json_atomic(
+                    self.out / "run.json",
+                    {
+                        "train_config": cfg.to_dict(),
+                        **self.batch_record(),
+                        "dataset": self.data.info,
+                    },
+                )
         except OSError as exc:
             raise TrainingError(
                 f"cannot write the run folder {self.out}: {exc.strerror or exc}; choose a "
@@ -542,11 +573,22 @@ class Trainer:
         budget = cfg.time_budget_s
         started_seconds = self.train_seconds  # the budget counts this call's training only
         if budget > 0:  # the bar (and its ETA) follows the budget, not the step count
-            bar = tqdm(total=round(budget), disable=not self.progress, unit="s",
-                       dynamic_ncols=True, desc="train (time budget)")  # fmt: skip
+            bar = tqdm(
+                total=round(budget),
+                disable=not self.progress,
+                unit="s",
+                dynamic_ncols=True,
+                desc="train (time budget)",
+            )
         else:
-            bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="it",
-                       dynamic_ncols=True, desc="train")  # fmt: skip
+            bar = tqdm(
+                total=cfg.steps,
+                initial=self.step,
+                disable=not self.progress,
+                unit="it",
+                dynamic_ncols=True,
+                desc="train",
+            )
         window_start, window_steps = time.perf_counter(), 0
         last_path: Path | None = None
         stopped_early = False
@@ -564,7 +606,8 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 its = window_steps / max(elapsed, 1e-9)
                 record = {
-                    "step": self.step, **{k: round(v, 5) for k, v in stats.items()},
+                    "step": self.step,
+                    **{k: round(v, 5) for k, v in stats.items()},
                     "it_s": round(its, 3),
                     "img_s": round(its * cfg.batch_size * self.world_size * (cfg.d_steps + 1), 1),
                     "train_seconds": round(self.train_seconds, 2),
@@ -572,7 +615,9 @@ class Trainer:
                 self._log(record)
                 bar.set_postfix(step=self.step, **self.progress_fields(stats))
                 window_start, window_steps = time.perf_counter(), 0
-            over_budget = self.sync_stop(budget > 0 and self.train_seconds - started_seconds >= budget)
+            over_budget = self.sync_stop(
+                budget > 0 and self.train_seconds - started_seconds >= budget
+            )
             interrupted = self.stop_signal is not None
             is_last = self.step == cfg.steps or over_budget or interrupted
             if self.is_main and (self.step % cfg.sample_every == 0 or is_last):

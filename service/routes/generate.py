@@ -227,12 +227,14 @@ def plan_method(
     except ValidationError as exc:
         raise RequestValidationError(
             [
-                {"loc": ["body", "method_options", *err["loc"]],
-                 "msg": f"{err['msg']} (method {req.method}: see GET /info generate.methods)",
-                 "type": err["type"]}
+                {
+                    "loc": ["body", "method_options", *err["loc"]],
+                    "msg": f"{err['msg']} (method {req.method}: see GET /info generate.methods)",
+                    "type": err["type"],
+                }
                 for err in exc.errors(include_url=False)
             ]
-        ) from exc  # fmt: skip
+        ) from exc
     values = validated.model_dump()
     refusal = kind_refusal(kind, req.method, parse_options(req.method, values))
     if refusal is not None:
@@ -373,8 +375,12 @@ def sampling_info(
 ) -> SamplingInfo:
     """The response's ``sampling`` record: plain (no result) made ``count`` G forwards."""
     if result is None:
-        cost = {"generator_forwards": count, "discriminator_forwards": 0,
-                "generator_backwards": 0, "discriminator_backwards": 0}  # fmt: skip
+        cost = {
+            "generator_forwards": count,
+            "discriminator_forwards": 0,
+            "generator_backwards": 0,
+            "discriminator_backwards": 0,
+        }
         return SamplingInfo(
             method="plain", method_options={}, acceptance_rate=None, seconds=seconds, cost=cost
         )
@@ -424,9 +430,13 @@ async def generate(
     engine, settings = engine_of(request), request.app.state.settings
     plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
     options = plan_method(
-        req, plan, settings=settings, calibration=engine.calibration, kind=engine.kind,
+        req,
+        plan,
+        settings=settings,
+        calibration=engine.calibration,
+        kind=engine.kind,
         ebm=engine.config.ebm,
-    )  # fmt: skip
+    )
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     classes = engine.config.classes
     labels = plan_labels(req, plan, classes)
@@ -467,7 +477,9 @@ async def generate(
     weights: list[float | None] = list(plan.weights) if plan.weights else [None] * plan.count
     from gan.guided import ImageStats
 
-    plain_stats = ImageStats(proposals=1, steps=0, accepted=None, logit_before=None, logit_after=None)
+    plain_stats = ImageStats(
+        proposals=1, steps=0, accepted=None, logit_before=None, logit_after=None
+    )
     stats = guided.stats if guided is not None else [plain_stats] * plan.count
     body = GenerateResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),

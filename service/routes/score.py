@@ -189,14 +189,25 @@ def score_label(value: str | None, classes: tuple[str, ...]) -> int | None:
     loc: list[str | int] = ["query", "label"]
     if value is None:
         if len(classes) > MAX_CLASSES_WITHOUT_LABEL:
-            raise RequestValidationError([{"loc": loc, "type": "missing", "msg": (
-                f"this model has {len(classes)} classes, too many to score each image against "
-                "all of them: give ?label=<class index or name>")}])  # fmt: skip
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": loc,
+                        "type": "missing",
+                        "msg": (
+                            f"this model has {len(classes)} classes, too many to score each image against "
+                            "all of them: give ?label=<class index or name>"
+                        ),
+                    }
+                ]
+            )
         return None
     try:
         return resolve_label(value, classes)
     except LabelError as exc:
-        raise RequestValidationError([{"loc": loc, "msg": str(exc), "type": "value_error"}]) from exc
+        raise RequestValidationError(
+            [{"loc": loc, "msg": str(exc), "type": "value_error"}]
+        ) from exc
 
 
 def _too_many(max_images: int) -> RequestValidationError:
@@ -302,13 +313,17 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
     "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
     **protected(
         requestBody=SCORE_REQUEST_BODY,
-        parameters=[{
-            "name": "label", "in": "query", "required": False,
-            "schema": {"type": "string"},
-            "description": "Class-conditional models only: score each image as this class "
-            "(index or name, see GET /info 'classes'). Left out: D scores each image paired "
-            "with every class and reports the best one and all logits.",
-        }],
+        parameters=[
+            {
+                "name": "label",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Class-conditional models only: score each image as this class "
+                "(index or name, see GET /info 'classes'). Left out: D scores each image paired "
+                "with every class and reports the best one and all logits.",
+            }
+        ],
     ),
     responses={
         200: {"headers": {"X-Model-Id": {"schema": {"type": "string"}}}},
@@ -340,10 +355,19 @@ async def score(request: Request) -> Response:
 
     engine, settings = engine_of(request), request.app.state.settings
     if not engine.has_discriminator:
-        raise RequestValidationError([{"loc": ["body"], "type": "kind_unsupported", "msg": (
-            f"this checkpoint is a {engine.kind} (an auto-encoder: a decoder alone, no "
-            "discriminator), so there is no D to score images with; serve a gan or ebm "
-            "checkpoint for /score (GET /info 'kind')")}])  # fmt: skip
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["body"],
+                    "type": "kind_unsupported",
+                    "msg": (
+                        f"this checkpoint is a {engine.kind} (an auto-encoder: a decoder alone, no "
+                        "discriminator), so there is no D to score images with; serve a gan or ebm "
+                        "checkpoint for /score (GET /info 'kind')"
+                    ),
+                }
+            ]
+        )
     classes = engine.config.classes
     label = score_label(request.query_params.get("label"), classes)
 
@@ -374,7 +398,7 @@ async def score(request: Request) -> Response:
         else:  # every image paired with every class: [B * K] rows, class fastest
             k = len(classes)
             y = torch.arange(k).repeat(len(prepared))
-            table = (await engine.score(batch.repeat_interleave(k, 0), y, arrival=arrival))
+            table = await engine.score(batch.repeat_interleave(k, 0), y, arrival=arrival)
             per_class = table.view(len(prepared), k).tolist()
             best = [max(range(k), key=row.__getitem__) for row in per_class]
             logits = [row[c] for row, c in zip(per_class, best, strict=True)]

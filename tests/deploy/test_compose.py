@@ -42,7 +42,9 @@ def interpolate_str(text: str, env: dict[str, str]) -> str:
             return env.get(m.group(3), "")
         braced = _BRACED.fullmatch(m.group(2))
         if braced is None:
-            raise InterpolationError(f"invalid interpolation ${{{m.group(2)}}} (compose v1 rejects it)")
+            raise InterpolationError(
+                f"invalid interpolation ${{{m.group(2)}}} (compose v1 rejects it)"
+            )
         name, op, arg = braced.groups()
         value = env.get(name)
         if op is None:
@@ -126,7 +128,10 @@ _SERVICE = {
         "volumes": {"type": "array", "items": {"type": "string", "pattern": _VOLUME}},
         "healthcheck": _HEALTHCHECK,
         "stop_grace_period": _DURATION,
-        "profiles": {"type": "array", "items": {"type": "string", "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"}},
+        "profiles": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"},
+        },
         "entrypoint": _COMMAND,
         "command": _COMMAND,
         "working_dir": {"type": "string", "pattern": "^/"},
@@ -298,9 +303,13 @@ def _compose_commands() -> list[list[str]]:
     cmds = []
     if shutil.which("docker-compose"):
         cmds.append(["docker-compose"])
-    if shutil.which("docker") and subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, check=False
-    ).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
         cmds.append(["docker", "compose"])
     return cmds
 
@@ -312,9 +321,21 @@ def test_compose_binary_accepts_the_file(env: dict[str, str], tmp_path: Path) ->
         pytest.skip("no docker-compose / docker compose here; the schema test above stands in")
     for cmd in cmds:
         proc = subprocess.run(
-            [*cmd, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--profile", "train", "config", "-q"],
+            [
+                *cmd,
+                "--project-directory",
+                str(ROOT),
+                "-f",
+                str(COMPOSE_FILE),
+                "--profile",
+                "train",
+                "config",
+                "-q",
+            ],
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), **env},
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert proc.returncode == 0, f"{' '.join(cmd)} config: {proc.stderr}"
 
@@ -337,4 +358,6 @@ def test_lb_profile_puts_api_replicas_behind_haproxy() -> None:
     assert "bind :8080" in cfg
     dockerfile = (ROOT / "deploy" / "lb" / "Dockerfile").read_text()
     base = stages()[-1].base  # the gan-serve image's own base
-    assert f"FROM {base}" in dockerfile and "apt-get install" in dockerfile and "haproxy" in dockerfile
+    assert (
+        f"FROM {base}" in dockerfile and "apt-get install" in dockerfile and "haproxy" in dockerfile
+    )

@@ -87,8 +87,12 @@ class Stack:
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> str:
         proc = subprocess.run(
             [*self.compose, "--project-directory", str(ROOT), "--profile", "lb", *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             pytest.fail(
                 f"compose {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -160,8 +164,13 @@ def stack() -> Iterator[Stack]:
     s = Stack(compose, env, f"http://127.0.0.1:{port}", key)
     try:
         if env["GAN_WHEELS"] != "none":
-            subprocess.run(["bash", "scripts/docker-wheels.sh", str(ROOT / "wheels")], cwd=ROOT,
-                           check=True, capture_output=True, timeout=1800)  # fmt: skip
+            subprocess.run(
+                ["bash", "scripts/docker-wheels.sh", str(ROOT / "wheels")],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                timeout=1800,
+            )
         build = ["--force-rm"] if compose == ["docker-compose"] else []
         s.run("build", *build, "replica", "lb", timeout=3600)
         s.run("up", "-d", "--scale", "replica=2", "replica", "lb")
@@ -172,8 +181,9 @@ def stack() -> Iterator[Stack]:
         project = env["COMPOSE_PROJECT_NAME"]
         left = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-            capture_output=True, text=True,
-        ).stdout.split()  # fmt: skip
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         if left:
             subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
         assert not left, f"containers of {project} were left behind: {left}"
@@ -272,9 +282,10 @@ def test_replicas_behind_haproxy_survive_a_killed_replica(stack: Stack) -> None:
     info = json.loads(_get(stack, "/info"))
     model_id = info["model"]["model_id"]
     req = urllib.request.Request(
-        stack.base + "/generate", json.dumps({"n": 1, "seed": 1, "format": "png"}).encode(),
+        stack.base + "/generate",
+        json.dumps({"n": 1, "seed": 1, "format": "png"}).encode(),
         {"Authorization": f"Bearer {stack.key}", "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         png = resp.read()
     load = Load(stack.base, stack.key, png)
@@ -287,8 +298,14 @@ def test_replicas_behind_haproxy_survive_a_killed_replica(stack: Stack) -> None:
         victim = stack.ids("replica")[0]
         subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
         killed_at = time.monotonic()
-        _wait("HAProxy to take the killed replica out", lambda: "UP" in stack.servers().values()
-              and len([v for v in stack.servers().values() if v == "UP"]) == 1, 60)  # fmt: skip
+        _wait(
+            "HAProxy to take the killed replica out",
+            lambda: (
+                "UP" in stack.servers().values()
+                and len([v for v in stack.servers().values() if v == "UP"]) == 1
+            ),
+            60,
+        )
         subprocess.run(["docker", "start", victim], check=True, capture_output=True)
         _wait(
             "the restarted replica UP again", lambda: list(stack.servers().values()) == ["UP", "UP"]
@@ -301,9 +318,11 @@ def test_replicas_behind_haproxy_survive_a_killed_replica(stack: Stack) -> None:
             t.join(timeout=90)
         statuses = Counter(status for _, _, status, _ in load.results)
         during = [r for r in load.results if killed_at <= r[0] <= back_at]
-        print(f"\n{len(load.results)} answers ({dict(statuses)}), {len(during)} of them while a "
-              f"replica was down or restarting ({back_at - killed_at:.0f} s), "
-              f"{len(load.errors)} without an HTTP answer")  # fmt: skip
+        print(
+            f"\n{len(load.results)} answers ({dict(statuses)}), {len(during)} of them while a "
+            f"replica was down or restarting ({back_at - killed_at:.0f} s), "
+            f"{len(load.errors)} without an HTTP answer"
+        )
     assert not load.errors, load.errors[:5]
     assert set(statuses) <= {200} | RETRYABLE, f"non-retryable failures: {dict(statuses)}"
     assert statuses[200] >= BEFORE + AFTER
@@ -318,9 +337,17 @@ def test_replicas_behind_haproxy_survive_a_killed_replica(stack: Stack) -> None:
     answered = {}
     for cid in replicas:
         ip = subprocess.run(
-            ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                cid,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         metrics = stack.in_lb(f"http://{ip}:8000/metrics")
         assert "gan_model_info{" in metrics and model_id in metrics
         answered[cid[:12]] = _requests_answered(metrics)

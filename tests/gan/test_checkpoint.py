@@ -45,11 +45,18 @@ def test_no_pickle_in_a_checkpoint(tiny_checkpoint: Path) -> None:
 def test_training_state_round_trip(tmp_path: Path) -> None:
     cfg = ModelConfig(z_dim=8, g_width=8, d_width=8)
     g, d = build_models(cfg, seed=0)
-    state = {"step": 5, "rng": torch.get_rng_state(), "betas": (0.5, 0.9), "nested": [{"t": torch.ones(2)}]}
+    state = {
+        "step": 5,
+        "rng": torch.get_rng_state(),
+        "betas": (0.5, 0.9),
+        "nested": [{"t": torch.ones(2)}],
+    }
     save_checkpoint(tmp_path / "c", g, d, build_config(cfg, step=5), train_state=state)
     back = load_checkpoint(tmp_path / "c", with_train_state=True).train_state
     assert back["step"] == 5 and back["betas"] == (0.5, 0.9)
-    assert torch.equal(back["rng"], state["rng"]) and torch.equal(back["nested"][0]["t"], torch.ones(2))
+    assert torch.equal(back["rng"], state["rng"]) and torch.equal(
+        back["nested"][0]["t"], torch.ones(2)
+    )
 
 
 def test_missing_directory_and_files(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -17,8 +17,9 @@ from tests.conftest import make_checkpoint
 @pytest.mark.parametrize("resolution", [28, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_conditional_shapes_at_every_size(resolution: int, channels: int) -> None:
-    cfg = ModelConfig(resolution=resolution, channels=channels, z_dim=8, g_width=8, d_width=8,
-                      num_classes=5)  # fmt: skip
+    cfg = ModelConfig(
+        resolution=resolution, channels=channels, z_dim=8, g_width=8, d_width=8, num_classes=5
+    )
     g, d = build_models(cfg, seed=0)
     y = torch.tensor([0, 4, 2])
     x = g(torch.randn(3, 8), y)

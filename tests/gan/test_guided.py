@@ -50,8 +50,14 @@ def toy_d_max() -> float:
 
 
 def identity_calibration(drs: dict[str, Any]) -> Calibration:
-    entry = {"kind": "platt", "platt": {"a": 1.0, "b": 0.0}, "ece": 0.0, "num_real": 10,
-             "num_fake": 10, "drs": drs}  # fmt: skip
+    entry = {
+        "kind": "platt",
+        "platt": {"a": 1.0, "b": 0.0},
+        "ece": 0.0,
+        "num_real": 10,
+        "num_fake": 10,
+        "drs": drs,
+    }
     calibration = Calibration.from_config(entry, "toy")
     assert calibration is not None
     return calibration
@@ -76,10 +82,18 @@ def ks_distance(samples: np.ndarray, cdf: np.ndarray) -> float:
 
 def test_drs_with_gamma_zero_samples_the_data_density_exactly() -> None:
     d_max = toy_d_max()
-    drs = {"d_max": d_max, "eps": 1e-6, "keep_levels": [0.0, 0.5], "gammas": [0.0, 0.0],
-           "acceptance": [0.25, 0.25], "num_images": 10}  # fmt: skip
+    drs = {
+        "d_max": d_max,
+        "eps": 1e-6,
+        "keep_levels": [0.0, 0.5],
+        "gammas": [0.0, 0.0],
+        "acceptance": [0.25, 0.25],
+        "num_images": 10,
+    }
     n = 4000
-    result = toy_drs(list(range(n)), identity_calibration(drs), DRSOptions(keep=0.5, max_proposals=300))
+    result = toy_drs(
+        list(range(n)), identity_calibration(drs), DRSOptions(keep=0.5, max_proposals=300)
+    )
     assert result.images.shape == (n, 1)
     assert all(s.accepted for s in result.stats)  # 300 proposals at 1/M = 0.26 always suffice
     accepted = np.sort(result.images[:, 0].double().numpy())
@@ -106,8 +120,14 @@ def test_drs_log_odds_is_the_papers_formula_and_capped_at_d_max() -> None:
 
 
 def test_drs_runs_out_of_proposals_into_the_best_one() -> None:
-    drs = {"d_max": toy_d_max(), "eps": 1e-6, "keep_levels": [0.0], "gammas": [40.0],
-           "acceptance": [1e-12], "num_images": 10}  # fmt: skip
+    drs = {
+        "d_max": toy_d_max(),
+        "eps": 1e-6,
+        "keep_levels": [0.0],
+        "gammas": [40.0],
+        "acceptance": [1e-12],
+        "num_images": 10,
+    }
     result = toy_drs([5, 6], identity_calibration(drs), DRSOptions(keep=0.0, max_proposals=4))
     for i, seed in enumerate([5, 6]):
         stats = result.stats[i]
@@ -156,8 +176,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 def cond_models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     from training.export import calibrate_checkpoint
 
-    path = make_checkpoint(tmp_path_factory.mktemp("guided") / "cond", width=4,
-                           classes=["a", "b", "c"])  # fmt: skip
+    path = make_checkpoint(
+        tmp_path_factory.mktemp("guided") / "cond", width=4, classes=["a", "b", "c"]
+    )
     real = (torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 255).byte()
     calibrate_checkpoint(path, real, torch.arange(60) % 3, num=200)
     return Models.of(load_checkpoint(path))
@@ -188,7 +209,9 @@ def test_every_method_returns_the_count_and_keeps_its_cost_cap(models: Models, m
     cost = result.cost
     per_image = cost.generator_forwards + cost.discriminator_forwards
     backward = cost.generator_backwards + cost.discriminator_backwards
-    assert per_image <= 5 * {"plain": 1, "drs": 12, "mh": 8, "langevin": 10, "pixel_ascent": 5}[method]
+    assert (
+        per_image <= 5 * {"plain": 1, "drs": 12, "mh": 8, "langevin": 10, "pixel_ascent": 5}[method]
+    )
     assert (backward > 0) == (method in ("langevin", "pixel_ascent"))
     if result.latents is not None:
         assert result.latents.shape == (5, 8)
@@ -226,8 +249,9 @@ def test_plain_is_the_plain_sampler_and_proposal_zero(models: Models) -> None:
 def test_gradient_methods_move_d_upwards_and_leave_the_networks_alone(models: Models) -> None:
     before = {k: v.clone() for k, v in models.discriminator.state_dict().items()}
     with torch.inference_mode():  # the caller's mode does not matter: they enable gradients
-        ascent = sample(models, parse_options("pixel_ascent", {"steps": 20, "step_size": 0.05}),
-                        seed=1, n=4)  # fmt: skip
+        ascent = sample(
+            models, parse_options("pixel_ascent", {"steps": 20, "step_size": 0.05}), seed=1, n=4
+        )
         langevin = sample(models, options_of("langevin"), seed=1, n=4)
     gains = [s.logit_after - s.logit_before for s in ascent.stats]  # type: ignore[operator]
     assert all(g > 0 for g in gains), gains

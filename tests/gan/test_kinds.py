@@ -133,9 +133,11 @@ def test_ebm_search_is_bounded_and_reproducible_per_seed(tmp_path: Path) -> None
     assert not torch.equal(sample(models, plain, seed=12, n=1).images[0], a.images[0])
     # Exactly steps D forward and backward passes per image, plus the two scoring forwards.
     assert a.cost.as_dict() == {
-        "generator_forwards": 0, "discriminator_forwards": 4 * (3 + 2),
-        "generator_backwards": 0, "discriminator_backwards": 4 * 3,
-    }  # fmt: skip
+        "generator_forwards": 0,
+        "discriminator_forwards": 4 * (3 + 2),
+        "generator_backwards": 0,
+        "discriminator_backwards": 4 * 3,
+    }
     assert all(s.steps == 3 and s.logit_after is not None for s in a.stats)
     longer = replace(models, ebm=replace(SHORT, steps=6))
     assert sample(longer, plain, seed=11, n=1).cost.discriminator_backwards == 6

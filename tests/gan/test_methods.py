@@ -69,7 +69,9 @@ def test_unknown_method_lists_the_known_ones() -> None:
 def test_command_line_pairs() -> None:
     assert options_from_strings("drs", ["keep=0.9", "max-proposals=16"]) == DRSOptions(0.9, 16)
     assert options_from_strings("langevin", ["steps=5"]) == LangevinOptions(steps=5)
-    assert options_from_strings("pixel_ascent", ["start=sample"]) == PixelAscentOptions(start="sample")
+    assert options_from_strings("pixel_ascent", ["start=sample"]) == PixelAscentOptions(
+        start="sample"
+    )
     with pytest.raises(MethodError, match="NAME=VALUE"):
         options_from_strings("drs", ["keep"])
     with pytest.raises(MethodError, match=r"max_proposals must be a whole number, got '1\.5'"):

@@ -33,8 +33,13 @@ def test_classic_baseline_shapes() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"resolution": 48}, {"channels": 2}, {"arch": "resnet"}, {"z_dim": 0},
-     {"arch": "classic", "resolution": 28}],
+    [
+        {"resolution": 48},
+        {"channels": 2},
+        {"arch": "resnet"},
+        {"z_dim": 0},
+        {"arch": "classic", "resolution": 28},
+    ],
 )
 def test_invalid_configs_are_refused(kwargs: dict) -> None:
     with pytest.raises(ConfigError):

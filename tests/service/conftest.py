@@ -38,9 +38,12 @@ def make_checkpoint(path: Path, **options: Any) -> Path:
     """tests.conftest.make_checkpoint with the service tests' defaults: widths 4, step 123,
     dataset 'tiny', a metric and the synthetic REAL_SCORES."""
     defaults: dict[str, Any] = {
-        "width": 4, "step": 123, "dataset": "tiny", "metrics": {"fid": 99.5},
+        "width": 4,
+        "step": 123,
+        "dataset": "tiny",
+        "metrics": {"fid": 99.5},
         "real_scores": REAL_SCORES,
-    }  # fmt: skip
+    }
     return base_make_checkpoint(path, **{**defaults, **options})
 
 

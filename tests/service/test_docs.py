@@ -62,7 +62,10 @@ def test_docs_pages_csp_allows_this_origin_and_swaggers_own_script_only(client: 
     assert csp["script-src"] == f"'self' 'sha256-{digest}'"
     assert "unsafe" not in csp["script-src"]
     redoc = client.get("/redoc").headers["content-security-policy"]
-    assert "script-src 'self';" in redoc and "'unsafe-inline'" not in redoc.split("script-src")[1].split(";")[0]
+    assert (
+        "script-src 'self';" in redoc
+        and "'unsafe-inline'" not in redoc.split("script-src")[1].split(";")[0]
+    )
 
 
 def test_docs_are_open_when_the_api_needs_a_key(make_client: ClientFactory) -> None:
@@ -78,4 +81,6 @@ def test_vendored_assets_are_the_packages_files_unmodified() -> None:
     for line in lines:
         digest, name = line.split("  ")
         assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == digest, name
-    assert re.search(r"^package: fastapi-offline==\d+\.\d+\.\d+$", (VENDOR / "README.md").read_text(), re.M)
+    assert re.search(
+        r"^package: fastapi-offline==\d+\.\d+\.\d+$", (VENDOR / "README.md").read_text(), re.M
+    )

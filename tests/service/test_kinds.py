@@ -91,8 +91,9 @@ def test_ebm_scores_and_refuses_what_needs_g(
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "truncation"]
     r = client.post("/generate", json={"interpolate": {"from_seed": 1, "to_seed": 2, "steps": 3}})
     assert r.status_code == 422 and "give seed and n" in r.text
-    r = client.post("/generate", json={"seed": 1, "method": "pixel_ascent",
-                                       "method_options": {"steps": 2}})  # fmt: skip
+    r = client.post(
+        "/generate", json={"seed": 1, "method": "pixel_ascent", "method_options": {"steps": 2}}
+    )
     assert r.status_code == 200
 
 

@@ -29,7 +29,9 @@ def test_info_lists_the_classes(cond: TestClient, client: TestClient) -> None:
     assert client.get("/info").json()["classes"] == []
 
 
-def test_unlabelled_requests_draw_seed_mod_k_reproducibly(cond: TestClient, cond_ckpt_dir: Path) -> None:
+def test_unlabelled_requests_draw_seed_mod_k_reproducibly(
+    cond: TestClient, cond_ckpt_dir: Path
+) -> None:
     r = cond.post("/generate", json={"n": 4, "seed": 7, "format": "json"})
     assert r.status_code == 200, r.text
     imgs = _images(r.json())
@@ -79,7 +81,8 @@ def test_explicit_z_and_interpolation_with_labels(cond: TestClient) -> None:
     r = cond.post("/generate", json={"z": [[0.1] * 8, [0.2] * 8], "label": "one", "format": "json"})
     assert [i["label"] for i in _images(r.json())] == [1, 1]
     path = cond.post(
-        "/generate", json={"interpolate": {"from_seed": 4, "to_seed": 9, "steps": 3}, "format": "json"}
+        "/generate",
+        json={"interpolate": {"from_seed": 4, "to_seed": 9, "steps": 3}, "format": "json"},
     )
     assert [i["label"] for i in _images(path.json())] == [1, 1, 1]  # from_seed 4 mod 3
 
@@ -89,7 +92,9 @@ def test_unconditional_model_refuses_a_label(client: TestClient) -> None:
     assert r.status_code == 422 and "unconditional" in r.json()["detail"][0]["msg"]
     imgs = _images(client.post("/generate", json={"n": 2, "format": "json"}).json())
     assert [i["label"] for i in imgs] == [None, None]
-    r = client.post("/score?label=1", files=[("files", ("a.png", F.GOOD["gray_png"](), "image/png"))])
+    r = client.post(
+        "/score?label=1", files=[("files", ("a.png", F.GOOD["gray_png"](), "image/png"))]
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "label"]
 
 
@@ -101,9 +106,14 @@ def test_score_with_and_without_a_label(cond: TestClient) -> None:
     for res in every.json()["results"]:
         logits = res["class_logits"]
         assert len(logits) == 3 and res["label"] == logits.index(max(logits))
-        assert res["logit"] == max(logits) and res["class_name"] == ["zero", "one", "two"][res["label"]]
+        assert (
+            res["logit"] == max(logits)
+            and res["class_name"] == ["zero", "one", "two"][res["label"]]
+        )
     as_two = cond.post("/score?label=two", files=files).json()["results"]
     assert [r["label"] for r in as_two] == [2, 2] and as_two[0]["class_logits"] is None
-    assert as_two[0]["logit"] == pytest.approx(every.json()["results"][0]["class_logits"][2], abs=1e-5)
+    assert as_two[0]["logit"] == pytest.approx(
+        every.json()["results"][0]["class_logits"][2], abs=1e-5
+    )
     bad = cond.post("/score?label=nine", files=files)
     assert bad.status_code == 422 and "unknown class 'nine'" in bad.json()["detail"][0]["msg"]

@@ -72,7 +72,9 @@ def generate(client: TestClient, **body: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("method", list(FAST))
-def test_every_method_reports_each_image_and_the_request(calibrated: TestClient, method: str) -> None:
+def test_every_method_reports_each_image_and_the_request(
+    calibrated: TestClient, method: str
+) -> None:
     body = generate(calibrated, n=4, seed=21, method=method, method_options=FAST[method])
     assert len(body["images"]) == 4
     sampling = body["sampling"]
@@ -120,8 +122,10 @@ def test_a_seed_gives_the_same_image_alone_and_as_png(calibrated: TestClient, me
         assert 0 <= float(alone.headers["X-Acceptance-Rate"]) <= 1
     else:
         assert "X-Acceptance-Rate" not in alone.headers
-    grid = calibrated.post("/generate", json={"n": 3, "seed": 50, "method": method,
-                                              "method_options": options, "format": "grid"})  # fmt: skip
+    grid = calibrated.post(
+        "/generate",
+        json={"n": 3, "seed": 50, "method": method, "method_options": options, "format": "grid"},
+    )
     assert grid.status_code == 200 and grid.headers["X-Image-Count"] == "3"
 
 
@@ -163,18 +167,46 @@ def test_conditional_methods_use_each_images_class(
 @pytest.mark.parametrize(
     ("body", "loc", "phrase"),
     [
-        ({"method": "drs", "method_options": {"keep": 1.5}}, ["method_options", "keep"], "less than or equal to 0.99"),
-        ({"method": "drs", "method_options": {"max_proposals": 0}}, ["method_options", "max_proposals"], "greater than or equal to 1"),
-        ({"method": "mh", "method_options": {"proposals": 2.5}}, ["method_options", "proposals"], "valid integer"),
-        ({"method": "langevin", "method_options": {"step_size": 0}}, ["method_options", "step_size"], "greater than 0"),
-        ({"method": "pixel_ascent", "method_options": {"start": "zeros"}}, ["method_options", "start"], "'noise' or 'sample'"),
-        ({"method": "drs", "method_options": {"strength": 1}}, ["method_options", "strength"], "Extra inputs"),
+        (
+            {"method": "drs", "method_options": {"keep": 1.5}},
+            ["method_options", "keep"],
+            "less than or equal to 0.99",
+        ),
+        (
+            {"method": "drs", "method_options": {"max_proposals": 0}},
+            ["method_options", "max_proposals"],
+            "greater than or equal to 1",
+        ),
+        (
+            {"method": "mh", "method_options": {"proposals": 2.5}},
+            ["method_options", "proposals"],
+            "valid integer",
+        ),
+        (
+            {"method": "langevin", "method_options": {"step_size": 0}},
+            ["method_options", "step_size"],
+            "greater than 0",
+        ),
+        (
+            {"method": "pixel_ascent", "method_options": {"start": "zeros"}},
+            ["method_options", "start"],
+            "'noise' or 'sample'",
+        ),
+        (
+            {"method": "drs", "method_options": {"strength": 1}},
+            ["method_options", "strength"],
+            "Extra inputs",
+        ),
         ({"method_options": {"keep": 0.5}}, ["method_options"], "method 'plain' takes no options"),
         ({"method": "argmax"}, ["method"], "Input should be"),
         ({"method": "langevin", "z": [[0.0] * 8]}, ["method"], "give seed and n instead of z"),
-        ({"method": "drs", "interpolate": {"from_seed": 1, "to_seed": 2}}, ["method"], "instead of interpolate"),
+        (
+            {"method": "drs", "interpolate": {"from_seed": 1, "to_seed": 2}},
+            ["method"],
+            "instead of interpolate",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_method_requests_are_422_naming_the_field(
     calibrated: TestClient, body: dict[str, Any], loc: list[str], phrase: str
 ) -> None:
@@ -194,18 +226,26 @@ def test_bad_method_requests_are_422_naming_the_field(
     ],
 )
 def test_cost_caps_are_limits_with_a_422_that_names_them(
-    make_client: ClientFactory, calibrated_dir: Path, method: str, option: str, value: int,
+    make_client: ClientFactory,
+    calibrated_dir: Path,
+    method: str,
+    option: str,
+    value: int,
     setting: str,
-) -> None:  # fmt: skip
-    client = make_client(checkpoint=calibrated_dir, max_proposals=4, max_langevin_steps=2,
-                         max_ascent_steps=2)  # fmt: skip
-    r = client.post("/generate", json={"seed": 1, "method": method, "method_options": {option: value}})
+) -> None:
+    client = make_client(
+        checkpoint=calibrated_dir, max_proposals=4, max_langevin_steps=2, max_ascent_steps=2
+    )
+    r = client.post(
+        "/generate", json={"seed": 1, "method": method, "method_options": {option: value}}
+    )
     assert r.status_code == 422
     (err,) = r.json()["detail"]
     assert err["loc"] == ["body", "method_options", option] and err["type"] == "cost_cap"
     assert setting in err["msg"] and f"at most {value - 1} per image" in err["msg"]
-    at_cap = client.post("/generate", json={"seed": 1, "method": method,
-                                            "method_options": {option: value - 1}})  # fmt: skip
+    at_cap = client.post(
+        "/generate", json={"seed": 1, "method": method, "method_options": {option: value - 1}}
+    )
     assert at_cap.status_code == 200
     methods = {m["name"]: m for m in client.get("/info").json()["generate"]["methods"]}
     shown = {o["name"]: o for o in methods[method]["options"]}[option]
@@ -220,33 +260,57 @@ def test_methods_that_need_calibration_say_how_to_add_it(client: TestClient) -> 
         (err,) = r.json()["detail"]
         assert err["loc"] == ["body", "method"] and err["type"] == "calibration_missing"
         assert "gan-calibrate --checkpoint DIR" in err["msg"] and "restart" in err["msg"]
-    assert client.post("/generate", json={"seed": 1, "method": "langevin",
-                                          "method_options": {"steps": 2}}).status_code == 200  # fmt: skip
+    assert (
+        client.post(
+            "/generate", json={"seed": 1, "method": "langevin", "method_options": {"steps": 2}}
+        ).status_code
+        == 200
+    )
     info = client.get("/info").json()
     assert info["calibration"] is None and info["generate"]["calibrated"] is False
     available = {m["name"]: m["available"] for m in info["generate"]["methods"]}
-    assert available == {"plain": True, "drs": False, "mh": False, "langevin": True,
-                         "pixel_ascent": True}  # fmt: skip
+    assert available == {
+        "plain": True,
+        "drs": False,
+        "mh": False,
+        "langevin": True,
+        "pixel_ascent": True,
+    }
     reason = next(m for m in info["generate"]["methods"] if m["name"] == "drs")
     assert "gan-calibrate" in reason["unavailable_reason"]
 
 
-def test_keep_outside_the_calibrations_levels_is_a_422(make_client: ClientFactory, tmp_path: Path) -> None:
+def test_keep_outside_the_calibrations_levels_is_a_422(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
     """A calibration written elsewhere (by hand, say) that measured fewer keep levels."""
     from gan.checkpoint import update_config
 
     path = make_checkpoint(tmp_path / "c")
-    entry = {"kind": "platt", "platt": {"a": 1.0, "b": 0.0}, "ece": 0.01, "num_real": 10,
-             "num_fake": 10, "drs": {"d_max": 1.0, "eps": 1e-6, "keep_levels": [0.0, 0.5],
-                                     "gammas": [-1.0, 0.0], "acceptance": [0.5, 0.3],
-                                     "num_images": 10}}  # fmt: skip
+    entry = {
+        "kind": "platt",
+        "platt": {"a": 1.0, "b": 0.0},
+        "ece": 0.01,
+        "num_real": 10,
+        "num_fake": 10,
+        "drs": {
+            "d_max": 1.0,
+            "eps": 1e-6,
+            "keep_levels": [0.0, 0.5],
+            "gammas": [-1.0, 0.0],
+            "acceptance": [0.5, 0.3],
+            "num_images": 10,
+        },
+    }
     update_config(path, {"calibration": entry})
     client = make_client(checkpoint=path)
     r = client.post("/generate", json={"seed": 1, "method": "drs", "method_options": {"keep": 0.8}})
     assert r.status_code == 422
     (err,) = r.json()["detail"]
     assert err["loc"] == ["body", "method_options", "keep"] and "keep 0..0.5 only" in err["msg"]
-    ok = client.post("/generate", json={"seed": 1, "method": "drs", "method_options": {"keep": 0.25}})
+    ok = client.post(
+        "/generate", json={"seed": 1, "method": "drs", "method_options": {"keep": 0.25}}
+    )
     assert ok.status_code == 200
 
 
@@ -263,8 +327,14 @@ def test_info_advertises_the_methods_options_defaults_caps_and_calibration(
     assert [m["name"] for m in methods] == list(METHOD_NAMES)
     assert all(m["available"] for m in methods)
     drs = {o["name"]: o for o in methods[1]["options"]}
-    assert drs["keep"] == {"name": "keep", "type": "number", "default": 0.8, "minimum": 0.0,
-                           "maximum": 0.99, "description": drs["keep"]["description"]}  # fmt: skip
+    assert drs["keep"] == {
+        "name": "keep",
+        "type": "number",
+        "default": 0.8,
+        "minimum": 0.0,
+        "maximum": 0.99,
+        "description": drs["keep"]["description"],
+    }
     assert drs["max_proposals"]["maximum"] == 64 and drs["max_proposals"]["default"] == 32
     start = {o["name"]: o for o in methods[4]["options"]}["start"]
     assert start["enum"] == ["noise", "sample"] and start["type"] == "string"
@@ -304,10 +374,19 @@ def test_openapi_documents_each_methods_options(calibrated: TestClient) -> None:
 
 
 def test_concurrent_method_requests_give_what_each_gives_alone(calibrated_dir: Path) -> None:
-    engine = InferenceEngine.load(calibrated_dir, batching=BatchingOptions(max_batch=5), metrics=Metrics())
-    jobs = [("drs", [1, 2, 3]), ("mh", [4, 5]), ("drs", [6]), ("langevin", [7, 8, 9]),
-            ("pixel_ascent", [10, 11]), ("mh", [12, 13, 14, 15])]  # fmt: skip
+    engine = InferenceEngine.load(
+        calibrated_dir, batching=BatchingOptions(max_batch=5), metrics=Metrics()
+    )
+    jobs = [
+        ("drs", [1, 2, 3]),
+        ("mh", [4, 5]),
+        ("drs", [6]),
+        ("langevin", [7, 8, 9]),
+        ("pixel_ascent", [10, 11]),
+        ("mh", [12, 13, 14, 15]),
+    ]
     try:
+
         async def run(method: str, seeds: list[int]) -> torch.Tensor:
             result = await engine.sample(parse_options(method, FAST[method]), seeds)
             return result.images
@@ -322,7 +401,9 @@ def test_concurrent_method_requests_give_what_each_gives_alone(calibrated_dir: P
                 assert (alone.int() - image.int()).abs().max() <= 1, (method, seed)
         assert engine.metrics is not None
         # The gradient jobs went through the scheduler: 5 images in chunks of at most 5.
-        count = engine.metrics.registry.get_sample_value("gan_batch_size_count", {"model": GRADIENT})
+        count = engine.metrics.registry.get_sample_value(
+            "gan_batch_size_count", {"model": GRADIENT}
+        )
         total = engine.metrics.registry.get_sample_value("gan_batch_size_sum", {"model": GRADIENT})
         assert count is not None and total is not None and total >= 5 and count >= 2
     finally:

@@ -94,7 +94,10 @@ def test_page_assets_are_served_with_their_types(client: TestClient) -> None:
     assert client.get("/static/nothing.js").status_code == 404
     r = client.get("/static/app.js")
     assert r.headers["cache-control"] == "no-cache"  # revalidate: never an old script
-    assert client.get("/static/app.js", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    assert (
+        client.get("/static/app.js", headers={"If-None-Match": r.headers["etag"]}).status_code
+        == 304
+    )
     assert set(PAGE_FILES) <= {p.name for p in STATIC_DIR.iterdir()}
 
 
@@ -209,7 +212,10 @@ def data_url_bytes(src: str) -> bytes:
 
 
 def grid_seeds(page: Page) -> list[int]:
-    return [int(s) for s in page.locator("#grid img").evaluate_all("els => els.map(e => e.dataset.seed)")]
+    return [
+        int(s)
+        for s in page.locator("#grid img").evaluate_all("els => els.map(e => e.dataset.seed)")
+    ]
 
 
 def grid_srcs(page: Page) -> list[str]:
@@ -283,14 +289,20 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     expect(fid_row.nth(0)).to_have_text(f"{info['metrics']['fid']:.3g}")
     expect(fid_row.nth(1)).to_have_text(f"{info['metrics']['eval']['baseline']['fid']:.3g}")
     card = page.locator("#card-body")
-    expect(card).to_contain_text(f"{info['model']['step']:,} of {info['training']['steps']:,} planned")
+    expect(card).to_contain_text(
+        f"{info['model']['step']:,} of {info['training']['steps']:,} planned"
+    )
     minutes = round(info["training"]["train_seconds"] / 60)
-    expect(card).to_contain_text(f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min")
+    expect(card).to_contain_text(
+        f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+    )
     expect(card).to_contain_text(info["dataset"]["heldout_source"])
     expect(card).to_contain_text(f"Images per request{MAX_IMAGES}")
     # ... and the checkpoint's own sample grid (image seeds 0..n-1), drawn through the API.
     grid = page.locator("#card-body img.card-grid-image")
-    expect(grid).to_have_attribute("alt", f"{MAX_IMAGES} samples, image seeds 0 to {MAX_IMAGES - 1}")
+    expect(grid).to_have_attribute(
+        "alt", f"{MAX_IMAGES} samples, image seeds 0 to {MAX_IMAGES - 1}"
+    )
     expect(grid).to_have_js_property("complete", True)
     assert grid.evaluate("img => img.naturalWidth") > 0
 
@@ -404,9 +416,12 @@ def test_a_sampling_method_is_sent_shown_and_reproducible(tab: Tab) -> None:
     expect(facts).to_contain_text("D's logit")
     url, body = parse_curl(page.inner_text("#detail-curl"))
     assert body == {
-        "seed": 32, "n": 1, "format": "png", "method": "langevin",
+        "seed": 32,
+        "n": 1,
+        "format": "png",
+        "method": "langevin",
         "method_options": {"steps": 2, "step_size": 0.01, "noise": 1},
-    }  # fmt: skip
+    }
     shown = data_url_bytes(page.locator("#grid img").nth(1).get_attribute("src") or "")
     replay = httpx.post(url, json=body)
     assert replay.status_code == 200 and replay.headers["X-Sampling-Method"] == "langevin"
@@ -460,7 +475,9 @@ def test_scoring_real_mnist_digits_shows_logit_and_percentile(
     expect(page.locator("#score-notes")).to_contain_text(api["percentile_reference"]["source"])
     bar = item.locator(".bar")
     expect(bar).to_have_attribute("aria-valuenow", f"{percentile:.1f}")
-    width = bar.locator(".fill").evaluate("e => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width")
+    width = bar.locator(".fill").evaluate(
+        "e => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width"
+    )
     assert abs(width * 100 - percentile) < 1
     calibrated = expected["calibrated_probability"]
     if calibrated is None:  # a checkpoint without a calibration
@@ -495,7 +512,9 @@ def test_scoring_real_mnist_digits_shows_logit_and_percentile(
     assert not [e for e in tab.errors if "422" not in e]
 
 
-def test_api_key_is_asked_for_once_and_kept_in_the_tab_only(browser: Browser, key_server: str) -> None:
+def test_api_key_is_asked_for_once_and_kept_in_the_tab_only(
+    browser: Browser, key_server: str
+) -> None:
     from playwright.sync_api import expect
 
     for tab in _tab(browser, key_server):
@@ -539,7 +558,9 @@ def test_api_errors_show_next_to_the_control_that_caused_them(tab: Tab) -> None:
     page.fill("#n", str(MAX_IMAGES + 1))
     page.click("#generate-button")
     error = page.locator('#generate-form [data-error-for="n"]')
-    expect(error).to_have_text(f"n is {MAX_IMAGES + 1}, at most {MAX_IMAGES} images per request (GAN_MAX_IMAGES)")
+    expect(error).to_have_text(
+        f"n is {MAX_IMAGES + 1}, at most {MAX_IMAGES} images per request (GAN_MAX_IMAGES)"
+    )
     expect(page.locator("#n")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)  # the old grid stays
 
@@ -664,7 +685,9 @@ def test_page_works_with_a_checkpoint_that_records_less(browser: Browser, rgb_se
         fid = page.locator('#card-body tr[data-metric="fid"] td')
         expect(fid.nth(0)).to_have_text("99.5")
         expect(fid.nth(1)).to_have_text("–")
-        expect(page.locator("#card-body")).to_contain_text("None: scores come without a percentile.")
+        expect(page.locator("#card-body")).to_contain_text(
+            "None: scores come without a percentile."
+        )
 
         png = data_url_bytes(first.get_attribute("src") or "")
         page.set_input_files(

@@ -164,9 +164,11 @@ def _loaded_libraries(pid: int) -> str:
     ids=["auto", "h11+asyncio"],
 )
 def test_http_stack_settings_reach_uvicorn(
-    start_server: Callable[..., ServerProcess], ckpt_dir: Path, env: dict[str, str],
+    start_server: Callable[..., ServerProcess],
+    ckpt_dir: Path,
+    env: dict[str, str],
     expect_c: bool,
-) -> None:  # fmt: skip
+) -> None:
     """GAN_HTTP / GAN_LOOP choose uvicorn's parser and loop: by default the C ones (httptools,
     uvloop, dependencies of the service) are loaded into the server process, with h11+asyncio
     neither is; both stacks serve the same bytes."""
@@ -184,7 +186,9 @@ def test_http_stack_settings_reach_uvicorn(
         assert local.post("/generate", json={"seed": 5}).content == gen.content
 
 
-def test_bad_http_setting_exits_2(start_server: Callable[..., ServerProcess], ckpt_dir: Path) -> None:
+def test_bad_http_setting_exits_2(
+    start_server: Callable[..., ServerProcess], ckpt_dir: Path
+) -> None:
     server = start_server("--checkpoint", str(ckpt_dir), "--port", "0", env={"GAN_HTTP": "h2"})
     assert server.wait() == 2
     assert server.lines[-1].startswith("gan-serve: error: invalid settings: GAN_HTTP:")

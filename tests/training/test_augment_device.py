@@ -41,23 +41,38 @@ def test_each_policy_does_what_it_says() -> None:
 
 def _data() -> ImageData:
     gen = torch.Generator().manual_seed(0)
-    return ImageData(torch.randint(0, 256, (32, 1, 28, 28), generator=gen, dtype=torch.uint8),
-                     None, {"name": "random-test"})  # fmt: skip
+    return ImageData(
+        torch.randint(0, 256, (32, 1, 28, 28), generator=gen, dtype=torch.uint8),
+        None,
+        {"name": "random-test"},
+    )
 
 
 def _cfg(**kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(steps=3, batch_size=8, checkpoint_every=3, sample_every=100,
-                                   log_every=1, model=ModelConfig(z_dim=8, g_width=4, d_width=4))  # fmt: skip
+    base: dict[str, object] = dict(
+        steps=3,
+        batch_size=8,
+        checkpoint_every=3,
+        sample_every=100,
+        log_every=1,
+        model=ModelConfig(z_dim=8, g_width=4, d_width=4),
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 def test_augmented_training_runs_and_changes_the_result(tmp_path: Path) -> None:
     plain = load_checkpoint(Trainer(_cfg(), _data(), tmp_path / "a", progress=False).fit())
-    aug = load_checkpoint(Trainer(_cfg(augment=True), _data(), tmp_path / "b", progress=False).fit())
-    again = load_checkpoint(Trainer(_cfg(augment=True), _data(), tmp_path / "c", progress=False).fit())
+    aug = load_checkpoint(
+        Trainer(_cfg(augment=True), _data(), tmp_path / "b", progress=False).fit()
+    )
+    again = load_checkpoint(
+        Trainer(_cfg(augment=True), _data(), tmp_path / "c", progress=False).fit()
+    )
     key = "head.weight"
-    assert not torch.equal(plain.discriminator.state_dict()[key], aug.discriminator.state_dict()[key])
+    assert not torch.equal(
+        plain.discriminator.state_dict()[key], aug.discriminator.state_dict()[key]
+    )
     assert torch.equal(aug.discriminator.state_dict()[key], again.discriminator.state_dict()[key])
 
 

@@ -99,8 +99,14 @@ def test_drs_pilot_predicts_the_acceptance_and_the_density_of_drs() -> None:
     pilot_z = proposal_latents([(10**6 + i, 0) for i in range(20_000)], 1)[:, 0]
     pilot = drs_pilot(logit(pilot_z).numpy())
     assert pilot["keep_levels"] == list(KEEP_LEVELS)
-    entry = {"kind": "platt", "platt": {"a": 1.0, "b": 0.0}, "ece": 0.0, "num_real": 10,
-             "num_fake": 10, "drs": pilot}  # fmt: skip
+    entry = {
+        "kind": "platt",
+        "platt": {"a": 1.0, "b": 0.0},
+        "ece": 0.0,
+        "num_real": 10,
+        "num_fake": 10,
+        "drs": pilot,
+    }
     calibration = Calibration.from_config(entry, "toy")
     assert calibration is not None
     keep = 0.5
@@ -137,13 +143,23 @@ def test_calibration_round_trips_through_the_checkpoint(tmp_path: Path) -> None:
     path = make_checkpoint(tmp_path / "c", width=4)
     old = load_checkpoint(path)
     assert old.config.calibration is None and old.config.raw["calibration"] is None
-    hashes = {name: sha256_file(path / name) for name in ("generator.safetensors", "discriminator.safetensors")}
+    hashes = {
+        name: sha256_file(path / name)
+        for name in ("generator.safetensors", "discriminator.safetensors")
+    }
     entry = calibrate_checkpoint(path, noise_images(100), None, num=300, real_source="noise")
     ck = load_checkpoint(path)
     cal = ck.config.calibration
     assert cal is not None and cal.raw == entry
-    assert (cal.kind, cal.num_real, cal.num_fake, cal.real_source) == (entry["kind"], 100, 300, "noise")
-    assert cal.drs.d_max == entry["drs"]["d_max"] and cal.drs.gammas == tuple(entry["drs"]["gammas"])
+    assert (cal.kind, cal.num_real, cal.num_fake, cal.real_source) == (
+        entry["kind"],
+        100,
+        300,
+        "noise",
+    )
+    assert cal.drs.d_max == entry["drs"]["d_max"] and cal.drs.gammas == tuple(
+        entry["drs"]["gammas"]
+    )
     assert cal.probability(0.3) == pytest.approx(
         1 / (1 + math.exp(-(entry["platt"]["a"] * 0.3 + entry["platt"]["b"])))
     )
@@ -168,10 +184,21 @@ def test_checkpoints_written_before_calibration_existed_still_load(tmp_path: Pat
 
 
 def valid_entry() -> dict[str, Any]:
-    return {"kind": "platt", "platt": {"a": 1.0, "b": 0.0}, "ece": 0.01, "num_real": 10,
-            "num_fake": 10, "drs": {"d_max": 1.0, "eps": 1e-6, "keep_levels": [0.0, 0.5],
-                                    "gammas": [-1.0, 0.0], "acceptance": [0.5, 0.3],
-                                    "num_images": 10}}  # fmt: skip
+    return {
+        "kind": "platt",
+        "platt": {"a": 1.0, "b": 0.0},
+        "ece": 0.01,
+        "num_real": 10,
+        "num_fake": 10,
+        "drs": {
+            "d_max": 1.0,
+            "eps": 1e-6,
+            "keep_levels": [0.0, 0.5],
+            "gammas": [-1.0, 0.0],
+            "acceptance": [0.5, 0.3],
+            "num_images": 10,
+        },
+    }
 
 
 @pytest.mark.parametrize(
@@ -215,8 +242,9 @@ def test_gan_calibrate_on_an_mnist_checkpoint(
     tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = make_checkpoint(tmp_path / "m", width=4, dataset="mnist")
-    rc = calibrate_main(["--checkpoint", str(path), "--data-dir", str(mnist_dir), "--num", "400",
-                         "--quiet"])  # fmt: skip
+    rc = calibrate_main(
+        ["--checkpoint", str(path), "--data-dir", str(mnist_dir), "--num", "400", "--quiet"]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     cal = read_checkpoint_config(path).calibration
@@ -241,9 +269,12 @@ def test_gan_calibrate_refuses_what_it_cannot_use(
 
 @pytest.mark.parametrize("where", ["fit", "rename"])
 def test_gan_calibrate_never_leaves_a_half_written_checkpoint(
-    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], where: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    mnist_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
     path = make_checkpoint(tmp_path / "m", width=4, dataset="mnist")
     before = {p.name: p.read_bytes() for p in path.iterdir()}
 
@@ -255,8 +286,9 @@ def test_gan_calibrate_never_leaves_a_half_written_checkpoint(
     else:  # a failure as the new config.json is renamed into place
         monkeypatch.setattr("gan.io.os.replace", fail)
     with pytest.raises(OSError):
-        calibrate_main(["--checkpoint", str(path), "--data-dir", str(mnist_dir), "--num", "50",
-                        "--quiet"])  # fmt: skip
+        calibrate_main(
+            ["--checkpoint", str(path), "--data-dir", str(mnist_dir), "--num", "50", "--quiet"]
+        )
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before  # no temporary left
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert load_checkpoint(path).config.calibration is None
@@ -275,27 +307,93 @@ def test_gan_calibrate_on_a_folder_checkpoint_uses_the_held_out_share(
     for i in range(240):
         Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(folder / f"{i}.png")
     run, export = tmp_path / "run", tmp_path / "export"
-    assert train_main(["--data", "folder", "--data-dir", str(folder), "--cache-dir",
-                       str(tmp_path / "cache"), "--steps", "2", "--batch-size", "8", "--z-dim",
-                       "8", "--g-width", "4", "--d-width", "4", "--out", str(run), "--export",
-                       str(export), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data",
+                "folder",
+                "--data-dir",
+                str(folder),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--z-dim",
+                "8",
+                "--g-width",
+                "4",
+                "--d-width",
+                "4",
+                "--out",
+                str(run),
+                "--export",
+                str(export),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     cal = read_checkpoint_config(export).calibration
     assert cal is not None and cal.num_real == 12  # 5 % of 240 held out by the training
     assert f"calibrated D on {export}" in out
     bare = tmp_path / "bare"
-    assert train_main(["--resume", str(run), "--steps", "3", "--export", str(bare),
-                       "--no-calibrate", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--resume",
+                str(run),
+                "--steps",
+                "3",
+                "--export",
+                str(bare),
+                "--no-calibrate",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert read_checkpoint_config(bare).calibration is None
     assert "calibrated D" not in capsys.readouterr().out
     latest = run / "checkpoints" / "latest"
     assert read_checkpoint_config(latest).calibration is None
-    assert calibrate_main(["--checkpoint", str(latest), "--data", "folder", "--data-dir",
-                           str(folder), "--cache-dir", str(tmp_path / "cache"), "--num", "100",
-                           "--quiet"]) == 0  # fmt: skip
+    assert (
+        calibrate_main(
+            [
+                "--checkpoint",
+                str(latest),
+                "--data",
+                "folder",
+                "--data-dir",
+                str(folder),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--num",
+                "100",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert read_checkpoint_config(latest).calibration.num_real == 12  # type: ignore[union-attr]
     (folder / "extra.png").write_bytes((folder / "0.png").read_bytes())
-    assert calibrate_main(["--checkpoint", str(latest), "--data", "folder", "--data-dir",
-                           str(folder), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2  # fmt: skip
+    assert (
+        calibrate_main(
+            [
+                "--checkpoint",
+                str(latest),
+                "--data",
+                "folder",
+                "--data-dir",
+                str(folder),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "not the ones" in capsys.readouterr().err
     assert os.path.isfile(latest / "config.json")

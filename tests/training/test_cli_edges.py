@@ -39,34 +39,93 @@ def test_resume_keeps_the_folder_dataset_and_refuses_other_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images, run = _folder(tmp_path / "imgs"), tmp_path / "run"
-    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress", "--resolution", "28",
-              "--channels", "3"]  # fmt: skip
-    assert train_main(["--data", "folder", "--data-dir", str(images), "--steps", "2",
-                       "--out", str(run), *TINY, *common]) == 0  # fmt: skip
+    common = [
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        "--resolution",
+        "28",
+        "--channels",
+        "3",
+    ]
+    assert (
+        train_main(
+            [
+                "--data",
+                "folder",
+                "--data-dir",
+                str(images),
+                "--steps",
+                "2",
+                "--out",
+                str(run),
+                *TINY,
+                *common,
+            ]
+        )
+        == 0
+    )
     # Exactly as the README shows: --resume RUN --steps N, nothing about the data.
-    assert train_main(["--resume", str(run), "--steps", "3", "--no-progress",
-                       "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--resume",
+                str(run),
+                "--steps",
+                "3",
+                "--no-progress",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(run / "checkpoints" / "latest")
     assert ck.step == 3 and ck.config.dataset["name"] == "folder"
     capsys.readouterr()
-    assert train_main(["--resume", str(run), "--steps", "4", "--data", "mnist", "--no-progress"]) == 2
+    assert (
+        train_main(["--resume", str(run), "--steps", "4", "--data", "mnist", "--no-progress"]) == 2
+    )
     assert "would change its data" in capsys.readouterr().err
     other = _folder(tmp_path / "other", n=30)
-    assert train_main(["--resume", str(run), "--steps", "4", "--data-dir", str(other),
-                       "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 2  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--resume",
+                str(run),
+                "--steps",
+                "4",
+                "--data-dir",
+                str(other),
+                "--no-progress",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 2
+    )
     assert "not the ones the run trained on" in capsys.readouterr().err
 
 
 def _data() -> ImageData:
     gen = torch.Generator().manual_seed(0)
-    return ImageData(torch.randint(0, 256, (64, 1, 28, 28), generator=gen, dtype=torch.uint8),
-                     None, {"name": "random-test"})  # fmt: skip
+    return ImageData(
+        torch.randint(0, 256, (64, 1, 28, 28), generator=gen, dtype=torch.uint8),
+        None,
+        {"name": "random-test"},
+    )
 
 
 def _cfg(**kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(steps=10, batch_size=8, seed=3, checkpoint_every=100,
-                                   sample_every=100, log_every=2,
-                                   model=ModelConfig(z_dim=8, g_width=4, d_width=4))  # fmt: skip
+    base: dict[str, object] = dict(
+        steps=10,
+        batch_size=8,
+        seed=3,
+        checkpoint_every=100,
+        sample_every=100,
+        log_every=2,
+        model=ModelConfig(z_dim=8, g_width=4, d_width=4),
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -76,8 +135,9 @@ def test_a_resumed_time_budget_counts_the_resumed_part(tmp_path: Path) -> None:
     first = Trainer(_cfg(steps=10**6, time_budget_s=0.3), data, tmp_path / "r", progress=False)
     first.fit()
     done = first.step
-    resumed = resume_trainer(tmp_path / "r" / "checkpoints" / "latest", data, tmp_path / "r",
-                             progress=False)  # fmt: skip
+    resumed = resume_trainer(
+        tmp_path / "r" / "checkpoints" / "latest", data, tmp_path / "r", progress=False
+    )
     resumed.fit()
     assert resumed.step > done + 1  # a fresh 0.3 s, not one step and stop
     assert resumed.train_seconds - first.train_seconds >= 0.3
@@ -98,8 +158,9 @@ def test_a_stop_request_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path) 
         StopAtFour(_cfg(), data, tmp_path / "part", progress=False).fit()
     assert info.value.signum == signal.SIGINT and load_checkpoint(info.value.checkpoint).step == 4
     assert (tmp_path / "part" / "loss_curve.png").is_file()
-    end = resume_trainer(tmp_path / "part" / "checkpoints" / "latest", data, tmp_path / "part",
-                         progress=False).fit()  # fmt: skip
+    end = resume_trainer(
+        tmp_path / "part" / "checkpoints" / "latest", data, tmp_path / "part", progress=False
+    ).fit()
     a, b = load_checkpoint(full), load_checkpoint(end)
     for x, y in ((a.generator, b.generator), (a.discriminator, b.discriminator)):
         for (k, va), vb in zip(x.state_dict().items(), y.state_dict().values(), strict=True):
@@ -113,17 +174,37 @@ def test_gan_train_saves_and_exits_on_a_signal(
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from training.cli import train_main; "
-         "sys.exit(train_main())", "--data-dir", str(mnist_dir), "--limit", "256",
-         "--steps", "100000", "--log-every", "1", "--no-eval", "--no-progress", "--out", str(run),
-         *TINY],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from training.cli import train_main; sys.exit(train_main())",
+            "--data-dir",
+            str(mnist_dir),
+            "--limit",
+            "256",
+            "--steps",
+            "100000",
+            "--log-every",
+            "1",
+            "--no-eval",
+            "--no-progress",
+            "--out",
+            str(run),
+            *TINY,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
         log = run / "log.jsonl"
         while not (log.is_file() and log.read_text().count("\n") >= 3):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout and proc.stdout.read()
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout and proc.stdout.read()
+            )
             time.sleep(0.2)
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
@@ -158,17 +239,37 @@ def test_unwritable_outputs_are_one_line(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert train_main(["--data-dir", str(mnist_dir), "--limit", "64", "--steps", "1",
-                       "--no-eval", "--no-progress", "--out", str(blocker / "run"), *TINY]) == 2  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data-dir",
+                str(mnist_dir),
+                "--limit",
+                "64",
+                "--steps",
+                "1",
+                "--no-eval",
+                "--no-progress",
+                "--out",
+                str(blocker / "run"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: cannot write the run folder {blocker / 'run'}")
+    assert len(err) == 1 and err[0].startswith(
+        f"error: cannot write the run folder {blocker / 'run'}"
+    )
     assert sample_main(["--checkpoint", str(tiny_checkpoint), "--out", str(blocker / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot write {blocker / 'x.png'}")
 
 
 def test_a_full_disk_is_one_line_naming_the_space(
-    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mnist_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import gan.checkpoint
@@ -178,8 +279,24 @@ def test_a_full_disk_is_one_line_naming_the_space(
 
     monkeypatch.setattr(gan.checkpoint, "save_file", full)
     run = tmp_path / "run"
-    assert train_main(["--data-dir", str(mnist_dir), "--limit", "64", "--steps", "1",
-                       "--no-eval", "--no-progress", "--out", str(run), *TINY]) == 2  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data-dir",
+                str(mnist_dir),
+                "--limit",
+                "64",
+                "--steps",
+                "1",
+                "--no-eval",
+                "--no-progress",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no space left on the device" in err[0] and "needs about" in err[0]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]

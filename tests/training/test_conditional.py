@@ -20,22 +20,32 @@ from training.loop import Trainer, resume_trainer
 
 def _labelled(n: int, resolution: int, channels: int, classes: int) -> ImageData:
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, channels, resolution, resolution), generator=gen,
-                           dtype=torch.uint8)  # fmt: skip
+    images = torch.randint(
+        0, 256, (n, channels, resolution, resolution), generator=gen, dtype=torch.uint8
+    )
     labels = torch.arange(n) % classes
     return ImageData(images, labels, {"name": "random-test"}, [f"c{i}" for i in range(classes)])
 
 
-@pytest.mark.parametrize(("resolution", "channels"), [(28, 1), (28, 3), (32, 1), (32, 3), (64, 1), (64, 3)])
-def test_short_conditional_run_at_every_size(tmp_path: Path, resolution: int, channels: int) -> None:
+@pytest.mark.parametrize(
+    ("resolution", "channels"), [(28, 1), (28, 3), (32, 1), (32, 3), (64, 1), (64, 3)]
+)
+def test_short_conditional_run_at_every_size(
+    tmp_path: Path, resolution: int, channels: int
+) -> None:
     data = _labelled(32, resolution, channels, 3)
     cfg = TrainConfig(
-        steps=2, batch_size=8, conditional=True, checkpoint_every=2, sample_every=2, log_every=1,
-        model=ModelConfig(resolution=resolution, channels=channels, z_dim=8, g_width=4,
-                          d_width=4),
-    )  # fmt: skip
-    trainer = Trainer(cfg, data, tmp_path / "run", heldout=_labelled(9, resolution, channels, 3),
-                      progress=False)  # fmt: skip
+        steps=2,
+        batch_size=8,
+        conditional=True,
+        checkpoint_every=2,
+        sample_every=2,
+        log_every=1,
+        model=ModelConfig(resolution=resolution, channels=channels, z_dim=8, g_width=4, d_width=4),
+    )
+    trainer = Trainer(
+        cfg, data, tmp_path / "run", heldout=_labelled(9, resolution, channels, 3), progress=False
+    )
     ck = load_checkpoint(trainer.fit())
     assert ck.model_config.num_classes == 3 and ck.config.classes == ("c0", "c1", "c2")
     assert ck.config.real_scores is not None and ck.config.real_scores.num_images == 9
@@ -48,14 +58,28 @@ def test_conditional_resume_is_exact(tmp_path: Path) -> None:
     data = _labelled(64, 28, 1, 4)
 
     def cfg(steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, batch_size=8, conditional=True, checkpoint_every=3,
-                           sample_every=1000, log_every=3, r1_gamma=1.0, r1_every=2, seed=2,
-                           model=ModelConfig(z_dim=8, g_width=4, d_width=4))  # fmt: skip
+        return TrainConfig(
+            steps=steps,
+            batch_size=8,
+            conditional=True,
+            checkpoint_every=3,
+            sample_every=1000,
+            log_every=3,
+            r1_gamma=1.0,
+            r1_every=2,
+            seed=2,
+            model=ModelConfig(z_dim=8, g_width=4, d_width=4),
+        )
 
     full = load_checkpoint(Trainer(cfg(6), data, tmp_path / "full", progress=False).fit())
     Trainer(cfg(3), data, tmp_path / "part", progress=False).fit()
-    end = resume_trainer(tmp_path / "part" / "checkpoints" / "latest", data, tmp_path / "part",
-                         steps=6, progress=False).fit()  # fmt: skip
+    end = resume_trainer(
+        tmp_path / "part" / "checkpoints" / "latest",
+        data,
+        tmp_path / "part",
+        steps=6,
+        progress=False,
+    ).fit()
     resumed = load_checkpoint(end)
     for a, b in ((full.generator, resumed.generator), (full.discriminator, resumed.discriminator)):
         for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
@@ -64,8 +88,9 @@ def test_conditional_resume_is_exact(tmp_path: Path) -> None:
 
 def test_conditional_needs_labels(tmp_path: Path) -> None:
     data = ImageData(torch.zeros(16, 1, 28, 28, dtype=torch.uint8), None, {"name": "x"})
-    cfg = TrainConfig(steps=1, batch_size=8, conditional=True,
-                      model=ModelConfig(z_dim=8, g_width=4, d_width=4))  # fmt: skip
+    cfg = TrainConfig(
+        steps=1, batch_size=8, conditional=True, model=ModelConfig(z_dim=8, g_width=4, d_width=4)
+    )
     with pytest.raises(TrainingError, match="one sub-folder per class"):
         Trainer(cfg, data, tmp_path / "r", progress=False)
 
@@ -81,15 +106,27 @@ def _write_folder(root: Path, classes: dict[str, int]) -> None:
 
 def test_folder_classes_follow_the_imagefolder_convention(tmp_path: Path) -> None:
     _write_folder(tmp_path / "shapes", {"discs": 40, "squares": 200})
-    data = load_dataset("folder", tmp_path / "shapes", resolution=28, channels=3,
-                        cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
+    data = load_dataset(
+        "folder",
+        tmp_path / "shapes",
+        resolution=28,
+        channels=3,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
     assert data.classes == ["discs", "squares"]
     assert data.labels is not None and data.labels.tolist() == [0] * 10 + [1] * 10
     assert int(data.images[0].median()) == 40 and int(data.images[10].median()) == 200
     # One sub-folder is no class structure: --conditional explains the convention.
     _write_folder(tmp_path / "one", {"only": 100})
-    single = load_dataset("folder", tmp_path / "one", resolution=28, channels=3,
-                          cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
+    single = load_dataset(
+        "folder",
+        tmp_path / "one",
+        resolution=28,
+        channels=3,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
     assert single.classes == [] and single.labels is None
 
 
@@ -98,39 +135,101 @@ def test_cli_conditional_folder_run_and_labelled_sampling(
 ) -> None:
     _write_folder(tmp_path / "shapes", {"discs": 40, "squares": 200})
     run, export = tmp_path / "run", tmp_path / "export"
-    assert train_main([
-        "--data", "folder", "--data-dir", str(tmp_path / "shapes"), "--cache-dir",
-        str(tmp_path / "cache"), "--conditional", "--resolution", "28", "--channels", "3",
-        "--steps", "2", "--batch-size", "8", "--z-dim", "8", "--g-width", "4", "--d-width", "4",
-        "--out", str(run), "--export", str(export), "--no-progress",
-    ]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data",
+                "folder",
+                "--data-dir",
+                str(tmp_path / "shapes"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--conditional",
+                "--resolution",
+                "28",
+                "--channels",
+                "3",
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--z-dim",
+                "8",
+                "--g-width",
+                "4",
+                "--d-width",
+                "4",
+                "--out",
+                str(run),
+                "--export",
+                str(export),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(export)
     assert ck.config.classes == ("discs", "squares")
     assert json.loads((run / "run.json").read_text())["train_config"]["conditional"] is True
     out = tmp_path / "squares.npy"
-    assert sample_main(["--checkpoint", str(export), "--num", "4", "--label", "squares",
-                        "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        sample_main(
+            ["--checkpoint", str(export), "--num", "4", "--label", "squares", "--out", str(out)]
+        )
+        == 0
+    )
     by_index = tmp_path / "one.npy"
-    assert sample_main(["--checkpoint", str(export), "--num", "4", "--label", "1",
-                        "--out", str(by_index)]) == 0  # fmt: skip
+    assert (
+        sample_main(
+            ["--checkpoint", str(export), "--num", "4", "--label", "1", "--out", str(by_index)]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(np.load(out), np.load(by_index))
     capsys.readouterr()
-    assert sample_main(["--checkpoint", str(export), "--label", "circles",
-                        "--out", str(tmp_path / "x.npy")]) == 2  # fmt: skip
+    assert (
+        sample_main(
+            ["--checkpoint", str(export), "--label", "circles", "--out", str(tmp_path / "x.npy")]
+        )
+        == 2
+    )
     assert "unknown class 'circles'" in capsys.readouterr().err
     # A folder without class sub-folders: one error line that explains the convention.
     flat = tmp_path / "flat"
     flat.mkdir()
     for i in range(10):
         Image.fromarray(np.full((8, 8), i * 20, np.uint8)).save(flat / f"{i}.png")
-    assert train_main(["--data", "folder", "--data-dir", str(flat), "--conditional",
-                       "--cache-dir", str(tmp_path / "cache"), "--steps", "1",
-                       "--batch-size", "4", "--out", str(tmp_path / "r2"), "--no-progress"]) == 2  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data",
+                "folder",
+                "--data-dir",
+                str(flat),
+                "--conditional",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(tmp_path / "r2"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "ImageFolder convention" in capsys.readouterr().err
 
 
-def test_unconditional_models_refuse_labels(tiny_checkpoint: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    assert sample_main(["--checkpoint", str(tiny_checkpoint), "--label", "3",
-                        "--out", str(tmp_path / "x.npy")]) == 2  # fmt: skip
+def test_unconditional_models_refuse_labels(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        sample_main(
+            ["--checkpoint", str(tiny_checkpoint), "--label", "3", "--out", str(tmp_path / "x.npy")]
+        )
+        == 2
+    )
     assert "unconditional" in capsys.readouterr().err

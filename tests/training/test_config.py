@@ -25,13 +25,32 @@ def test_every_field_has_an_option_and_defaults_round_trip() -> None:
 
 def test_options_reach_the_config() -> None:
     args = build_train_parser().parse_args(
-        ["--steps", "7", "--lr-g", "1e-3", "--loss", "hinge", "--no-channels-last",
-         "--time-budget", "30", "--resolution", "32", "--channels", "3", "--z-dim", "16"]
-    )  # fmt: skip
+        [
+            "--steps",
+            "7",
+            "--lr-g",
+            "1e-3",
+            "--loss",
+            "hinge",
+            "--no-channels-last",
+            "--time-budget",
+            "30",
+            "--resolution",
+            "32",
+            "--channels",
+            "3",
+            "--z-dim",
+            "16",
+        ]
+    )
     cfg = config_from_options(given_options(args))
     assert (cfg.steps, cfg.lr_g, cfg.loss, cfg.channels_last, cfg.time_budget_s) == (
-        7, 1e-3, "hinge", False, 30.0,
-    )  # fmt: skip
+        7,
+        1e-3,
+        "hinge",
+        False,
+        30.0,
+    )
     assert (cfg.model.resolution, cfg.model.channels, cfg.model.z_dim) == (32, 3, 16)
     assert cfg.lr_d == TrainConfig().lr_d  # not given: the default
 
@@ -46,11 +65,47 @@ def test_resume_refuses_options_it_would_ignore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], mnist_dir: Path
 ) -> None:
     run = tmp_path / "run"
-    assert train_main(["--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "64",
-                       "--steps", "1", "--batch-size", "16", "--z-dim", "8", "--g-width", "8",
-                       "--d-width", "8", "--out", str(run), "--no-progress", "--no-eval"]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--limit",
+                "64",
+                "--steps",
+                "1",
+                "--batch-size",
+                "16",
+                "--z-dim",
+                "8",
+                "--g-width",
+                "8",
+                "--d-width",
+                "8",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    rc = train_main(["--data-dir", str(mnist_dir), "--limit", "64", "--resume", str(run),
-                     "--lr-g", "0.1", "--no-progress", "--no-eval"])  # fmt: skip
+    rc = train_main(
+        [
+            "--data-dir",
+            str(mnist_dir),
+            "--limit",
+            "64",
+            "--resume",
+            str(run),
+            "--lr-g",
+            "0.1",
+            "--no-progress",
+            "--no-eval",
+        ]
+    )
     assert rc == 2
     assert "--lr-g cannot change" in capsys.readouterr().err

@@ -253,9 +253,16 @@ def test_folder_of_mixed_images(mixed_folder: Path) -> None:
     json.dumps(info)
     # Sorted relative paths, each converted exactly as the service would convert the upload.
     expected_order = [
-        "UPPER.PNG", "a_gray.png", "d_16bit.png", "e_cmyk.jpg", "f.webp", "g.bmp", "h.gif",
-        "sub/b_rgba.png", "sub/deeper/c_palette.png",
-    ]  # fmt: skip
+        "UPPER.PNG",
+        "a_gray.png",
+        "d_16bit.png",
+        "e_cmyk.jpg",
+        "f.webp",
+        "g.bmp",
+        "h.gif",
+        "sub/b_rgba.png",
+        "sub/deeper/c_palette.png",
+    ]
     for i, rel in enumerate(expected_order):
         upload = preprocess.open_image((mixed_folder / rel).read_bytes())
         np.testing.assert_array_equal(

@@ -64,10 +64,17 @@ def _data(n: int = 256) -> ImageData:
 
 def _cfg(**kw: Any) -> TrainConfig:
     base: dict[str, Any] = dict(
-        steps=24, batch_size=PER_RANK_BATCH, seed=3, sample_every=10_000,
-        checkpoint_every=10_000, log_every=50, r1_gamma=1.0, r1_every=2, conditional=True,
+        steps=24,
+        batch_size=PER_RANK_BATCH,
+        seed=3,
+        sample_every=10_000,
+        checkpoint_every=10_000,
+        log_every=50,
+        r1_gamma=1.0,
+        r1_every=2,
+        conditional=True,
         model=TINY,
-    )  # fmt: skip
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -114,9 +121,13 @@ def _resume_job(rank: int, tmp: Path) -> None:
     ).fit()
     torch.manual_seed(12345)  # whatever this process drew since: the resume must restore it
     resumed = resume_trainer(
-        tmp / "part" / "checkpoints" / "latest", _data(), _out(tmp, rank, "part"), steps=24,
-        progress=False, trainer_class=DistributedTrainer,
-    )  # fmt: skip
+        tmp / "part" / "checkpoints" / "latest",
+        _data(),
+        _out(tmp, rank, "part"),
+        steps=24,
+        progress=False,
+        trainer_class=DistributedTrainer,
+    )
     assert resumed.step == 12
     resumed.fit()
 
@@ -208,9 +219,13 @@ def test_resume_on_two_processes_is_exact(two_process_runs: Path) -> None:
 def _gan_train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=240,
-    )  # fmt: skip
+        [sys.executable, "-m", "training.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def test_gan_train_nproc_2_writes_once_resumes_and_refuses_another_count(
@@ -219,10 +234,32 @@ def test_gan_train_nproc_2_writes_once_resumes_and_refuses_another_count(
     run = tmp_path / "run"
     common = ["--data-dir", str(mnist_dir), "--no-progress", "--nproc", "2"]
     first = _gan_train(
-        "--data", "mnist", "--limit", "256", "--steps", "6", "--batch-size", "8", "--z-dim", "8",
-        "--g-width", "4", "--d-width", "4", "--sample-every", "3", "--checkpoint-every", "3",
-        "--log-every", "1", "--no-eval", "--out", str(run), *common, cwd=tmp_path,
-    )  # fmt: skip
+        "--data",
+        "mnist",
+        "--limit",
+        "256",
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--z-dim",
+        "8",
+        "--g-width",
+        "4",
+        "--d-width",
+        "4",
+        "--sample-every",
+        "3",
+        "--checkpoint-every",
+        "3",
+        "--log-every",
+        "1",
+        "--no-eval",
+        "--out",
+        str(run),
+        *common,
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count("run folder:") == 1, first.stdout
     resumed = _gan_train("--resume", str(run), "--steps", "9", *common, cwd=tmp_path)
@@ -269,9 +306,13 @@ def test_gan_train_nproc_2_writes_once_resumes_and_refuses_another_count(
     ],
 )
 def test_bad_nproc_is_one_error_line_and_exit_2(
-    args: list[str], env: dict[str, str], message: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert train_main([*args, "--out", str(tmp_path / "run"), "--steps", "1"]) == 2

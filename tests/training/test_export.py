@@ -18,7 +18,9 @@ def test_manager_keeps_last_n_and_best(tmp_path: Path) -> None:
     g, d = build_models(cfg, seed=0)
     mgr = CheckpointManager(tmp_path, keep_last=2)
     for step, metric in [(1, 5.0), (2, 3.0), (3, 4.0), (4, 6.0)]:
-        conf = build_config(cfg, step=step, extra={"training_metric": {"name": "fid", "value": metric}})
+        conf = build_config(
+            cfg, step=step, extra={"training_metric": {"name": "fid", "value": metric}}
+        )
         mgr.save(step, g, d, conf, {"step": step}, metric=metric)
     assert [p.name for p in mgr.step_dirs()] == ["step-00000003", "step-00000004"]
     assert read_config(mgr.root / "best")["step"] == 2

@@ -38,9 +38,15 @@ def _data(n: int, resolution: int = 28, channels: int = 1) -> ImageData:
 def _cfg(resolution: int = 28, channels: int = 1, **kw: Any) -> TrainConfig:
     model = ModelConfig(resolution=resolution, channels=channels, z_dim=8, g_width=4, d_width=4)
     base: dict[str, Any] = dict(
-        steps=6, batch_size=8, seed=3, sample_every=3, checkpoint_every=3, log_every=2,
-        eval_samples=4, model=model,
-    )  # fmt: skip
+        steps=6,
+        batch_size=8,
+        seed=3,
+        sample_every=3,
+        checkpoint_every=3,
+        log_every=2,
+        eval_samples=4,
+        model=model,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -57,9 +63,12 @@ def test_a_short_run_of_each_kind_writes_a_checkpoint_of_that_kind(
     data = _data(48, resolution, channels)
     out = tmp_path / "run"
     last = _fit(
-        _cfg(resolution, channels, **MODES[kind]), data, out, heldout=data.images[:16],
+        _cfg(resolution, channels, **MODES[kind]),
+        data,
+        out,
+        heldout=data.images[:16],
         evaluator=lambda images: float(images.float().mean()),
-    )  # fmt: skip
+    )
     ck = load_checkpoint(last)
     assert ck.kind == kind and ck.step == 6
     assert (ck.discriminator is not None) == (kind == "ebm")
@@ -98,9 +107,13 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path, kind:
     full = _fit(_cfg(**cfg), data, tmp_path / "full", heldout=held)
     _fit(_cfg(**{**cfg, "steps": 3}), data, tmp_path / "part", heldout=held)
     resumed = resume_trainer(
-        tmp_path / "part" / "checkpoints" / "latest", data, tmp_path / "part", heldout=held,
-        steps=6, progress=False,
-    )  # fmt: skip
+        tmp_path / "part" / "checkpoints" / "latest",
+        data,
+        tmp_path / "part",
+        heldout=held,
+        steps=6,
+        progress=False,
+    )
     assert resumed.step == 3 and type(resumed).__name__ == (
         "EBMTrainer" if kind == "ebm" else "AETrainer"
     )
@@ -155,11 +168,36 @@ def test_gan_train_sample_and_eval_on_each_kind(
             "64",
         ],
     }[kind]
-    assert train_main([
-        "--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "256", "--steps", "2",
-        "--batch-size", "8", "--z-dim", "8", "--g-width", "4", "--d-width", "4",
-        "--out", str(run), "--export", str(export), "--no-progress", "--no-eval", *extra,
-    ]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--data",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--limit",
+                "256",
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--z-dim",
+                "8",
+                "--g-width",
+                "4",
+                "--d-width",
+                "4",
+                "--out",
+                str(run),
+                "--export",
+                str(export),
+                "--no-progress",
+                "--no-eval",
+                *extra,
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(export).kind == kind
     assert not (export / "train_state.safetensors").exists()
     out = tmp_path / "s.npy"
@@ -168,8 +206,20 @@ def test_gan_train_sample_and_eval_on_each_kind(
         == 0
     )
     assert np.load(out).shape == (3, 28, 28)
-    assert eval_main(["--checkpoint", str(export), "--num", "20", "--quiet",
-                      "--json", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "--checkpoint",
+                str(export),
+                "--num",
+                "20",
+                "--quiet",
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["sampling"]["method"] == "plain" and "fid" in result["metrics"]
     backwards = result["sampling"]["cost_per_image"]["backwards"]

@@ -26,8 +26,16 @@ def _data(n: int = 256) -> ImageData:
 
 def _cfg(**kw) -> TrainConfig:  # type: ignore[no-untyped-def]
     base = dict(
-        steps=12, batch_size=16, seed=5, sample_every=1000, checkpoint_every=6, log_every=3,
-        r1_gamma=1.0, r1_every=2, d_steps=2, model=TINY,
+        steps=12,
+        batch_size=16,
+        seed=5,
+        sample_every=1000,
+        checkpoint_every=6,
+        log_every=3,
+        r1_gamma=1.0,
+        r1_every=2,
+        d_steps=2,
+        model=TINY,
     )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -50,8 +58,12 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path, loss:
     part.fit()
     # ... then resume it from its latest checkpoint to the full length.
     resumed = resume_trainer(
-        tmp_path / "part" / "checkpoints" / "latest", data, tmp_path / "part", heldout=held,
-        steps=12, progress=False,
+        tmp_path / "part" / "checkpoints" / "latest",
+        data,
+        tmp_path / "part",
+        heldout=held,
+        steps=12,
+        progress=False,
     )
     assert resumed.step == 6
     end = resumed.fit()
@@ -79,12 +91,17 @@ def test_run_folder_is_self_describing(tmp_path: Path) -> None:
     held = _data(40).images
     out = tmp_path / "run"
     last = Trainer(
-        _cfg(steps=6, sample_every=3), _data(), out, heldout=held, progress=False,
+        _cfg(steps=6, sample_every=3),
+        _data(),
+        out,
+        heldout=held,
+        progress=False,
         evaluator=lambda imgs: float(imgs.float().mean()),
     ).fit()
     assert (out / "run.json").is_file() and (out / "loss_curve.png").is_file()
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
-        "step-00000003.png", "step-00000006.png"
+        "step-00000003.png",
+        "step-00000006.png",
     ]
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert any("d_loss" in r and "it_s" in r for r in lines)
@@ -99,19 +116,43 @@ def test_run_folder_is_self_describing(tmp_path: Path) -> None:
 
 def test_dataset_shape_mismatch_and_too_small_dataset(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="model expects"):
-        Trainer(_cfg(model=ModelConfig(resolution=32, z_dim=8, g_width=8, d_width=8)), _data(), tmp_path)
+        Trainer(
+            _cfg(model=ModelConfig(resolution=32, z_dim=8, g_width=8, d_width=8)), _data(), tmp_path
+        )
     with pytest.raises(TrainingError, match="fewer than --batch-size"):
         Trainer(_cfg(batch_size=64), _data(10), tmp_path)
 
 
 def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -> None:
     run, export = tmp_path / "run", tmp_path / "export"
-    rc = train_main([
-        "--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "512", "--steps", "6",
-        "--batch-size", "16", "--z-dim", "8", "--g-width", "8", "--d-width", "8",
-        "--checkpoint-every", "3", "--out", str(run), "--export", str(export), "--no-progress",
-        "--no-eval",
-    ])
+    rc = train_main(
+        [
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--limit",
+            "512",
+            "--steps",
+            "6",
+            "--batch-size",
+            "16",
+            "--z-dim",
+            "8",
+            "--g-width",
+            "8",
+            "--d-width",
+            "8",
+            "--checkpoint-every",
+            "3",
+            "--out",
+            str(run),
+            "--export",
+            str(export),
+            "--no-progress",
+            "--no-eval",
+        ]
+    )
     assert rc == 0
     ck = load_checkpoint(export)
     assert ck.step == 6 and ck.config.dataset["name"] == "mnist"
@@ -119,8 +160,14 @@ def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -
     assert not (export / "train_state.safetensors").exists()
 
     npy1, npy2 = tmp_path / "a.npy", tmp_path / "b.npy"
-    assert sample_main(["--checkpoint", str(export), "--num", "5", "--seed", "3", "--out", str(npy1)]) == 0
-    assert sample_main(["--checkpoint", str(export), "--num", "5", "--seed", "3", "--out", str(npy2)]) == 0
+    assert (
+        sample_main(["--checkpoint", str(export), "--num", "5", "--seed", "3", "--out", str(npy1)])
+        == 0
+    )
+    assert (
+        sample_main(["--checkpoint", str(export), "--num", "5", "--seed", "3", "--out", str(npy2)])
+        == 0
+    )
     arr = np.load(npy1, allow_pickle=False)
     assert arr.shape == (5, 28, 28) and arr.dtype == np.uint8
     assert npy1.read_bytes() == npy2.read_bytes()
@@ -132,27 +179,75 @@ def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -
     assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png", "00002.png"]
 
     # Resume the run for two more steps from its folder.
-    assert train_main([
-        "--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "512", "--resume", str(run),
-        "--steps", "8", "--no-progress", "--no-eval",
-    ]) == 0
+    assert (
+        train_main(
+            [
+                "--data",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--limit",
+                "512",
+                "--resume",
+                str(run),
+                "--steps",
+                "8",
+                "--no-progress",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(run / "checkpoints" / "latest").step == 8
     # A run that stopped on its time budget continues when resumed with a larger one.
     state = load_checkpoint(run / "checkpoints" / "latest", with_train_state=True).train_state
     assert state["train_config"]["time_budget_s"] == 0.0
-    assert train_main([
-        "--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "512", "--resume", str(run),
-        "--steps", "9", "--time-budget", "3600", "--no-progress", "--no-eval",
-    ]) == 0
+    assert (
+        train_main(
+            [
+                "--data",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--limit",
+                "512",
+                "--resume",
+                str(run),
+                "--steps",
+                "9",
+                "--time-budget",
+                "3600",
+                "--no-progress",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
     state = load_checkpoint(run / "checkpoints" / "latest", with_train_state=True).train_state
     assert state["step"] == 9 and state["train_config"]["time_budget_s"] == 3600
 
 
-def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert train_main(["--data", "folder", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+def test_cli_user_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        train_main(
+            [
+                "--data",
+                "folder",
+                "--data-dir",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
-    assert sample_main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npy")]) == 2
+    assert (
+        sample_main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npy")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     assert sample_main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.jpg")]) == 2
     assert "use a .npy file" in capsys.readouterr().err
@@ -160,7 +255,9 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert "neither a checkpoint nor a run folder" in capsys.readouterr().err
 
 
-def test_gan_sample_matches_the_api_for_the_same_seed(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_gan_sample_matches_the_api_for_the_same_seed(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     import base64
     import io
 
@@ -170,14 +267,20 @@ def test_gan_sample_matches_the_api_for_the_same_seed(tmp_path: Path, tiny_check
     from service.settings import Settings
 
     out = tmp_path / "s.npy"
-    assert sample_main(["--checkpoint", str(tiny_checkpoint), "--num", "3", "--seed", "41",
-                        "--out", str(out)]) == 0
+    assert (
+        sample_main(
+            ["--checkpoint", str(tiny_checkpoint), "--num", "3", "--seed", "41", "--out", str(out)]
+        )
+        == 0
+    )
     cli = np.load(out, allow_pickle=False)
     with TestClient(create_app(Settings(checkpoint=tiny_checkpoint))) as client:
         r = client.post("/generate", json={"n": 3, "seed": 41, "format": "json"})
         assert r.status_code == 200, r.text
         images = r.json()["images"]
-    api = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png_base64"])))) for i in images])
+    api = np.stack(
+        [np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png_base64"])))) for i in images]
+    )
     assert api.shape == cli.shape
     assert np.array_equal(api, cli)
 

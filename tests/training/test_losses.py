@@ -29,7 +29,9 @@ def test_r1_penalty_is_zero_for_a_constant_discriminator() -> None:
     torch.nn.init.zeros_(d[1].weight)
     assert r1_penalty(lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)).item() == 0  # type: ignore[arg-type]
     torch.nn.init.ones_(d[1].weight)
-    assert r1_penalty(lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)).item() == pytest.approx(4.0)  # type: ignore[arg-type]
+    assert r1_penalty(lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)).item() == pytest.approx(
+        4.0
+    )  # type: ignore[arg-type]
 
 
 def test_registry_offers_every_loss_to_the_cli() -> None:

@@ -29,13 +29,20 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("drs", ["keep=0.9", "max_proposals=8"]), ("mh", ["proposals=3"]),
-     ("langevin", ["steps=2"]), ("pixel_ascent", ["steps=2", "start=sample"])],
-)  # fmt: skip
+    [
+        ("drs", ["keep=0.9", "max_proposals=8"]),
+        ("mh", ["proposals=3"]),
+        ("langevin", ["steps=2"]),
+        ("pixel_ascent", ["steps=2", "start=sample"]),
+    ],
+)
 def test_gan_sample_method_writes_the_cores_images(
-    calibrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str,
+    calibrated: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    method: str,
     options: list[str],
-) -> None:  # fmt: skip
+) -> None:
     out = tmp_path / "s.npy"
     args = ["--checkpoint", str(calibrated), "--num", "6", "--seed", "4", "--method", method]
     args += [a for o in options for a in ("--method-option", o)]
@@ -74,9 +81,11 @@ def test_gan_sample_method_errors_are_one_line(
 
 
 def test_gan_eval_method_evaluates_exactly_what_gan_sample_method_writes(
-    calibrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    calibrated: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     seen: list[torch.Tensor] = []
     original = Evaluator.evaluate_images
 
@@ -86,25 +95,63 @@ def test_gan_eval_method_evaluates_exactly_what_gan_sample_method_writes(
 
     monkeypatch.setattr(Evaluator, "evaluate_images", spy)
     result = tmp_path / "r.json"
-    assert eval_main(["--checkpoint", str(calibrated), "--num", "30", "--seed", "9",
-                      "--batch-size", "7", "--method", "drs", "--method-option", "keep=0.9",
-                      "--json", str(result), "--quiet"]) == 0  # fmt: skip
+    assert (
+        eval_main(
+            [
+                "--checkpoint",
+                str(calibrated),
+                "--num",
+                "30",
+                "--seed",
+                "9",
+                "--batch-size",
+                "7",
+                "--method",
+                "drs",
+                "--method-option",
+                "keep=0.9",
+                "--json",
+                str(result),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = capsys.readouterr().out
     assert "sampling: drs (keep=0.9, max_proposals=32); acceptance rate" in report
     out = tmp_path / "s.npy"
-    assert sample_main(["--checkpoint", str(calibrated), "--num", "30", "--seed", "9",
-                        "--method", "drs", "--method-option", "keep=0.9",
-                        "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        sample_main(
+            [
+                "--checkpoint",
+                str(calibrated),
+                "--num",
+                "30",
+                "--seed",
+                "9",
+                "--method",
+                "drs",
+                "--method-option",
+                "keep=0.9",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (images,) = seen
     np.testing.assert_array_equal(np.load(out), images[:, 0].numpy())
     sampling = json.loads(result.read_text())["sampling"]
     assert sampling["method"] == "drs" and sampling["method_options"] == {
-        "keep": 0.9, "max_proposals": 32,
-    }  # fmt: skip
+        "keep": 0.9,
+        "max_proposals": 32,
+    }
     assert 0 < sampling["acceptance_rate"] <= 1
     assert sampling["cost_per_image"]["forwards"] == pytest.approx(2 * sampling["mean_proposals"])
-    assert eval_main(["--checkpoint", str(calibrated), "--num", "30", "--method", "mh",
-                      "--write"]) == 2  # fmt: skip
+    assert (
+        eval_main(["--checkpoint", str(calibrated), "--num", "30", "--method", "mh", "--write"])
+        == 2
+    )
     assert "--write stores the model's own metrics" in capsys.readouterr().err
     raw = make_checkpoint(tmp_path / "raw", width=4, dataset="mnist")
     assert eval_main(["--checkpoint", str(raw), "--num", "30", "--method", "drs"]) == 2

@@ -356,8 +356,10 @@ def train_classifier(
         model.train()
         order = torch.randperm(len(train), generator=gen)
         bar = tqdm(
-            range(steps_per_epoch), desc=f"classifier epoch {epoch + 1}/{epochs}",
-            disable=not progress, leave=True,
+            range(steps_per_epoch),
+            desc=f"classifier epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=True,
         )
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
@@ -377,9 +379,8 @@ def train_classifier(
             "written (train for more --epochs)"
         )
     if command is None:
-        command = (
-            f"gan-eval --train-classifier --out {out_dir} --epochs {epochs} --seed {seed}"
-            + (f" --data-dir {data_dir}" if data_dir is not None else "")
+        command = f"gan-eval --train-classifier --out {out_dir} --epochs {epochs} --seed {seed}" + (
+            f" --data-dir {data_dir}" if data_dir is not None else ""
         )
     config: dict[str, Any] = {
         "format": CLASSIFIER_FORMAT,

@@ -117,7 +117,12 @@ class Evaluator:
         """All registered metrics for one feature set against the reference."""
         return compute_metrics(
             FeatureSet(
-                feats, predicted, self.reference, seed, self.k, self.kid_subsets,
+                feats,
+                predicted,
+                self.reference,
+                seed,
+                self.k,
+                self.kid_subsets,
                 self.kid_subset_size,
             )
         )
@@ -213,9 +218,12 @@ class Evaluator:
             raise EvalError(str(exc)) from exc
         ds_name = check_dataset(ckpt.config, ckpt_dir, allow_non_mnist)
         drawn = guided_sample(
-            Models.of(ckpt), options if options is not None else PlainOptions(), seed=seed,
-            n=num_samples, chunk=batch_size,
-        )  # fmt: skip
+            Models.of(ckpt),
+            options if options is not None else PlainOptions(),
+            seed=seed,
+            n=num_samples,
+            chunk=batch_size,
+        )
         images = drawn.images
         result = self.evaluate_images(
             images, seed=seed, labels=digit_labels(ckpt.config.classes, seed, num_samples)

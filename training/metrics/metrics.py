@@ -41,8 +41,6 @@ class EvalError(UserError):
     """A user error in evaluation (bad input, missing data, classifier or checkpoint)."""
 
 
-
-
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean [D] and unbiased covariance [D, D] of features [N, D] (float64)."""
     f = np.asarray(features, dtype=np.float64)
@@ -169,8 +167,6 @@ def class_coverage(predicted: np.ndarray, num_classes: int = NUM_CLASSES) -> dic
         "class_shares": [round(float(s), 6) for s in shares],
         "class_counts": [int(c) for c in counts],
     }
-
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,5 +101,3 @@ def metrics_for_config(result: dict[str, Any]) -> dict[str, Any]:
             "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     }
-
-

@@ -192,8 +192,18 @@ def test_cli_train_classifier_records_its_command(
     tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cli-trained"
-    argv = ["--train-classifier", "--data-dir", str(tiny_mnist), "--out", str(out),
-            "--epochs", "1", "--min-accuracy", "0", "--quiet"]
+    argv = [
+        "--train-classifier",
+        "--data-dir",
+        str(tiny_mnist),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--min-accuracy",
+        "0",
+        "--quiet",
+    ]
     assert run_eval_cli(argv) == 0
     assert "wrote" in capsys.readouterr().out
     cfg = json.loads((out / CONFIG_FILE).read_text())
@@ -203,8 +213,16 @@ def test_cli_train_classifier_records_its_command(
 def test_cli_train_classifier_reports_missing_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = run_eval_cli(["--train-classifier", "--data-dir", str(tmp_path / "none"),
-                       "--out", str(tmp_path / "o"), "--quiet"])
+    rc = run_eval_cli(
+        [
+            "--train-classifier",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "does not exist" in err
     assert "Traceback" not in err

@@ -236,8 +236,20 @@ def test_cli_end_to_end_with_write_and_json(
     ckpt = make_checkpoint(tmp_path / "ckpt", dataset="mnist")
     before = read_config(ckpt)
     out = tmp_path / "result.json"
-    rc = run_eval_cli(["--checkpoint", str(ckpt), "--num", "300", "--seed", "1", "--write",
-                       "--json", str(out), "--quiet"])
+    rc = run_eval_cli(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--num",
+            "300",
+            "--seed",
+            "1",
+            "--write",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
     stdout = capsys.readouterr().out
     assert rc == 0
     for word in ("FID", "KID", "precision", "recall", "real-vs-real", "ratio", "config.json"):
@@ -246,9 +258,7 @@ def test_cli_end_to_end_with_write_and_json(
     assert result["num_images"] == 300 and result["seed"] == 1
     after = read_config(ckpt)
     assert after["metrics"]["fid"] == pytest.approx(result["metrics"]["fid"])
-    assert after["metrics"]["eval"]["baseline"]["fid"] == pytest.approx(
-        result["baseline"]["fid"]
-    )
+    assert after["metrics"]["eval"]["baseline"]["fid"] == pytest.approx(result["baseline"]["fid"])
     assert after["metrics"]["eval"]["num_samples"] == 300
     assert after["files"] == before["files"]
     assert after["checkpoint_hash"] == before["checkpoint_hash"]
@@ -315,17 +325,25 @@ def test_gan_eval_evaluates_exactly_the_images_gan_sample_writes(
         return original(self, images, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Evaluator, "evaluate_images", spy)
-    assert run_eval_cli(["--checkpoint", str(ckpt), "--num", "40", "--seed", "9",
-                         "--batch-size", "16"]) == 0  # fmt: skip
+    assert (
+        run_eval_cli(
+            ["--checkpoint", str(ckpt), "--num", "40", "--seed", "9", "--batch-size", "16"]
+        )
+        == 0
+    )
     out = tmp_path / "s.npy"
-    assert sample_main(["--checkpoint", str(ckpt), "--num", "40", "--seed", "9",
-                        "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        sample_main(["--checkpoint", str(ckpt), "--num", "40", "--seed", "9", "--out", str(out)])
+        == 0
+    )
     (images,) = seen
     np.testing.assert_array_equal(np.load(out), images[:, 0].numpy())
 
 
 def test_a_broken_classifier_is_one_error_line_in_gan_train(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     mnist_dir: Path,
 ) -> None:
     from training.cli import train_main
@@ -335,8 +353,21 @@ def test_a_broken_classifier_is_one_error_line_in_gan_train(
     (broken / "config.json").write_text("{not json")
     (broken / "classifier.safetensors").write_bytes(b"")
     monkeypatch.setenv(ENV_CLASSIFIER_DIR, str(broken))
-    rc = train_main(["--data", "mnist", "--data-dir", str(mnist_dir), "--limit", "64",
-                     "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress"])  # fmt: skip
+    rc = train_main(
+        [
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--limit",
+            "64",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err[-1].startswith("error: ") and "config.json" in err[-1]
@@ -353,5 +384,8 @@ def test_conditional_mnist_models_report_label_accuracy(tmp_path: Path) -> None:
     assert "label accuracy" in format_report(result)
     unconditional = make_checkpoint(tmp_path / "plain", dataset="mnist")
     plain = tmp_path / "p.json"
-    assert run_eval_cli(["--checkpoint", str(unconditional), "--num", "200", "--json", str(plain)]) == 0
+    assert (
+        run_eval_cli(["--checkpoint", str(unconditional), "--num", "200", "--json", str(plain)])
+        == 0
+    )
     assert "label_accuracy" not in json.loads(plain.read_text())["metrics"]
