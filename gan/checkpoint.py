@@ -65,6 +65,7 @@ from gan.models import (
     build_encoder,
     build_generator,
 )
+from gan.runs import run_folder_hint
 
 FORMAT_NAME = "gan-checkpoint"
 #: The newest version this code writes and reads: 1 for GANs (unchanged since version 1), 2 for
@@ -801,7 +802,10 @@ def _config_path(path: str | os.PathLike[str]) -> Path:
         )
     cfg_path = ckpt / CONFIG_FILE
     if not cfg_path.is_file():
-        raise CheckpointError(f"{cfg_path}: missing; a checkpoint directory needs {CONFIG_FILE}")
+        raise CheckpointError(
+            f"{cfg_path}: missing; a checkpoint directory needs {CONFIG_FILE}"
+            + run_folder_hint(ckpt)
+        )
     return cfg_path
 
 

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from gan.runs import resolve_checkpoint
 from service.admission import BodyLimits, ModelRequestMiddleware, generate_body_limit
 from service.auth import ApiKeyMiddleware, protected_routes
 from service.batching import DISCRIMINATOR, GENERATOR, Arrival, QueueFull, QueueTimeout
@@ -125,9 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.startup_error = None
+        checkpoint, note = resolve_checkpoint(settings.checkpoint)
+        if note:
+            logger.info(note, extra={"checkpoint": str(checkpoint)})
         try:
             engine = InferenceEngine.load(
-                settings.checkpoint,
+                checkpoint,
                 device=settings.device,
                 torch_threads=settings.torch_threads,
                 interop_threads=settings.torch_interop_threads,
@@ -156,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "model_id": engine.info.model_id,
                 "step": engine.info.step,
                 "checkpoint_hash": engine.info.checkpoint_hash,
-                "checkpoint": str(settings.checkpoint),
+                "checkpoint": str(checkpoint),
                 "device": engine.device,
             },
         )

@@ -119,16 +119,20 @@ def _run_single(settings: Settings) -> int:
 def _run_workers(settings: Settings) -> int:
     import uvicorn
 
+    from gan.runs import resolve_checkpoint
     from service.inference import InferenceEngine, StartupError
 
     # Workers that fail to start would be restarted forever: check the checkpoint once here.
+    checkpoint, note = resolve_checkpoint(settings.checkpoint)
+    if note:
+        print(f"{PROG}: {note}", file=sys.stderr)
     try:
-        InferenceEngine.load(settings.checkpoint, device=settings.device, torch_threads=1).close()
+        InferenceEngine.load(checkpoint, device=settings.device, torch_threads=1).close()
     except StartupError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     # Worker processes read their settings from the environment.
-    os.environ["GAN_CHECKPOINT"] = str(settings.checkpoint)
+    os.environ["GAN_CHECKPOINT"] = str(checkpoint)
     os.environ["GAN_LOG_LEVEL"] = settings.log_level
     uvicorn.run(
         "service.app:create_app_from_env",

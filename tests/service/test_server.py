@@ -192,3 +192,34 @@ def test_bad_http_setting_exits_2(
     server = start_server("--checkpoint", str(ckpt_dir), "--port", "0", env={"GAN_HTTP": "h2"})
     assert server.wait() == 2
     assert server.lines[-1].startswith("gan-serve: error: invalid settings: GAN_HTTP:")
+
+
+def test_a_training_run_folder_serves_its_best_checkpoint(
+    start_server: Callable[..., ServerProcess], ckpt_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ckpt_dir, run / "checkpoints" / "best")
+    shutil.copytree(ckpt_dir, run / "checkpoints" / "latest")
+    server = start_server("--checkpoint", str(run), "--port", "0")
+    base = server.wait_started()
+    with httpx.Client(base_url=base, timeout=30) as http:
+        served = http.post("/generate", json={"seed": 3})
+    assert served.status_code == 200
+    with TestClient(create_app(Settings(checkpoint=ckpt_dir))) as local:
+        assert local.post("/generate", json={"seed": 3}).content == served.content
+    assert server.stop() == 0
+    notes = [r for r in server.records() if "is a training run" in str(r.get("msg"))]
+    assert notes and notes[0]["checkpoint"] == str(run / "checkpoints" / "best")
+    assert "the best by its metric" in notes[0]["msg"]
+
+
+def test_a_folder_without_a_checkpoint_says_what_to_pass(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = start_server("--checkpoint", str(tmp_path), "--port", "0")
+    assert server.wait() == 1
+    last = server.lines[-1]
+    assert last.startswith(f"gan-serve: error: {tmp_path / 'config.json'}: missing")
+    assert "training run folder" in last
