@@ -23,6 +23,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from gan.errors import UserError
+
 if TYPE_CHECKING:  # torch is heavy; the service imports this module before it loads a model
     import torch
 
@@ -154,6 +156,31 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+#: Largest side in pixels of a grid PNG that ``save_images`` writes: 10,000 images of 28 px
+#: would make a 6,602-pixel square (77 MB, a gigabyte of memory to build), unreadable anyway.
+MAX_GRID_SIDE = 4096
+
+
+def grid_side(n: int, size: int, pad: int = 2) -> int:
+    """The longer side in pixels of the near-square grid of ``n`` images of ``size`` px."""
+    columns = grid_columns(n)
+    return pad + columns * (size + pad)
+
+
+def check_grid_size(n: int, size: int, out: str | os.PathLike[str]) -> None:
+    """:class:`UserError` when ``n`` images of ``size`` px make a grid PNG above
+    :data:`MAX_GRID_SIDE`; the message suggests the forms that scale."""
+    side = grid_side(n, size)
+    if side > MAX_GRID_SIDE:
+        most = max(1, ((MAX_GRID_SIDE - 2) // (size + 2)) ** 2)
+        stem = Path(out).with_suffix("")
+        raise UserError(
+            f"{n} images of {size} px make a {side}x{side} px grid PNG (at most {MAX_GRID_SIDE} "
+            f"px a side; {most} images of this size fit): write them as {stem}.npy (one array) "
+            f"or to a folder of PNGs ({stem}/), or ask for fewer"
+        )
+
+
 def grid_columns(n: int) -> int:
     """Columns of a grid of ``n`` images: ``ceil(sqrt(n))``, so grids are near-square."""
     return max(1, math.ceil(math.sqrt(n)))
@@ -214,6 +241,7 @@ def save_images(images: torch.Tensor, out: str | os.PathLike[str]) -> Path:
 
         atomic_write(out, write)
     elif suffix == ".png":
+        check_grid_size(int(images.shape[0]), int(images.shape[-1]), out)
         save_grid(images, out)
     elif suffix == "":
         out.mkdir(parents=True, exist_ok=True)
