@@ -3,7 +3,7 @@
 Pure ``nn.Module`` code: no file or network I/O happens here. Images are tensors shaped
 ``[B, C, H, W]`` with values in ``[-1, 1]`` (see :data:`NORMALISATION`); latents are ``[B, z_dim]``.
 
-Two architectures are available:
+Three architectures are available:
 
 * ``"dcgan"`` (default): DCGAN-style transposed-conv generator with BatchNorm and a
   LeakyReLU conv discriminator without normalisation, so D's output for one image never depends
@@ -11,6 +11,8 @@ Two architectures are available:
 * ``"classic"``: the well-known 32x32 Keras/PyTorch-GAN DCGAN MNIST recipe (Linear to 128x8x8,
   two upsample+conv blocks with BatchNorm; D of four stride-2 conv blocks with LeakyReLU,
   dropout 0.25 and BatchNorm). Kept as the baseline for ``bench/train_budget.py``.
+* ``"r3gan"``: residual G and D without normalisation, after R3GAN (Huang et al. 2025); see
+  :mod:`gan.r3gan`. Trained with the ``rpgan`` loss (relativistic pairing, R1 and R2).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from gan.errors import UserError
 from gan.kinds import kinds_with
+from gan.r3gan import R3Discriminator, R3Generator
 
 SUPPORTED_RESOLUTIONS = (28, 32, 64)
 #: The kinds with a generator (a decoder counts), a discriminator and an encoder (declared in
@@ -32,7 +35,7 @@ KINDS_WITH_GENERATOR = kinds_with("generator")
 KINDS_WITH_DISCRIMINATOR = kinds_with("discriminator")
 KINDS_WITH_ENCODER = kinds_with("encoder")
 SUPPORTED_CHANNELS = (1, 3)
-ARCHITECTURES = ("dcgan", "classic")
+ARCHITECTURES = ("dcgan", "classic", "r3gan")
 
 # How uint8 pixels map to network inputs/outputs; stored in every checkpoint's config.json.
 NORMALISATION: dict[str, Any] = {
@@ -309,10 +312,14 @@ def init_weights(module: nn.Module) -> None:
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch == "r3gan":
+        return R3Generator(cfg)
     return ClassicGenerator(cfg) if cfg.arch == "classic" else Generator(cfg)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch == "r3gan":
+        return R3Discriminator(cfg)
     return ClassicDiscriminator(cfg) if cfg.arch == "classic" else Discriminator(cfg)
 
 
@@ -321,8 +328,9 @@ def build_models(cfg: ModelConfig, seed: int | None = None) -> tuple[nn.Module, 
     if seed is not None:
         torch.manual_seed(seed)
     g, d = build_generator(cfg), build_discriminator(cfg)
-    init_weights(g)
-    init_weights(d)
+    if cfg.arch != "r3gan":  # R3GAN's networks initialise themselves (gan/r3gan.py)
+        init_weights(g)
+        init_weights(d)
     return g, d
 
 

@@ -17,6 +17,11 @@ G's objective differs:
   gradient vanishes when D confidently rejects G's samples, early in training).
 * ``nonsat`` (default): maximise ``log D(G(z))``, i.e. minimise ``softplus(-logit)``.
 * ``hinge``: D minimises ``relu(1 - real) + relu(1 + fake)``, G minimises ``-fake``.
+* ``rpgan``: the relativistic pairing GAN of R3GAN (Huang et al. 2025): D minimises
+  ``softplus(D(G(z)) - D(x))`` over pairs of a real and a fake image, G minimises
+  ``softplus(D(x) - D(G(z)))``, with zero-centred gradient penalties on both real (R1) and fake
+  (R2) images, each ``gamma / 2 * E||grad D||^2`` (``--r1-gamma`` sets gamma for both). G's
+  objective needs real images: pairing is what removes the mode dropping of the classic loss.
 """
 
 from __future__ import annotations
@@ -45,13 +50,14 @@ def _forward(d: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torc
     return d(x) if labels is None else d(x, labels)
 
 
-def r1_penalty(
-    discriminator: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None
+def gradient_penalty(
+    discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): mean squared gradient norm of D's logit at real images."""
-    real = real.detach().requires_grad_(True)
-    logits = _forward(discriminator, real, labels)
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    """Mean squared gradient norm of D's logit at ``images``: R1 at real images (Mescheder et
+    al. 2018), R2 at fake ones."""
+    images = images.detach().requires_grad_(True)
+    logits = _forward(discriminator, images, labels)
+    (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
@@ -88,17 +94,26 @@ class GANLoss:
         loss = self.d_loss(real_logits, fake_logits)
         stats: dict[str, float] = {}
         if self.r1_gamma > 0 and d_iter % self.r1_every == 0:
-            r1 = r1_penalty(d, real, real_labels)
+            r1 = gradient_penalty(d, real, real_labels)
             loss = loss + 0.5 * self.r1_gamma * self.r1_every * r1
             stats["r1"] = r1.item()
         stats["d_real"] = torch.sigmoid(real_logits.detach()).mean().item()
         stats["d_fake"] = torch.sigmoid(fake_logits.detach()).mean().item()
         return loss, stats
 
+    #: Whether :meth:`g_objective` needs real images (a relativistic loss pairs them).
+    needs_real_for_g = False
+
     def g_objective(
-        self, d: nn.Module, fake: torch.Tensor, fake_labels: torch.Tensor | None = None
+        self,
+        d: nn.Module,
+        fake: torch.Tensor,
+        fake_labels: torch.Tensor | None = None,
+        real: torch.Tensor | None = None,
+        real_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """G's objective for one step (D's parameters are frozen by the caller)."""
+        """G's objective for one step (D's parameters are frozen by the caller); ``real`` is
+        used only by losses with :attr:`needs_real_for_g`."""
         return self.g_loss(_forward(d, fake, fake_labels))
 
 
@@ -124,6 +139,50 @@ class Hinge(GANLoss):
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return -fake_logits.mean()
+
+
+@register("rpgan")
+class RelativisticPairing(GANLoss):
+    """RpGAN + R1 + R2 (R3GAN). Real and fake images are paired in batch order."""
+
+    needs_real_for_g = True
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return F.softplus(fake_logits - real_logits).mean()
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise TypeError("rpgan's G loss pairs fake with real logits: use g_objective")
+
+    def d_objective(
+        self,
+        d: nn.Module,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        d_iter: int,
+        real_labels: torch.Tensor | None = None,
+        fake_labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, stats = super().d_objective(d, real, fake, d_iter, real_labels, fake_labels)
+        if self.r1_gamma > 0 and d_iter % self.r1_every == 0:
+            r2 = gradient_penalty(d, fake, fake_labels)
+            loss = loss + 0.5 * self.r1_gamma * self.r1_every * r2
+            stats["r2"] = r2.item()
+        return loss, stats
+
+    def g_objective(
+        self,
+        d: nn.Module,
+        fake: torch.Tensor,
+        fake_labels: torch.Tensor | None = None,
+        real: torch.Tensor | None = None,
+        real_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if real is None:
+            raise ValueError("rpgan pairs each fake image with a real one: pass real images")
+        n = min(len(real), len(fake))
+        fake_logits = _forward(d, fake[:n], None if fake_labels is None else fake_labels[:n])
+        real_logits = _forward(d, real[:n], None if real_labels is None else real_labels[:n])
+        return F.softplus(real_logits.detach() - fake_logits).mean()
 
 
 def build_loss(name: str, *, r1_gamma: float = 0.0, r1_every: int = 4) -> GANLoss:

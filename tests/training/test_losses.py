@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.losses import LOSSES, GANLoss, build_loss, r1_penalty
+from training.losses import LOSSES, GANLoss, build_loss, gradient_penalty
 
 
 def test_losses_follow_the_gan_objectives() -> None:
@@ -24,20 +24,20 @@ def test_losses_follow_the_gan_objectives() -> None:
         build_loss("wgan")
 
 
-def test_r1_penalty_is_zero_for_a_constant_discriminator() -> None:
+def test_gradient_penalty_is_zero_for_a_constant_discriminator() -> None:
     d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))
     torch.nn.init.zeros_(d[1].weight)
-    assert r1_penalty(lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)).item() == 0  # type: ignore[arg-type]
+    assert gradient_penalty(lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)).item() == 0  # type: ignore[arg-type]
     torch.nn.init.ones_(d[1].weight)
-    assert r1_penalty(lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)).item() == pytest.approx(
-        4.0
-    )  # type: ignore[arg-type]
+    assert gradient_penalty(
+        lambda x: d(x).squeeze(1), torch.randn(2, 1, 2, 2)
+    ).item() == pytest.approx(4.0)  # type: ignore[arg-type]
 
 
 def test_registry_offers_every_loss_to_the_cli() -> None:
     from training.config import TrainConfig
 
-    assert set(LOSSES) == {"nonsat", "minimax", "hinge"}
+    assert set(LOSSES) == {"nonsat", "minimax", "hinge", "rpgan"}
     assert all(issubclass(cls, GANLoss) for cls in LOSSES.values())
     for name in LOSSES:
         assert TrainConfig(loss=name).loss == name
