@@ -11,7 +11,7 @@ Each variant is the real ``gan-serve`` process with the default settings except 
 
 All variants run at once (an idle one costs next to nothing) and take turns: every round drives
 each scenario on each variant, in an order rotated per round, with the same closed-loop client
-as ``bench/serve_load.py`` (which this script reuses). Printed: req/s and p99 per cell, the
+as ``bench/serve_load.py`` (both use ``bench/loadkit.py``). Printed: req/s and p99 per cell, the
 medians over the rounds, each variant's ratio to ``h11+asyncio`` (median of the per-round
 ratios), and peak RSS (summed over a variant's processes).
 
@@ -34,14 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.serve_load import (  # noqa: E402
+from bench.loadkit import (  # noqa: E402
     LoadResult,
     PeerScenario,
     Server,
-    _median,
     gan_serve,
     generate_spec,
     machine,
+    median,
     rotated_rounds,
     running,
     sample_pngs,
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         row = []
         for name in names:
             rs = cells(name, sc)
-            rps = _median([r.req_s for r in rs])
-            p99 = _median([r.p99_ms if r.p99_ms is not None else float("nan") for r in rs])
-            ratio = _median([a.req_s / b.req_s for a, b in zip(rs, base, strict=True) if b.req_s])
+            rps = median([r.req_s for r in rs])
+            p99 = median([r.p99_ms if r.p99_ms is not None else float("nan") for r in rs])
+            ratio = median([a.req_s / b.req_s for a, b in zip(rs, base, strict=True) if b.req_s])
             table.setdefault(label, {})[name] = {"req_s": rps, "p99_ms": p99, "ratio": ratio}
             row.append(f"{name} {rps:.1f} ({p99:.1f} ms) [{ratio:.2f}]")
         print(f"  {label:<16} " + " | ".join(row))

@@ -26,20 +26,19 @@ temporary directory next to its final place and renamed into it, so a crash mid-
 leaves a half-written checkpoint where a good one was.
 
 Reading validates everything once, here: the format version, the model config, the
-``real_scores`` quantiles, the ``calibration`` (:class:`Calibration`), every tensor's name,
-shape and finiteness and the file hashes. A
-loaded :class:`Checkpoint` carries a typed :class:`CheckpointConfig`; nobody else parses
-``config.json``.
+``real_scores`` quantiles and the ``calibration`` (their types, :class:`~gan.calibration.
+RealScores` and :class:`~gan.calibration.Calibration`, live in :mod:`gan.calibration`), every
+tensor's name, shape and finiteness and the file hashes. A loaded :class:`Checkpoint` carries a
+typed :class:`CheckpointConfig`; nobody else parses ``config.json``. The training state's tree
+(:func:`~gan.train_state.flatten_state`, :func:`~gan.train_state.load_train_state`) is
+:mod:`gan.train_state`'s.
 """
 
 from __future__ import annotations
 
-import bisect
 import errno
 import hashlib
-import itertools
 import json
-import math
 import os
 import shutil
 import time
@@ -52,7 +51,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gan.calibration import Calibration as Calibration
+from gan.calibration import RealScores as RealScores
 from gan.dataset_info import portable_dataset_info
+from gan.errors import CheckpointError as CheckpointError
 from gan.errors import UserError
 from gan.io import atomic_directory, sha256_file, write_json_atomic
 from gan.kinds import DEFAULT_KIND, UnknownKind, model_kind
@@ -66,6 +68,10 @@ from gan.models import (
     build_generator,
 )
 from gan.runs import run_folder_hint
+from gan.train_state import TRAIN_STATE_JSON, TRAIN_STATE_TENSORS
+from gan.train_state import flatten_state as flatten_state
+from gan.train_state import load_train_state as load_train_state
+from gan.train_state import unflatten_state as unflatten_state
 
 FORMAT_NAME = "gan-checkpoint"
 #: The newest version this code writes and reads: 1 for GANs (unchanged since version 1), 2 for
@@ -76,8 +82,6 @@ CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 ENCODER_FILE = "encoder.safetensors"
-TRAIN_STATE_TENSORS = "train_state.safetensors"
-TRAIN_STATE_JSON = "train_state.json"
 WEIGHT_FILES = (GENERATOR_FILE, DISCRIMINATOR_FILE, ENCODER_FILE)
 
 
@@ -94,10 +98,6 @@ def weight_files(kind: str) -> tuple[str, ...]:
     return tuple(NETWORK_FILES[n] for n in NETWORK_FILES if n in networks)
 
 
-class CheckpointError(UserError):
-    """A checkpoint is missing, malformed or does not match its own description."""
-
-
 def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
@@ -105,328 +105,6 @@ def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------
 # The typed config
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RealScores:
-    """D's logits on held-out real images, as quantiles (``config.json`` ``real_scores``)."""
-
-    levels: tuple[float, ...]  # ascending, 0.0 .. 1.0
-    quantiles: tuple[float, ...]  # logit at each level, non-decreasing
-    num_images: int | None
-    source: str | None
-
-    @classmethod
-    def from_config(cls, data: Any, where: str) -> RealScores | None:
-        """Validate a ``real_scores`` entry (None stays None); ``where`` names the file."""
-        if data is None:
-            return None
-
-        def bad(problem: str) -> CheckpointError:
-            return CheckpointError(f"{where}: 'real_scores' {problem}")
-
-        if not isinstance(data, dict):
-            raise bad(f"must be an object or null, got {type(data).__name__}")
-        levels, quantiles = data.get("levels"), data.get("quantiles")
-        if not isinstance(levels, list) or not isinstance(quantiles, list):
-            raise bad("needs the lists 'levels' and 'quantiles'")
-        if len(levels) != len(quantiles) or len(levels) < 2:
-            raise bad(
-                f"'levels' ({len(levels)}) and 'quantiles' ({len(quantiles)}) must have the same "
-                "length, at least 2"
-            )
-        for name, values in (("levels", levels), ("quantiles", quantiles)):
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise bad(f"'{name}' must hold finite numbers, found {v!r}")
-        if any(b <= a for a, b in itertools.pairwise(levels)):
-            raise bad("'levels' must be strictly increasing")
-        if levels[0] != 0.0 or levels[-1] != 1.0:
-            raise bad(f"'levels' must run from 0.0 to 1.0, got {levels[0]} .. {levels[-1]}")
-        if any(b < a for a, b in itertools.pairwise(quantiles)):
-            raise bad("'quantiles' must be non-decreasing (one logit per level, ascending)")
-        num = data.get("num_images")
-        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
-            raise bad(f"'num_images' must be a positive integer, got {num!r}")
-        source = data.get("source")
-        return cls(
-            tuple(float(v) for v in levels),
-            tuple(float(v) for v in quantiles),
-            num,
-            None if source is None else str(source),
-        )
-
-    def percentile(self, logit: float) -> float:
-        """Share (0..100) of the held-out real images whose logit is lower than ``logit``.
-
-        The empirical distribution is read off the stored quantiles: below the lowest one the
-        share is 0, above the highest 100, and in between it is interpolated linearly between
-        the two surrounding quantiles (at a run of equal quantiles it jumps across the run).
-        """
-        q = self.quantiles
-        k = bisect.bisect_left(q, logit)  # quantiles strictly below the logit: q[:k]
-        if k == 0:
-            return 0.0
-        if k == len(q):
-            return 100.0
-        lo, hi = q[k - 1], q[k]  # lo < logit <= hi, lo < hi
-        frac = (logit - lo) / (hi - lo)
-        level = self.levels[k - 1] + frac * (self.levels[k] - self.levels[k - 1])
-        return 100.0 * level
-
-
-CALIBRATION_KINDS = ("platt", "isotonic")
-#: Probabilities are clipped to [PROB_CLIP, 1 - PROB_CLIP] before taking their logit.
-PROB_CLIP = 1e-6
-
-
-def _finite(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a float when it is a finite JSON number, else None."""
-    return float(value) if _finite(value) else None
-
-
-def _interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
-    """Piecewise-linear interpolation of ``ys`` over ascending ``xs``, constant beyond the ends."""
-    if x <= xs[0]:
-        return ys[0]
-    if x >= xs[-1]:
-        return ys[-1]
-    k = bisect.bisect_right(xs, x)  # xs[k - 1] <= x < xs[k]
-    lo, hi = xs[k - 1], xs[k]
-    frac = 0.0 if hi == lo else (x - lo) / (hi - lo)
-    return ys[k - 1] + frac * (ys[k] - ys[k - 1])
-
-
-@dataclass(frozen=True)
-class DRSPilot:
-    """Discriminator rejection sampling's statistics over a pilot set of G's samples.
-
-    ``d_max`` is the largest calibrated logit seen; ``gammas[i]`` is the ``keep_levels[i]``
-    quantile of the acceptance score ``F`` (with gamma 0) over the pilot set, and
-    ``acceptance[i]`` the mean acceptance probability ``sigmoid(F - gammas[i])`` there: the
-    share of proposals accepted at that level.
-    """
-
-    d_max: float
-    eps: float
-    keep_levels: tuple[float, ...]  # ascending, in [0, 1)
-    gammas: tuple[float, ...]  # non-decreasing
-    acceptance: tuple[float, ...]  # in (0, 1]
-    num_images: int
-
-    @classmethod
-    def from_config(cls, data: Any, where: str) -> DRSPilot:
-        def bad(problem: str) -> CheckpointError:
-            return CheckpointError(f"{where}: 'calibration.drs' {problem}")
-
-        if not isinstance(data, dict):
-            raise bad("must be an object")
-        for key in ("d_max", "eps"):
-            if not _finite(data.get(key)):
-                raise bad(f"needs a finite number '{key}', got {data.get(key)!r}")
-        lists = {k: data.get(k) for k in ("keep_levels", "gammas", "acceptance")}
-        for key, values in lists.items():
-            if not isinstance(values, list) or not values or not all(map(_finite, values)):
-                raise bad(f"'{key}' must be a non-empty list of finite numbers")
-        levels, gammas, acceptance = lists["keep_levels"], lists["gammas"], lists["acceptance"]
-        assert levels is not None and gammas is not None and acceptance is not None
-        if not len(levels) == len(gammas) == len(acceptance):
-            raise bad("'keep_levels', 'gammas' and 'acceptance' must have the same length")
-        if (
-            any(b <= a for a, b in itertools.pairwise(levels))
-            or not 0 <= levels[0] < 1
-            or (levels[-1] >= 1)
-        ):
-            raise bad("'keep_levels' must rise strictly within [0, 1)")
-        if any(b < a for a, b in itertools.pairwise(gammas)):
-            raise bad("'gammas' must be non-decreasing")
-        if not all(0 < a <= 1 for a in acceptance):
-            raise bad("'acceptance' values must lie in (0, 1]")
-        if not 0 < data["eps"] < 1:
-            raise bad(f"'eps' must lie in (0, 1), got {data['eps']!r}")
-        num = data.get("num_images")
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            raise bad(f"'num_images' must be a positive integer, got {num!r}")
-        return cls(
-            float(data["d_max"]),
-            float(data["eps"]),
-            tuple(map(float, levels)),
-            tuple(map(float, gammas)),
-            tuple(map(float, acceptance)),
-            num,
-        )
-
-    def _check_keep(self, keep: float) -> None:
-        lo, hi = self.keep_levels[0], self.keep_levels[-1]
-        if not lo <= keep <= hi:
-            raise CheckpointError(
-                f"keep {keep:g} is outside the levels this calibration measured ({lo:g}..{hi:g}); "
-                "refit it with gan-calibrate"
-            )
-
-    def gamma(self, keep: float) -> float:
-        """gamma at percentile level ``keep`` (interpolated between the stored levels)."""
-        self._check_keep(keep)
-        return _interp(keep, self.keep_levels, self.gammas)
-
-    def expected_acceptance(self, keep: float) -> float:
-        """The share of proposals the pilot set predicts DRS accepts at level ``keep``."""
-        self._check_keep(keep)
-        return _interp(keep, self.keep_levels, self.acceptance)
-
-    def to_config(self) -> dict[str, Any]:
-        return {
-            "d_max": self.d_max,
-            "eps": self.eps,
-            "keep_levels": list(self.keep_levels),
-            "gammas": list(self.gammas),
-            "acceptance": list(self.acceptance),
-            "num_images": self.num_images,
-        }
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A calibration of D's logit (``config.json`` ``calibration``), fitted by ``gan-calibrate``
-    or at export on held-out real images against fresh samples of this G.
-
-    ``probability(logit)`` estimates the probability that an image came from the training data
-    rather than from this G (equal priors), for this checkpoint's G and D only. ``kind`` is
-    ``platt`` (``sigmoid(a * logit + b)``) or ``isotonic`` (a non-decreasing map, linear between
-    the stored points). ``ece`` is its expected calibration error on images it was not fitted
-    on, ``ece_uncalibrated`` that of ``sigmoid(logit)`` on the same images. ``raw`` is the
-    whole entry as stored (it has more records for people: candidates, sources, time).
-    """
-
-    kind: str
-    a: float
-    b: float
-    isotonic_logits: tuple[float, ...]  # ascending (isotonic only; else empty)
-    isotonic_probabilities: tuple[float, ...]  # non-decreasing, in [0, 1]
-    ece: float
-    ece_uncalibrated: float | None
-    num_real: int
-    num_fake: int
-    real_source: str | None
-    drs: DRSPilot
-    raw: dict[str, Any] = field(repr=False, compare=False)
-
-    @classmethod
-    def from_config(cls, data: Any, where: str) -> Calibration | None:
-        """Validate a ``calibration`` entry (None stays None); ``where`` names the file."""
-        if data is None:
-            return None
-
-        def bad(problem: str) -> CheckpointError:
-            return CheckpointError(
-                f"{where}: 'calibration' {problem}; refit it with gan-calibrate --checkpoint DIR"
-            )
-
-        if not isinstance(data, dict):
-            raise bad(f"must be an object or null, got {type(data).__name__}")
-        kind = data.get("kind")
-        if kind not in CALIBRATION_KINDS:
-            raise bad(f"'kind' must be one of {', '.join(CALIBRATION_KINDS)}, got {kind!r}")
-        platt = data.get("platt")
-        if (
-            not isinstance(platt, dict)
-            or not _finite(platt.get("a"))
-            or not _finite(platt.get("b"))
-        ):
-            raise bad("needs 'platt' with finite numbers 'a' and 'b'")
-        xs: tuple[float, ...] = ()
-        ys: tuple[float, ...] = ()
-        if kind == "isotonic":
-            iso = data.get("isotonic")
-            if not isinstance(iso, dict):
-                raise bad("of kind 'isotonic' needs 'isotonic' with 'logits' and 'probabilities'")
-            lx, ly = iso.get("logits"), iso.get("probabilities")
-            if not isinstance(lx, list) or not isinstance(ly, list):
-                raise bad("'isotonic' needs the lists 'logits' and 'probabilities'")
-            if len(lx) != len(ly) or len(lx) < 2 or not all(map(_finite, lx + ly)):
-                raise bad("'isotonic' needs equally long lists (>= 2) of finite numbers")
-            if any(q <= p for p, q in itertools.pairwise(lx)):
-                raise bad("'isotonic.logits' must rise strictly")
-            if any(q < p for p, q in itertools.pairwise(ly)) or not all(0 <= p <= 1 for p in ly):
-                raise bad("'isotonic.probabilities' must be non-decreasing within [0, 1]")
-            xs, ys = tuple(map(float, lx)), tuple(map(float, ly))
-        ece = _number(data.get("ece"))
-        if ece is None or not 0 <= ece <= 1:
-            raise bad(f"'ece' must be a number in [0, 1], got {data.get('ece')!r}")
-        ece_raw = _number(data.get("ece_uncalibrated"))
-        if data.get("ece_uncalibrated") is not None and (ece_raw is None or not 0 <= ece_raw <= 1):
-            raise bad(
-                "'ece_uncalibrated' must be a number in [0, 1] or null, got "
-                f"{data.get('ece_uncalibrated')!r}"
-            )
-        counts = {}
-        for key in ("num_real", "num_fake"):
-            value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(f"'{key}' must be a positive integer, got {value!r}")
-            counts[key] = value
-        source = data.get("real_source")
-        return cls(
-            kind=kind,
-            a=float(platt["a"]),
-            b=float(platt["b"]),
-            isotonic_logits=xs,
-            isotonic_probabilities=ys,
-            ece=ece,
-            ece_uncalibrated=ece_raw,
-            num_real=counts["num_real"],
-            num_fake=counts["num_fake"],
-            real_source=None if source is None else str(source),
-            drs=DRSPilot.from_config(data.get("drs"), where),
-            raw=data,
-        )
-
-    def probability(self, logit: float) -> float:
-        """Calibrated probability that an image with D's ``logit`` is real (not from this G)."""
-        if self.kind == "isotonic":
-            return _interp(float(logit), self.isotonic_logits, self.isotonic_probabilities)
-        z = self.a * float(logit) + self.b
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
-
-    def calibrated_logit(self, logit: float) -> float:
-        """``log(p / (1 - p))`` of :meth:`probability` (p clipped to 1e-6 .. 1 - 1e-6 for
-        isotonic): the calibrated log density ratio of data over G at the image."""
-        if self.kind == "platt":
-            return self.a * float(logit) + self.b
-        p = min(max(self.probability(logit), PROB_CLIP), 1.0 - PROB_CLIP)
-        return math.log(p / (1.0 - p))
-
-    def calibrated_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """:meth:`calibrated_logit` of every entry, float64 (CPU)."""
-        x = logits.detach().to("cpu", torch.float64)
-        if self.kind == "platt":
-            return self.a * x + self.b
-        return torch.tensor([self.calibrated_logit(v) for v in x.tolist()], dtype=torch.float64)
-
-    def summary(self) -> dict[str, Any]:
-        """What ``GET /info`` shows: kind, errors, sizes and sources (not the fitted table)."""
-        out: dict[str, Any] = {
-            "kind": self.kind,
-            "ece": self.ece,
-            "ece_uncalibrated": self.ece_uncalibrated,
-            "num_real": self.num_real,
-            "num_fake": self.num_fake,
-            "real_source": self.real_source,
-            "drs_pilot_images": self.drs.num_images,
-        }
-        if self.kind == "platt":
-            out["platt"] = {"a": self.a, "b": self.b}
-        for key in ("fitted_at", "validation"):
-            if isinstance(self.raw.get(key), str):
-                out[key] = self.raw[key]
-        return out
 
 
 def _object(cfg: dict[str, Any], key: str) -> dict[str, Any]:
@@ -544,51 +222,6 @@ class CheckpointConfig:
             f"{self.dataset_name}-{mc.arch}-{mc.resolution}px-step{self.step}-"
             f"{self.checkpoint_hash[:8]}"
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Training state (for --resume): any nested structure of tensors and JSON scalars
-# --------------------------------------------------------------------------------------------
-
-
-def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested structure into (named tensors, JSON tree referencing them)."""
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(o: Any, path: str) -> Any:
-        if isinstance(o, torch.Tensor):
-            key = path or "root"
-            tensors[key] = o.detach().to("cpu").contiguous().clone()
-            return {"__tensor__": key}
-        if isinstance(o, dict):
-            if not all(isinstance(k, (str, int)) for k in o):
-                raise TypeError(f"unsupported dict keys at {path!r}")
-            return {
-                "__dict__": [[k, walk(v, f"{path}.{k}" if path else str(k))] for k, v in o.items()]
-            }
-        if isinstance(o, tuple):
-            return {"__tuple__": [walk(v, f"{path}.{i}") for i, v in enumerate(o)]}
-        if isinstance(o, list):
-            return [walk(v, f"{path}.{i}") for i, v in enumerate(o)]
-        if o is None or isinstance(o, (bool, int, float, str)):
-            return o
-        raise TypeError(f"cannot store {type(o).__name__} at {path!r} in a training state")
-
-    return tensors, walk(obj, "")
-
-
-def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(tree, dict):
-        if "__tensor__" in tree:
-            return tensors[tree["__tensor__"]]
-        if "__tuple__" in tree:
-            return tuple(unflatten_state(v, tensors) for v in tree["__tuple__"])
-        if "__dict__" in tree:
-            return {k: unflatten_state(v, tensors) for k, v in tree["__dict__"]}
-        raise CheckpointError(f"malformed training state entry: {sorted(tree)}")
-    if isinstance(tree, list):
-        return [unflatten_state(v, tensors) for v in tree]
-    return tree
 
 
 # --------------------------------------------------------------------------------------------
@@ -920,25 +553,6 @@ def load_checkpoint(
         state,
         modules.get(ENCODER_FILE),
     )
-
-
-def load_train_state(path: str | os.PathLike[str]) -> Any:
-    ckpt = Path(path)
-    tpath, jpath = ckpt / TRAIN_STATE_TENSORS, ckpt / TRAIN_STATE_JSON
-    if not tpath.is_file() or not jpath.is_file():
-        raise CheckpointError(
-            f"{ckpt}: no training state ({TRAIN_STATE_TENSORS} + {TRAIN_STATE_JSON}); this "
-            "checkpoint can be served or sampled but not resumed"
-        )
-    try:
-        tensors = load_file(str(tpath))
-        tree = json.loads(jpath.read_text())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt}: unreadable training state ({exc})") from exc
-    try:
-        return unflatten_state(tree, tensors)
-    except KeyError as exc:
-        raise CheckpointError(f"{ckpt}: training state references missing tensor {exc}") from exc
 
 
 def is_checkpoint(path: Path) -> bool:

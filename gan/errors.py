@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Something the user can fix; the message says what."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, malformed or does not match its own description."""

@@ -26,8 +26,8 @@ import numpy as np
 
 from gan import preprocess
 from gan.models import SUPPORTED_CHANNELS, SUPPORTED_RESOLUTIONS
-from training.data import IMAGE_EXTENSIONS, DataError, folder_classes
-from training.data import _scan_folder as scan_folder
+from training.folder import IMAGE_EXTENSIONS, folder_classes, scan_folder
+from training.imagedata import DataError
 
 #: Below this many images, ``--augment`` (augmentation of real and fake images before D) is
 #: what keeps D from memorising the set (Karras et al. 2020 see it matter below ~10k images).

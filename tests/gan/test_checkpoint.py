@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from gan.calibration import RealScores
 from gan.checkpoint import (
     CheckpointError,
-    RealScores,
     build_config,
     load_checkpoint,
     read_config,

@@ -1,4 +1,5 @@
-"""training.data: MNIST IDX loading, image folders, cache, and the errors users see."""
+"""training.data, training.mnist, training.folder: MNIST IDX loading, image folders, cache, and the
+errors users see."""
 
 from __future__ import annotations
 
@@ -15,17 +16,10 @@ import torch
 from PIL import Image
 
 from gan import preprocess
-from training import data
-from training.data import (
-    IMAGE_EXTENSIONS,
-    DataError,
-    DataWarning,
-    ImageData,
-    default_cache_dir,
-    load_dataset,
-    load_mnist,
-    parse_idx,
-)
+from training import mnist
+from training.data import DataError, DataWarning, ImageData, load_dataset
+from training.folder import IMAGE_EXTENSIONS, default_cache_dir
+from training.mnist import load_mnist, parse_idx
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -39,7 +33,7 @@ def _write_split(
     directory: Path, images: np.ndarray, labels: np.ndarray, split: str = "test", gz: bool = False
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    img_stem, lbl_stem = data.MNIST_FILES[split]
+    img_stem, lbl_stem = mnist.MNIST_FILES[split]
     for stem, arr in ((img_stem, images), (lbl_stem, labels)):
         raw = _idx(arr)
         if gz:
@@ -85,8 +79,8 @@ def test_mnist_test_split(mnist_test: ImageData) -> None:
 
 
 def test_mnist_raw_idx_dir_matches_gzipped(tmp_path: Path, mnist_test: ImageData) -> None:
-    for stem in data.MNIST_FILES["test"]:
-        with gzip.open(data.default_mnist_dir() / (stem + ".gz")) as fh:
+    for stem in mnist.MNIST_FILES["test"]:
+        with gzip.open(mnist.default_mnist_dir() / (stem + ".gz")) as fh:
             (tmp_path / stem).write_bytes(fh.read())
     raw = load_mnist(tmp_path, split="test")
     assert torch.equal(raw.images, mnist_test.images)
@@ -97,7 +91,7 @@ def test_mnist_raw_idx_dir_matches_gzipped(tmp_path: Path, mnist_test: ImageData
 def test_gan_data_dir_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_split(tmp_path, _noise((3, 28, 28)), np.array([1, 2, 3]))
     monkeypatch.setenv("GAN_DATA_DIR", str(tmp_path))
-    assert data.default_mnist_dir() == tmp_path
+    assert mnist.default_mnist_dir() == tmp_path
     got = load_dataset("mnist", None, resolution=28, channels=1, split="test")
     assert got.labels is not None and got.labels.tolist() == [1, 2, 3]
     assert got.info["path"] == str(tmp_path.resolve())

@@ -1,4 +1,4 @@
-"""training.data.download_mnist against local HTTP mirrors (127.0.0.1 only, never the internet)."""
+"""training.mnist.download_mnist against local HTTP mirrors (127.0.0.1 only, never the internet)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from training import data
-from training.data import MNIST_SHA256, DataError, default_mnist_dir, download_mnist, load_dataset
+from training.data import DataError, load_dataset
+from training.mnist import MNIST_SHA256, default_mnist_dir, download_mnist
 
 STEMS = list(MNIST_SHA256)
 
@@ -197,7 +198,7 @@ def test_download_accepts_raw_files_and_replaces_corrupt_ones(
 def test_load_dataset_download_flag(
     tmp_path: Path, good: _Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "DEFAULT_MIRRORS", (good.url,))
+    monkeypatch.setattr(data, "DEFAULT_MIRRORS", (good.url,))  # looked up by load_dataset
     dest = tmp_path / "fresh"
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("mnist", dest, resolution=28, channels=1, split="test")
