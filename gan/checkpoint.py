@@ -56,7 +56,6 @@ from gan.dataset_info import portable_dataset_info
 from gan.errors import UserError
 from gan.io import atomic_directory, sha256_file, write_json_atomic
 from gan.kinds import DEFAULT_KIND, UnknownKind, model_kind
-from gan.methods import EBMSearch, MethodError
 from gan.models import (
     NORMALISATION,
     ConfigError,
@@ -65,6 +64,7 @@ from gan.models import (
     build_encoder,
     build_generator,
 )
+from gan.samplers import EBMSearch, MethodError
 
 FORMAT_NAME = "gan-checkpoint"
 #: The newest version this code writes and reads: 1 for GANs (unchanged since version 1), 2 for
