@@ -2,7 +2,7 @@
 
 For each configuration of each method (a grid per method; docs/d-guided.md explains them) the
 script draws ``--num`` images for each of ``--seeds`` seeds with the core sampler
-(:func:`gan.guided.sample`: exactly the images ``gan-sample --method`` writes and
+(:func:`gan.samplers.dispatch.sample`: exactly the images ``gan-sample --method`` writes and
 ``gan-eval --method`` evaluates), measures the ``gan-eval`` metrics on them with the shared
 evaluator (:meth:`training.metrics.evaluator.Evaluator.evaluate_images`: FID, KID, precision,
 recall, class coverage, label accuracy for a conditional model) and the cost per image (forward
@@ -34,9 +34,17 @@ import torch
 
 from gan.checkpoint import load_checkpoint
 from gan.errors import UserError
-from gan.guided import GuidedResult, Models, calibration_missing, sample
 from gan.io import save_grid, write_json_atomic
-from gan.methods import METHOD_NAMES, METHODS, MethodOptions, options_dict, parse_options
+from gan.samplers import (
+    METHOD_NAMES,
+    METHODS,
+    MethodOptions,
+    calibration_missing,
+    options_dict,
+    parse_options,
+)
+from gan.samplers.dispatch import Models, sample
+from gan.samplers.results import GuidedResult
 from training.metrics.evaluator import Evaluator, digit_labels, sampling_record
 
 ROOT = Path(__file__).resolve().parent.parent

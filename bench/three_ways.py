@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from interleave import train_interleaved  # bench/interleave.py (run as a script)
 
 from gan.checkpoint import load_checkpoint
-from gan.guided import Models, sample
 from gan.io import save_grid, write_json_atomic
-from gan.methods import PlainOptions
 from gan.models import ModelConfig
+from gan.samplers.dispatch import Models, sample
+from gan.samplers.plain import PlainOptions
 from training.config import TrainConfig
 from training.data import load_dataset, load_training_data
 from training.export import calibrate_checkpoint, export_checkpoint

@@ -58,7 +58,6 @@ from gan.errors import CheckpointError as CheckpointError
 from gan.errors import UserError
 from gan.io import atomic_directory, sha256_file, write_json_atomic
 from gan.kinds import DEFAULT_KIND, UnknownKind, model_kind
-from gan.methods import EBMSearch, MethodError
 from gan.models import (
     NORMALISATION,
     ConfigError,
@@ -68,6 +67,7 @@ from gan.models import (
     build_generator,
 )
 from gan.runs import run_folder_hint
+from gan.samplers import EBMSearch, MethodError
 from gan.train_state import TRAIN_STATE_JSON, TRAIN_STATE_TENSORS
 from gan.train_state import flatten_state as flatten_state
 from gan.train_state import load_train_state as load_train_state

@@ -16,7 +16,7 @@ Contract:
   An ebm's images come from ``sample`` with the plain method: its Langevin search on D, a
   gradient job like langevin's.
 * ``await engine.sample(options, seeds, labels)``: images by a sampling method of
-  :mod:`gan.guided` with per-image statistics. The forward-only methods (plain, drs, mh) send
+  :mod:`gan.samplers` with per-image statistics. The forward-only methods (plain, drs, mh) send
   their G and D passes through ``generate`` and ``score``, batched with everyone else's; the
   gradient methods (langevin, pixel_ascent) run as ``gradient`` jobs, a chunk of at most
   ``max_batch`` images at a time, on the same inference thread with gradients enabled (outside
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gan.errors import UserError
-from gan.methods import MethodOptions, method_of, runs_gradients
+from gan.samplers import MethodOptions, method_of, runs_gradients
 from service.batching import (
     DISCRIMINATOR,
     GENERATOR,
@@ -57,8 +57,10 @@ if TYPE_CHECKING:
     import torch
 
     from gan.checkpoint import Calibration, Checkpoint, CheckpointConfig, RealScores
-    from gan.guided import Forward, GuidedResult, Models, Steps
     from gan.models import ModelConfig
+    from gan.samplers.dispatch import Models
+    from gan.samplers.results import GuidedResult
+    from gan.samplers.steps import Forward, Steps
     from service.metrics import Metrics
 
 logger = logging.getLogger("service")
@@ -382,8 +384,8 @@ class InferenceEngine:
         )
 
     def models(self) -> Models:
-        """G, D, their config and D's calibration, for :mod:`gan.guided`."""
-        from gan.guided import Models
+        """G, D, their config and D's calibration, for :mod:`gan.samplers`."""
+        from gan.samplers.dispatch import Models
 
         return Models(
             self._generator,
@@ -404,11 +406,13 @@ class InferenceEngine:
         truncation: float | None = None,
         arrival: Arrival | None = None,
     ) -> GuidedResult:
-        """Images for these image seeds by a sampling method (:mod:`gan.guided`), with each
+        """Images for these image seeds by a sampling method (:mod:`gan.samplers`), with each
         image's statistics; ``seconds`` is the time from this call to its end."""
         import anyio.to_thread
 
-        from gan.guided import Forward, GuidedResult, method_steps, run_gradient_method
+        from gan.samplers.dispatch import method_steps, run_gradient_method
+        from gan.samplers.results import GuidedResult
+        from gan.samplers.steps import Forward
 
         if self._executor is None:
             raise RuntimeError("the inference engine is closed")

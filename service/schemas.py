@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema, creat
 from pydantic.config import JsonDict
 
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
-from gan.methods import METHOD_NAMES, METHODS, MethodSpec, OptionSpec
+from gan.samplers import METHOD_NAMES, METHODS, OptionSpec, Sampler
+from gan.samplers.options import setting_env
 
 Seed = Annotated[
     int, Field(ge=0, lt=SEED_LIMIT, description=f"Integer in [0, 2**53) = [0, {SEED_LIMIT}).")
@@ -54,19 +55,15 @@ Label = Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_len
 
 
 # ------------------------------------------------------------------------------------------
-# Sampling methods (gan.methods): one options model per method, generated from its spec
+# Sampling methods (gan.samplers): names, one options model per method and the examples, all
+# generated from the registry's declarations
 # ------------------------------------------------------------------------------------------
 
-MethodName = Literal["plain", "drs", "mh", "langevin", "pixel_ascent"]
-assert MethodName.__args__ == METHOD_NAMES  # type: ignore[attr-defined]
+MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 
 #: An example of method_options per method (docs/api.md shows the same).
 METHOD_OPTION_EXAMPLES: dict[str, dict[str, Any]] = {
-    "plain": {},
-    "drs": {"keep": 0.9, "max_proposals": 16},
-    "mh": {"proposals": 8},
-    "langevin": {"steps": 20, "step_size": 0.01, "noise": 1.0},
-    "pixel_ascent": {"steps": 50, "step_size": 0.02, "start": "noise"},
+    name: dict(spec.example) for name, spec in METHODS.items()
 }
 
 
@@ -83,11 +80,11 @@ def _option_field(option: OptionSpec) -> tuple[Any, Any]:
     else:
         kind = Annotated[float, Strict()]
         bounds["allow_inf_nan"] = False
-    cap = f" Capped by {option.cap}." if option.cap else ""
+    cap = f" Capped by {option.cap_env}." if option.cap_env else ""
     return kind, Field(default=option.default, description=option.description + cap, **bounds)
 
 
-def _options_model(spec: MethodSpec) -> type[BaseModel]:
+def _options_model(spec: Sampler) -> type[BaseModel]:
     title = "".join(part.capitalize() for part in spec.name.split("_")) + "Options"
     model: type[BaseModel] = create_model(  # type: ignore[call-overload]
         title,
@@ -104,10 +101,16 @@ def _options_model(spec: MethodSpec) -> type[BaseModel]:
     return model
 
 
-#: The pydantic model that validates ``method_options`` of each method.
+#: The pydantic model of each method's ``method_options``, generated from its OptionSpecs (the
+#: OpenAPI schema, and the 422s of a request's options in FastAPI's own format).
 METHOD_OPTION_MODELS: dict[str, type[BaseModel]] = {
     name: _options_model(spec) for name, spec in METHODS.items()
 }
+
+#: The cost caps' settings, each once, in the order the methods name them.
+_CAPS = dict.fromkeys(
+    setting_env(o.cap) for spec in METHODS.values() for o in spec.options if o.cap is not None
+)
 
 _METHOD_OPTIONS_SCHEMA: dict[str, Any] = {
     "anyOf": [
@@ -121,7 +124,7 @@ _METHOD_OPTIONS_SCHEMA: dict[str, Any] = {
     "description": "Options of the chosen method (an object; its fields depend on method, "
     "see the schemas listed here and GET /info generate.methods). Left out: the method's "
     "defaults. Unknown fields and out-of-range values are a 422 that names the field; a value "
-    "above a cost cap (GAN_MAX_PROPOSALS, GAN_MAX_LANGEVIN_STEPS, GAN_MAX_ASCENT_STEPS) too.",
+    f"above a cost cap ({', '.join(_CAPS)}) too.",
 }
 
 

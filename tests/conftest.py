@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from gan.checkpoint import build_config, save_checkpoint
-from gan.methods import EBMSearch
 from gan.models import (
     KINDS_WITH_DISCRIMINATOR,
     KINDS_WITH_ENCODER,
@@ -20,6 +19,7 @@ from gan.models import (
     build_models,
     init_weights,
 )
+from gan.samplers import EBMSearch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -361,10 +361,10 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def sample(argv: list[str] | None = None) -> int:
     from gan.checkpoint import load_checkpoint
-    from gan.guided import Models
-    from gan.guided import sample as guided_sample
     from gan.io import save_images
     from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN
+    from gan.samplers.dispatch import Models
+    from gan.samplers.dispatch import sample as guided_sample
     from gan.sampling import resolve_label
 
     p = argparse.ArgumentParser(
@@ -434,20 +434,24 @@ def sample(argv: list[str] | None = None) -> int:
 
 
 def add_method_arguments(p: argparse._ActionsContainer) -> None:
-    """--method and --method-option, shared by gan-sample and gan-eval."""
-    from gan.methods import METHOD_NAMES, METHODS
+    """--method and --method-option, shared by gan-sample and gan-eval (from the registry)."""
+    from gan.samplers import METHOD_NAMES, METHODS
+
+    def joined(names: list[str]) -> str:
+        return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
     options = "; ".join(
         f"{name}: " + (", ".join(f"{o.name}={o.default}" for o in spec.options) or "none")
         for name, spec in METHODS.items()
     )
+    calibrated = joined([n for n, s in METHODS.items() if s.needs_calibration])
+    gradients = joined([n for n, s in METHODS.items() if s.needs_gradients])
     p.add_argument(
         "--method",
         choices=METHOD_NAMES,
         default="plain",
-        help="sampling method (default plain): drs and mh need a calibrated D "
-        "(gan-calibrate); langevin and pixel_ascent run backward passes. See "
-        "docs/d-guided.md",
+        help=f"sampling method (default plain): {calibrated} need a calibrated D "
+        f"(gan-calibrate); {gradients} run backward passes. See docs/d-guided.md",
     )
     p.add_argument(
         "--method-option",
@@ -460,7 +464,7 @@ def add_method_arguments(p: argparse._ActionsContainer) -> None:
 
 def method_options(args: argparse.Namespace) -> Any:
     """The typed options of --method from --method-option (a UserError names a bad one)."""
-    from gan.methods import options_from_strings
+    from gan.samplers import options_from_strings
 
     return options_from_strings(args.method, args.method_option)
 
@@ -594,9 +598,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from gan.checkpoint import read_checkpoint_config, update_config
-    from gan.guided import calibration_missing
     from gan.io import write_json_atomic
-    from gan.methods import METHODS, check_kind
+    from gan.samplers import METHODS, calibration_missing, check_kind
     from training.metrics.evaluator import Evaluator, check_dataset
     from training.metrics.metrics import EvalError
     from training.metrics.report import format_report, metrics_for_config

@@ -4,7 +4,7 @@ D's logit is the negative energy of an image. Each iteration (Du and Mordatch 20
 al. 2019):
 
 1. "find the images D now likes best among the fakes": negatives come from short-run Langevin
-   ascent of D's logit in pixel space (:func:`gan.guided.langevin_pixels`: ``--ebm-steps``
+   ascent of D's logit in pixel space (:func:`gan.samplers.ebm.langevin_pixels`: ``--ebm-steps``
    steps of size ``--ebm-step-size`` on the pixel gradient clipped to ``--ebm-grad-clip``, with
    noise ``--ebm-noise``), started for a share ``--ebm-buffer`` (default 95 %) of the batch from
    a persistent replay buffer of earlier negatives and for the rest from fresh uniform noise;
@@ -17,7 +17,7 @@ al. 2019):
 The replay buffer (uint8, so it is stored exactly) and its random generator are part of the
 training state: ``--resume`` continues bit for bit. Sampling the checkpoint is the same search
 from uniform noise only, with ``--ebm-sample-steps`` steps (default 100) recorded in
-its config (``ebm``), so every image seed gives the same image (:func:`gan.guided.ebm_search`).
+its config (``ebm``), so every image seed gives the same image (:func:`gan.samplers.ebm.ebm_search`).
 Grids, quick FID and D's real/fake gap use those samples. The checkpoint (kind ``ebm``) holds
 D alone, with its logits on held-out real images for ``/score``'s percentile.
 """
@@ -32,11 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan.guided import ebm_search, langevin_pixels
 from gan.io import save_grid
 from gan.latents import image_seeds
-from gan.methods import EBMSearch
 from gan.models import to_model_range, to_uint8
+from gan.samplers.ebm import EBMSearch, ebm_search, langevin_pixels
 from training.config import TrainConfig
 from training.data import ImageData
 from training.loop import EVAL_SEED, Trainer, check_finite, with_memory_format

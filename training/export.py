@@ -276,7 +276,7 @@ def _scores(probability: np.ndarray, target: np.ndarray, weight: np.ndarray) -> 
 def drs_pilot(calibrated_fake: np.ndarray, eps: float = DRS_EPS) -> dict[str, Any]:
     """DRS's pilot statistics over calibrated logits of G's samples: ``d_max`` and, per keep
     level, gamma (that quantile of F) and the share of proposals DRS would accept."""
-    from gan.guided import drs_log_odds
+    from gan.samplers.drs import drs_log_odds
 
     d = torch.from_numpy(np.asarray(calibrated_fake, dtype=np.float64))
     d_max = float(d.max())

@@ -5,39 +5,20 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from gan.io import encode_grid, encode_pngs
-from gan.latents import (
-    TRUNCATION_MODE,
-    image_seeds,
-    interpolation_weights,
-    random_seed,
-    seed_latent,
-    slerp,
-)
-from gan.methods import (
-    LANGEVIN_CAP,
-    METHODS,
-    EBMSearch,
-    MethodOptions,
-    PlainOptions,
-    kind_refusal,
-    options_dict,
-    parse_options,
-)
+from gan.latents import TRUNCATION_MODE, seed_latent, slerp
+from gan.samplers import METHODS, MethodOptions, options_dict
 from service.batching import GENERATOR
 from service.deps import engine_of, protected
+from service.planning import Caps, Plan, batched_plain, plan_labels, plan_method, plan_request
 from service.schemas import (
     METHOD_OPTION_EXAMPLES,
-    METHOD_OPTION_MODELS,
     ErrorResponse,
     GeneratedImage,
     GenerateRequest,
@@ -50,9 +31,7 @@ from service.schemas import (
 if TYPE_CHECKING:
     import torch
 
-    from gan.checkpoint import Calibration
-    from gan.guided import GuidedResult
-    from service.settings import Settings
+    from gan.samplers.results import GuidedResult
 
 T = TypeVar("T")
 
@@ -70,233 +49,6 @@ INLINE_MAX_PIXELS = 8 * 28 * 28
 
 async def _off_loop(inline: bool, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args) if inline else await run_in_threadpool(fn, *args)
-
-
-def field_error(
-    loc: list[str | int], msg: str, kind: str = "value_error"
-) -> RequestValidationError:
-    """A 422 in FastAPI's own format, naming the field at fault."""
-    return RequestValidationError([{"loc": ["body", *loc], "msg": msg, "type": kind}])
-
-
-@dataclass
-class Plan:
-    """A validated request: which latents to make and how to report them."""
-
-    count: int
-    format: str  # png, grid or json (resolved when the request left it out)
-    request_seed: int | None
-    seeds: list[int | None]
-    truncation: float | None
-    weights: list[float] | None  # interpolation positions
-    z: list[list[float]] | None
-
-
-def _resolve_format(req: GenerateRequest, count: int) -> str:
-    if req.format is None:
-        return "png" if count == 1 else "grid"
-    if req.format == "png" and count != 1:
-        raise field_error(
-            ["format"],
-            f"format 'png' returns exactly one image but this request makes {count}; use n=1, "
-            "or format 'grid' (one PNG of all images) or 'json' (one PNG per image)",
-        )
-    return req.format
-
-
-def plan_request(req: GenerateRequest, *, z_dim: int, max_images: int) -> Plan:
-    """Check the combinations the schema cannot (limits depend on settings and the model)."""
-    limit = f"at most {max_images} images per request (GAN_MAX_IMAGES)"
-    if req.interpolate is not None:
-        given = [name for name in ("n", "seed", "z") if name in req.model_fields_set]
-        if given:
-            raise field_error(
-                ["interpolate"],
-                f"interpolate defines the images itself; remove {', '.join(given)}",
-            )
-        steps = req.interpolate.steps
-        if steps > max_images:
-            raise field_error(
-                ["interpolate", "steps"], f"steps is {steps}, {limit}", "too_many_images"
-            )
-        fmt = _resolve_format(req, steps)
-        return Plan(
-            steps, fmt, None, [None] * steps, req.truncation, interpolation_weights(steps), None
-        )
-    if req.z is not None:
-        if req.seed is not None:
-            raise field_error(["seed"], "give either seed or z, not both (z fixes the images)")
-        if req.truncation is not None:
-            raise field_error(
-                ["truncation"],
-                "truncation applies to latents drawn from seeds; explicit z is used as given "
-                "(clip it yourself)",
-            )
-        rows = len(req.z)
-        if rows == 0:
-            raise field_error(["z"], f"z is empty; give n rows of {z_dim} numbers")
-        if rows > max_images:
-            raise field_error(["z"], f"z has {rows} rows, {limit}", "too_many_images")
-        if "n" in req.model_fields_set and req.n != rows:
-            raise field_error(
-                ["n"], f"n is {req.n} but z has {rows} rows; drop n or make them agree"
-            )
-        for i, row in enumerate(req.z):
-            if len(row) != z_dim:
-                raise field_error(
-                    ["z", i],
-                    f"z[{i}] has {len(row)} numbers; this model's latents have z_dim = {z_dim} "
-                    "(see GET /info)",
-                )
-        fmt = _resolve_format(req, rows)
-        return Plan(rows, fmt, None, [None] * rows, None, None, req.z)
-    if req.n > max_images:
-        raise field_error(["n"], f"n is {req.n}, {limit}", "too_many_images")
-    fmt = _resolve_format(req, req.n)
-    seed = req.seed if req.seed is not None else random_seed()
-    return Plan(req.n, fmt, seed, list(image_seeds(seed, req.n)), req.truncation, None, None)
-
-
-def plan_labels(req: GenerateRequest, plan: Plan, classes: tuple[str, ...]) -> list[int] | None:
-    """Each image's class for a conditional model (None for an unconditional one); 422 for a
-    label an unconditional model cannot take, an unknown class, or a list of the wrong length."""
-    from gan.sampling import LabelError, class_labels, resolve_label
-
-    if not classes:
-        if req.label is not None:
-            raise field_error(
-                ["label"], "this model is unconditional (GET /info lists no classes): drop label"
-            )
-        return None
-    try:
-        if isinstance(req.label, list):
-            if len(req.label) != plan.count:
-                raise field_error(
-                    ["label"],
-                    f"label has {len(req.label)} entries for {plan.count} images; give one label "
-                    "for all, or one per image",
-                )
-            return [resolve_label(v, classes) for v in req.label]
-        if req.label is not None:
-            return [resolve_label(req.label, classes)] * plan.count
-    except LabelError as exc:
-        raise field_error(["label"], str(exc)) from exc
-    if plan.z is not None:
-        raise field_error(
-            ["label"],
-            f"this model is class-conditional and z carries no seed: give label (one of "
-            f"{len(classes)} classes, see GET /info)",
-        )
-    if req.interpolate is not None:
-        return [req.interpolate.from_seed % len(classes)] * plan.count
-    seeds = [s for s in plan.seeds if s is not None]
-    labels = class_labels(seeds, len(classes))
-    return None if labels is None else labels.tolist()
-
-
-def cost_cap(settings: Settings, setting: str) -> int:
-    """The value of a cost-cap setting by its environment name (GAN_MAX_PROPOSALS, ...)."""
-    value: int = getattr(settings, setting.removeprefix("GAN_").lower())
-    return value
-
-
-def plan_method(
-    req: GenerateRequest,
-    plan: Plan,
-    *,
-    settings: Settings,
-    calibration: Calibration | None,
-    kind: str = "gan",
-    ebm: EBMSearch | None = None,
-) -> MethodOptions:
-    """The request's sampling method and its validated options; 422 for options the method
-    does not take or out of range, a value above a cost cap, a method on z or interpolate (no
-    seeds), a method this model kind cannot run (the D-guided ones on a vae, ae or ebm), an
-    ebm whose Langevin search is longer than GAN_MAX_LANGEVIN_STEPS, and a method that needs a
-    calibration this checkpoint lacks."""
-    spec = METHODS[req.method]
-    given = req.method_options or {}
-    if given and not spec.options:
-        raise field_error(
-            ["method_options"],
-            f"method {req.method!r} takes no options; choose a method that does (GET /info "
-            "generate.methods) or drop method_options",
-        )
-    try:
-        validated = METHOD_OPTION_MODELS[req.method].model_validate(given)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ["body", "method_options", *err["loc"]],
-                    "msg": f"{err['msg']} (method {req.method}: see GET /info generate.methods)",
-                    "type": err["type"],
-                }
-                for err in exc.errors(include_url=False)
-            ]
-        ) from exc
-    values = validated.model_dump()
-    refusal = kind_refusal(kind, req.method, parse_options(req.method, values))
-    if refusal is not None:
-        raise field_error(["method"], refusal, "kind_unsupported")
-    if kind == "ebm" and plan.request_seed is None:
-        source = "interpolate" if req.interpolate is not None else "z"
-        raise field_error(
-            [source],
-            "this checkpoint is an ebm (D alone): it has no latents; each image is a Langevin "
-            "search on D from its seed's noise, so give seed and n",
-        )
-    if kind == "ebm" and req.truncation is not None:
-        raise field_error(
-            ["truncation"],
-            "truncation applies to latents, and this checkpoint is an ebm (D alone): it has "
-            "none; drop truncation",
-        )
-    if kind == "ebm" and req.method == "plain":
-        steps = (ebm or EBMSearch()).steps
-        limit = cost_cap(settings, LANGEVIN_CAP)
-        if steps > limit:
-            raise field_error(
-                ["method"],
-                f"this ebm samples with a Langevin search of {steps} steps per image (its "
-                f"config.json 'ebm'), more than this server allows: at most {limit} "
-                f"({LANGEVIN_CAP})",
-                "cost_cap",
-            )
-    for option in spec.options:
-        if option.cap is not None and values[option.name] > cost_cap(settings, option.cap):
-            limit = cost_cap(settings, option.cap)
-            raise field_error(
-                ["method_options", option.name],
-                f"{option.name} is {values[option.name]}, more than this server allows: at most "
-                f"{limit} per image ({option.cap})",
-                "cost_cap",
-            )
-    if req.method != "plain" and plan.request_seed is None:
-        source = "interpolate" if req.interpolate is not None else "z"
-        raise field_error(
-            ["method"],
-            f"method {req.method!r} works on seeded images (its extra proposals and noise come "
-            f"from each image's seed): give seed and n instead of {source}, or method plain",
-        )
-    if spec.needs_calibration and calibration is None:
-        raise field_error(
-            ["method"],
-            f"method {req.method!r} needs a calibrated discriminator, and the served checkpoint "
-            "has none (GET /info: calibration is null); add one with `gan-calibrate "
-            "--checkpoint DIR` on the checkpoint folder and restart the server, or use plain, "
-            "langevin or pixel_ascent",
-            "calibration_missing",
-        )
-    if req.method == "drs" and calibration is not None:
-        levels = calibration.drs.keep_levels
-        if not levels[0] <= values["keep"] <= levels[-1]:
-            raise field_error(
-                ["method_options", "keep"],
-                f"keep is {values['keep']}, but this checkpoint's calibration measured gamma for "
-                f"keep {levels[0]:g}..{levels[-1]:g} only (refit it with gan-calibrate)",
-            )
-    return parse_options(req.method, values)
 
 
 def build_latents(plan: Plan, req: GenerateRequest, z_dim: int) -> torch.Tensor:
@@ -427,12 +179,12 @@ async def generate(
     req = req if req is not None else GenerateRequest()  # no body at all: every default, like {}
     import torch
 
-    engine, settings = engine_of(request), request.app.state.settings
-    plan = plan_request(req, z_dim=engine.z_dim, max_images=settings.max_images)
+    engine, caps = engine_of(request), Caps.of(request.app.state.settings)
+    plan = plan_request(req, z_dim=engine.z_dim, max_images=caps.max_images)
     options = plan_method(
         req,
         plan,
-        settings=settings,
+        caps=caps,
         calibration=engine.calibration,
         kind=engine.kind,
         ebm=engine.config.ebm,
@@ -445,7 +197,7 @@ async def generate(
     latents: torch.Tensor | None
     with engine.arriving(GENERATOR) as arrival:
         y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-        if isinstance(options, PlainOptions) and engine.kind != "ebm":  # one batched G pass
+        if batched_plain(engine.kind, options):  # one batched G pass
             latents = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
             images = await engine.generate(latents, y, arrival=arrival)  # uint8 [B, C, R, R]
         else:
@@ -475,7 +227,7 @@ async def generate(
         latents.tolist() if latents is not None else [None] * plan.count
     )
     weights: list[float | None] = list(plan.weights) if plan.weights else [None] * plan.count
-    from gan.guided import ImageStats
+    from gan.samplers.results import ImageStats
 
     plain_stats = ImageStats(
         proposals=1, steps=0, accepted=None, logit_before=None, logit_after=None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from gan.dataset_info import portable_dataset_info
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
-from gan.methods import METHODS, kind_refusal
+from gan.samplers import METHODS, kind_refusal
 from service.deps import EngineDep, SettingsDep, protected
 from service.routes.score import preprocessing_report
 from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference

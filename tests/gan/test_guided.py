@@ -1,4 +1,4 @@
-"""gan.guided: D-guided sampling. DRS on a toy whose answer is known, then every method on a
+"""gan.samplers: D-guided sampling. DRS on a toy whose answer is known, then every method on a
 tiny checkpoint: count, per-seed reproducibility, batching, cost, proposal 0 = plain."""
 
 from __future__ import annotations
@@ -12,20 +12,12 @@ import pytest
 import torch
 
 from gan.checkpoint import Calibration, load_checkpoint
-from gan.guided import (
-    CalibrationMissing,
-    Models,
-    drs_log_odds,
-    drs_steps,
-    method_generator,
-    proposal_latents,
-    proposal_seed,
-    run_steps,
-    sample,
-    sample_method,
-)
 from gan.latents import image_seeds, seed_latent
-from gan.methods import DRSOptions, MethodOptions, parse_options
+from gan.samplers import CalibrationMissing, MethodOptions, parse_options
+from gan.samplers.dispatch import Models, sample, sample_method
+from gan.samplers.drs import DRSOptions, drs_log_odds, drs_steps
+from gan.samplers.seeds import method_generator, proposal_latents, proposal_seed
+from gan.samplers.steps import run_steps
 from gan.sampling import class_labels
 from gan.sampling import sample as plain_sample
 from tests.conftest import make_checkpoint

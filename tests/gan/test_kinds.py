@@ -19,15 +19,15 @@ from gan.checkpoint import (
     read_checkpoint_config,
     save_checkpoint,
 )
-from gan.guided import Models, sample
-from gan.methods import (
+from gan.models import ModelConfig, build_models
+from gan.samplers import (
     EBMSearch,
     MethodError,
     check_kind,
     parse_options,
     runs_gradients,
 )
-from gan.models import ModelConfig, build_models
+from gan.samplers.dispatch import Models, sample
 from tests.conftest import make_checkpoint
 
 FILES = {

@@ -1,4 +1,4 @@
-"""gan.methods: the methods' names, options, defaults and bounds, and how bad ones are refused."""
+"""gan.samplers: the methods' names, options, defaults and bounds, and how bad ones are refused."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import sys
 
 import pytest
 
-from gan.methods import (
+from gan.samplers import (
     METHOD_NAMES,
     METHODS,
-    DRSOptions,
-    LangevinOptions,
     MethodError,
-    PixelAscentOptions,
-    PlainOptions,
     method_of,
     options_dict,
     options_from_strings,
     parse_options,
 )
+from gan.samplers.drs import DRSOptions
+from gan.samplers.langevin import LangevinOptions
+from gan.samplers.pixel_ascent import PixelAscentOptions
+from gan.samplers.plain import PlainOptions
 
 
 def test_the_five_methods_and_their_defaults() -> None:
@@ -81,7 +81,7 @@ def test_command_line_pairs() -> None:
 
 
 def test_importing_the_method_specs_does_not_import_torch() -> None:
-    code = "import sys, gan.methods; print('torch' in sys.modules)"
+    code = "import sys, gan.samplers; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

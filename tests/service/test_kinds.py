@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
-from gan.guided import Models, sample
-from gan.methods import EBMSearch, parse_options
+from gan.samplers import EBMSearch, parse_options
+from gan.samplers.dispatch import Models, sample
 from tests.service.conftest import ClientFactory, make_checkpoint
 
 SEARCH = EBMSearch(steps=4, step_size=10.0, grad_clip=0.01, noise=0.005)

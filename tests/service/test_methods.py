@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
-from gan.guided import Models, sample
-from gan.methods import METHOD_NAMES, parse_options
+from gan.samplers import METHOD_NAMES, parse_options
+from gan.samplers.dispatch import Models, sample
 from service.batching import GRADIENT, BatchScheduler, SoloRows
 from service.inference import BatchingOptions, InferenceEngine
 from service.metrics import Metrics

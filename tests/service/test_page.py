@@ -708,7 +708,7 @@ def test_page_offers_only_what_the_model_kind_can_do(
     works on both, with no errors."""
     from playwright.sync_api import expect
 
-    from gan.methods import EBMSearch
+    from gan.samplers import EBMSearch
     from tests.service.conftest import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / kind, kind=kind, ebm=EBMSearch(steps=2))

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from gan.checkpoint import Calibration, CheckpointError, load_checkpoint, read_checkpoint_config
-from gan.guided import drs_steps, proposal_latents, run_steps
 from gan.io import sha256_file
-from gan.methods import DRSOptions
+from gan.samplers.drs import DRSOptions, drs_steps
+from gan.samplers.seeds import proposal_latents
+from gan.samplers.steps import run_steps
 from tests.conftest import make_checkpoint
 from training.cli import calibrate_main
 from training.export import (
@@ -115,7 +116,7 @@ def test_drs_pilot_predicts_the_acceptance_and_the_density_of_drs() -> None:
     assert result.acceptance_rate == pytest.approx(
         calibration.drs.expected_acceptance(keep), abs=0.02
     )
-    from gan.guided import drs_log_odds
+    from gan.samplers.drs import drs_log_odds
 
     grid = torch.linspace(-6, 6, 24001, dtype=torch.float64)
     gamma = calibration.drs.gamma(keep)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from gan.checkpoint import load_checkpoint
-from gan.guided import Models, sample
-from gan.methods import parse_options
 from gan.models import ModelConfig
+from gan.samplers import parse_options
+from gan.samplers.dispatch import Models, sample
 from training.cli import eval_main, sample_main, train_main
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from gan.checkpoint import load_checkpoint
-from gan.guided import Models, sample
-from gan.methods import parse_options
+from gan.samplers import parse_options
+from gan.samplers.dispatch import Models, sample
 from tests.conftest import make_checkpoint
 from training.cli import eval_main, sample_main
 from training.export import calibrate_checkpoint

@@ -6,7 +6,7 @@ subset of MNIST *train* against the same test set. Sample-size effects (FID is b
 small sets, k-NN radii depend on the set size) hit both numbers alike, so compare model against
 baseline, not against numbers measured at another size.
 
-Checkpoints are sampled with :func:`gan.guided.sample`: ``gan-eval --seed S --num N
+Checkpoints are sampled with :func:`gan.samplers.dispatch.sample`: ``gan-eval --seed S --num N
 [--method M]`` evaluates exactly the images that ``gan-sample --seed S --num N [--method M]``
 writes.
 """
@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from gan.checkpoint import CheckpointConfig, CheckpointError, load_checkpoint
-from gan.guided import GuidedResult, Models
-from gan.guided import sample as guided_sample
 from gan.latents import image_seeds
-from gan.methods import MethodOptions, PlainOptions, options_dict
+from gan.samplers import MethodOptions, options_dict
+from gan.samplers.dispatch import Models
+from gan.samplers.dispatch import sample as guided_sample
+from gan.samplers.plain import PlainOptions
+from gan.samplers.results import GuidedResult
 from gan.sampling import class_labels
 from training.data import DataError, ImageData, load_mnist
 from training.metrics.classifier import Classifier, ClassifierError, load_classifier
@@ -203,9 +205,9 @@ class Evaluator:
     ) -> dict[str, Any]:
         """Sample ``num_samples`` images from a checkpoint's generator and evaluate them.
 
-        Image ``i`` uses the image seed ``seed + i`` (:func:`gan.guided.sample`), so these are
+        Image ``i`` uses the image seed ``seed + i`` (:func:`gan.samplers.dispatch.sample`), so these are
         exactly the images ``gan-sample --seed S --num N`` writes and the API returns; with
-        ``options`` (a sampling method's, :mod:`gan.methods`), exactly those of
+        ``options`` (a sampling method's, :mod:`gan.samplers`), exactly those of
         ``gan-sample --method ...`` and of ``POST /generate`` with that method.
         """
         if num_samples < 2 or batch_size < 1:
