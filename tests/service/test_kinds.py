@@ -14,6 +14,7 @@ from PIL import Image
 
 from gan.checkpoint import load_checkpoint
 from gan.guided import Models, sample
+from gan.kinds import model_kind
 from gan.methods import EBMSearch, parse_options
 from tests.service.conftest import ClientFactory, make_checkpoint
 
@@ -143,3 +144,13 @@ def test_bundled_small_checkpoints_of_each_kind_serve(
         assert score.status_code == 422 and "no discriminator" in score.text.lower()
     else:
         assert score.status_code == 200, score.text
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae", "ebm"])
+def test_info_capabilities_are_the_kinds_declaration(
+    make_client: ClientFactory, kinds: dict[str, Path], kind: str
+) -> None:
+    info = make_client(checkpoint=kinds[kind]).get("/info").json()
+    assert info["capabilities"] == model_kind(kind).capabilities()
+    assert info["capabilities"]["score"] == (kind == "ebm")
+    assert info["capabilities"]["interpolate"] == (kind != "ebm")
