@@ -7,6 +7,7 @@ this package other than ``base`` is one kind's objective and registers itself
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -14,7 +15,9 @@ from training.config import TrainConfig, TrainingError
 from training.objectives.base import REGISTRY, Objective
 
 
+@functools.cache
 def _load_all() -> None:
+    """Import every objective module once (each registers itself)."""
     for info in pkgutil.iter_modules(__path__):
         if info.name != "base":
             importlib.import_module(f"{__name__}.{info.name}")
@@ -22,8 +25,7 @@ def _load_all() -> None:
 
 def objective_for(cfg: TrainConfig) -> type[Objective]:
     """The objective class that trains checkpoints of ``cfg.kind``."""
-    if not REGISTRY:
-        _load_all()
+    _load_all()
     try:
         return REGISTRY[cfg.kind]
     except KeyError:
