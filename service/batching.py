@@ -52,7 +52,7 @@ DISCRIMINATOR = "discriminator"
 #: Work that needs gradients (the langevin and pixel_ascent sampling methods): its jobs run
 #: alone, never in a batch with another job's rows (their options are their own).
 GRADIENT = "gradient"
-KINDS = (GENERATOR, DISCRIMINATOR, GRADIENT)
+QUEUES = (GENERATOR, DISCRIMINATOR, GRADIENT)
 
 
 class QueueFull(Exception):
@@ -65,9 +65,9 @@ class QueueTimeout(Exception):
 
 @dataclass(frozen=True)
 class SoloRows:
-    """Rows of a job that runs alone (kind :data:`GRADIENT`): ``run(first, count)`` computes
+    """Rows of a job that runs alone (queue :data:`GRADIENT`): ``run(first, count)`` computes
     rows ``first .. first + count - 1`` of the job on the inference thread and returns their
-    outputs ``[count, ...]``. A batch of this kind holds a part of one job only."""
+    outputs ``[count, ...]``. A batch of that queue holds a part of one job only."""
 
     run: Callable[[int, int], torch.Tensor]
     count: int
@@ -79,7 +79,7 @@ class SoloRows:
 
 # A job's input: rows ``[B, ...]``, or rows with one class label each ``([B, ...], [B])`` for a
 # class-conditional model (a batch never mixes the two: a model is conditional or not), or
-# :class:`SoloRows` for the gradient kind.
+# :class:`SoloRows` for the gradient queue.
 
 
 def _count(rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows) -> int:
@@ -100,7 +100,7 @@ def _slice(
 
 @dataclass(eq=False)
 class _Job:
-    kind: str
+    queue: str
     rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows
     future: asyncio.Future[torch.Tensor]
     submitted: float  # loop time
@@ -118,17 +118,17 @@ class _Job:
 class Arrival:
     """A request of one model that is being read or decoded (see :meth:`BatchScheduler.arriving`)."""
 
-    def __init__(self, scheduler: BatchScheduler, kind: str) -> None:
+    def __init__(self, scheduler: BatchScheduler, queue: str) -> None:
         self._scheduler = scheduler
-        self.kind = kind
+        self.queue = queue
         self._open = True
-        scheduler._arriving[kind] += 1
+        scheduler._arriving[queue] += 1
 
     def settle(self) -> None:
         """It has arrived (submitted) or gave up: the worker stops waiting for it."""
         if self._open:
             self._open = False
-            self._scheduler._arriving[self.kind] -= 1
+            self._scheduler._arriving[self.queue] -= 1
             self._scheduler._wake()
 
 
@@ -160,37 +160,37 @@ class BatchScheduler:
         self.queue_size = queue_size
         self.timeout_s = timeout_s
         self.metrics = metrics
-        self._queues: dict[str, collections.deque[_Job]] = {k: collections.deque() for k in KINDS}
+        self._queues: dict[str, collections.deque[_Job]] = {k: collections.deque() for k in QUEUES}
         # Kept in step with the queues (jobs in a queue have rows left to hand to a batch).
-        self._jobs = dict.fromkeys(KINDS, 0)
-        self._rows = dict.fromkeys(KINDS, 0)
-        self._arriving = dict.fromkeys(KINDS, 0)
+        self._jobs = dict.fromkeys(QUEUES, 0)
+        self._rows = dict.fromkeys(QUEUES, 0)
+        self._arriving = dict.fromkeys(QUEUES, 0)
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._closed = False
 
     # -- state -------------------------------------------------------------------------------
 
-    def queued_jobs(self, kind: str | None = None) -> int:
+    def queued_jobs(self, queue: str | None = None) -> int:
         """Requests with rows waiting for a batch (of one model, or of both)."""
-        return sum(self._jobs[k] for k in (KINDS if kind is None else (kind,)))
+        return sum(self._jobs[k] for k in (QUEUES if queue is None else (queue,)))
 
-    def queued_rows(self, kind: str) -> int:
+    def queued_rows(self, queue: str) -> int:
         """Rows waiting for a batch."""
-        return self._rows[kind]
+        return self._rows[queue]
 
-    def _update_gauges(self, kind: str) -> None:
+    def _update_gauges(self, queue: str) -> None:
         if self.metrics is not None:
-            self.metrics.queue_depth.labels(kind).set(self._jobs[kind])
-            self.metrics.queue_images.labels(kind).set(self._rows[kind])
+            self.metrics.queue_depth.labels(queue).set(self._jobs[queue])
+            self.metrics.queue_images.labels(queue).set(self._rows[queue])
 
     @contextmanager
-    def arriving(self, kind: str) -> Iterator[Arrival]:
-        """Announce a request of ``kind`` that will submit soon (its body is being read or
+    def arriving(self, queue: str) -> Iterator[Arrival]:
+        """Announce a request of ``queue`` that will submit soon (its body is being read or
         decoded): an idle worker may wait up to ``max_delay_s`` for it to join the batch."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown model {kind!r}")
-        arrival = Arrival(self, kind)
+        if queue not in QUEUES:
+            raise ValueError(f"unknown model {queue!r}")
+        arrival = Arrival(self, queue)
         try:
             yield arrival
         finally:
@@ -200,21 +200,21 @@ class BatchScheduler:
 
     async def submit(
         self,
-        kind: str,
+        queue: str,
         rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows,
         *,
         arrival: Arrival | None = None,
     ) -> torch.Tensor:
         """Run ``rows`` (``[B, ...]``, or ``([B, ...], labels [B])``; :class:`SoloRows` for
-        :data:`GRADIENT`) through model ``kind``; the outputs ``[B, ...]`` in order."""
-        if (kind == GRADIENT) != isinstance(rows, SoloRows):
+        :data:`GRADIENT`) through the model of queue ``queue``; the outputs ``[B, ...]`` in order."""
+        if (queue == GRADIENT) != isinstance(rows, SoloRows):
             raise ValueError(f"{GRADIENT!r} jobs, and only they, take SoloRows")
         if arrival is not None:
             arrival.settle()
         if self._closed:
             raise RuntimeError("the inference engine is closed")
-        if kind not in KINDS:
-            raise ValueError(f"unknown model {kind!r}")
+        if queue not in QUEUES:
+            raise ValueError(f"unknown model {queue!r}")
         if _count(rows) < 1:
             raise ValueError("no rows to run")
         if self.queued_jobs() >= self.queue_size:
@@ -224,11 +224,11 @@ class BatchScheduler:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        job = _Job(kind, rows, loop.create_future(), now, now)
-        self._queues[kind].append(job)
-        self._jobs[kind] += 1
-        self._rows[kind] += job.total
-        self._update_gauges(kind)
+        job = _Job(queue, rows, loop.create_future(), now, now)
+        self._queues[queue].append(job)
+        self._jobs[queue] += 1
+        self._rows[queue] += job.total
+        self._update_gauges(queue)
         self._ensure_worker(loop)
         try:
             return await asyncio.wait_for(job.future, self.timeout_s)
@@ -246,11 +246,11 @@ class BatchScheduler:
     def _drop(self, job: _Job) -> None:
         """Take a job that will not be finished out of its queue (timeout, cancellation)."""
         with suppress(ValueError):
-            self._queues[job.kind].remove(job)
-            self._jobs[job.kind] -= 1
-            self._rows[job.kind] -= job.total - job.next_row
+            self._queues[job.queue].remove(job)
+            self._jobs[job.queue] -= 1
+            self._rows[job.queue] -= job.total - job.next_row
             job.next_row = job.total
-        self._update_gauges(job.kind)
+        self._update_gauges(job.queue)
         self._wake()
 
     # -- the worker --------------------------------------------------------------------------
@@ -266,23 +266,23 @@ class BatchScheduler:
         else:
             self._wake()
 
-    def _next_kind(self) -> str | None:
+    def _next_queue(self) -> str | None:
         best: tuple[float, str] | None = None
-        for kind in KINDS:
-            queue = self._queues[kind]
-            if queue and (best is None or queue[0].queued < best[0]):
-                best = (queue[0].queued, kind)
+        for queue in QUEUES:
+            pending = self._queues[queue]
+            if pending and (best is None or pending[0].queued < best[0]):
+                best = (pending[0].queued, queue)
         return None if best is None else best[1]
 
-    async def _gather(self, kind: str, loop: asyncio.AbstractEventLoop) -> None:
+    async def _gather(self, queue: str, loop: asyncio.AbstractEventLoop) -> None:
         """Wait (at most ``max_delay_s`` after the oldest job) while more rows are expected."""
         if self.max_delay_s <= 0 or self._wakeup is None:
             return
-        queue = self._queues[kind]
-        if not queue:
+        pending = self._queues[queue]
+        if not pending:
             return
-        deadline = min(j.queued for j in queue) + self.max_delay_s
-        while self._arriving[kind] > 0 and self._rows[kind] < self.max_batch and queue:
+        deadline = min(j.queued for j in pending) + self.max_delay_s
+        while self._arriving[queue] > 0 and self._rows[queue] < self.max_batch and pending:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -292,40 +292,40 @@ class BatchScheduler:
             except asyncio.TimeoutError:
                 return
 
-    def _take(self, kind: str, now: float) -> list[tuple[_Job, int, int]]:
+    def _take(self, queue: str, now: float) -> list[tuple[_Job, int, int]]:
         """Up to ``max_batch`` rows, round-robin over the jobs: ``(job, first row, count)``."""
-        queue = self._queues[kind]
+        pending = self._queues[queue]
         taken: list[tuple[_Job, int, int]] = []
         requeue: list[_Job] = []
         space = self.max_batch
-        while space and queue:
-            job = queue.popleft()
+        while space and pending:
+            job = pending.popleft()
             if job.future.done():  # timed out or failed, its submit() has not dropped it yet
-                self._jobs[kind] -= 1
-                self._rows[kind] -= job.total - job.next_row
+                self._jobs[queue] -= 1
+                self._rows[queue] -= job.total - job.next_row
                 job.next_row = job.total
                 continue
             count = min(job.total - job.next_row, space)
             taken.append((job, job.next_row, count))
             job.next_row += count
-            self._rows[kind] -= count
+            self._rows[queue] -= count
             space -= count
             if job.next_row < job.total:
                 job.queued = now
                 requeue.append(job)
             else:
-                self._jobs[kind] -= 1
-            if kind == GRADIENT:
+                self._jobs[queue] -= 1
+            if queue == GRADIENT:
                 break  # a gradient job's rows run alone
-        queue.extend(requeue)
+        pending.extend(requeue)
         return taken
 
     def _timed_run(
-        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
+        self, queue: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
     ) -> tuple[torch.Tensor, float]:
         """``run_batch`` and its duration (runs on the inference thread)."""
         start = time.perf_counter()
-        out = self._run_batch(kind, chunks)
+        out = self._run_batch(queue, chunks)
         return out, time.perf_counter() - start
 
     async def _work(self) -> None:
@@ -338,25 +338,25 @@ class BatchScheduler:
     async def _work_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
-            kind = self._next_kind()
-            if kind is None:
+            queue = self._next_queue()
+            if queue is None:
                 break
-            await self._gather(kind, loop)
-            taken = self._take(kind, loop.time())
-            self._update_gauges(kind)
+            await self._gather(queue, loop)
+            taken = self._take(queue, loop.time())
+            self._update_gauges(queue)
             if not taken:
                 continue
             if self.metrics is not None:
                 start = loop.time()
                 for job, _, _ in taken:
                     if not job.started:
-                        self.metrics.queue_wait.labels(kind).observe(start - job.submitted)
+                        self.metrics.queue_wait.labels(queue).observe(start - job.submitted)
             for job, _, _ in taken:
                 job.started = True
             chunks = [_slice(job.rows, first, count) for job, first, count in taken]
             try:
                 out, seconds = await loop.run_in_executor(
-                    self._executor, self._timed_run, kind, chunks
+                    self._executor, self._timed_run, queue, chunks
                 )
             except Exception as exc:
                 for job, _, _ in taken:
@@ -364,8 +364,8 @@ class BatchScheduler:
                         job.future.set_exception(exc)
                 continue
             if self.metrics is not None:
-                self.metrics.inference.labels(kind).observe(seconds)
-                self.metrics.batch_size.labels(kind).observe(sum(c for _, _, c in taken))
+                self.metrics.inference.labels(queue).observe(seconds)
+                self.metrics.batch_size.labels(queue).observe(sum(c for _, _, c in taken))
             offset = 0
             for job, _, count in taken:
                 part = out[offset : offset + count]
@@ -379,14 +379,14 @@ class BatchScheduler:
                     job.future.set_result(result)
 
     def _fail_queued(self, exc: BaseException) -> None:
-        for kind, queue in self._queues.items():
-            self._jobs[kind] = self._rows[kind] = 0
-            while queue:
-                job = queue.popleft()
+        for queue, pending in self._queues.items():
+            self._jobs[queue] = self._rows[queue] = 0
+            while pending:
+                job = pending.popleft()
                 if not job.future.done():
                     with suppress(RuntimeError):  # RuntimeError: its loop is closed already
                         job.future.get_loop().call_soon_threadsafe(_fail, job.future, exc)
-            self._update_gauges(kind)
+            self._update_gauges(queue)
 
     def close(self) -> None:
         """Refuse new work and fail what is still queued (nothing is, after a graceful stop)."""

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gan.errors import UserError
+from gan.kinds import ModelKind, model_kind
 from gan.samplers import MethodOptions, method_of, runs_gradients
 from service.batching import (
     DISCRIMINATOR,
@@ -263,8 +264,13 @@ class InferenceEngine:
 
     @property
     def kind(self) -> str:
-        """gan, vae, ae or ebm (gan/models.py MODEL_KINDS)."""
+        """The checkpoint's model kind: gan, vae, ae or ebm (gan/kinds.py)."""
         return self.config.kind
+
+    @property
+    def model_kind(self) -> ModelKind:
+        """The declaration of :attr:`kind` (gan/kinds.py): its networks and what it can do."""
+        return model_kind(self.config.kind)
 
     @property
     def has_generator(self) -> bool:
@@ -289,7 +295,7 @@ class InferenceEngine:
     # -- execution ---------------------------------------------------------------------------
 
     def _run_batch(
-        self, kind: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
+        self, queue: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
     ) -> torch.Tensor:
         """One forward of the rows of several requests (runs on the inference thread)."""
         import torch
@@ -297,7 +303,7 @@ class InferenceEngine:
         def cat(parts: list[torch.Tensor]) -> torch.Tensor:
             return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-        if kind == GRADIENT:  # one job's chunk, run alone
+        if queue == GRADIENT:  # one job's chunk, run alone
             (solo,) = chunks
             assert isinstance(solo, SoloRows)
             return solo.run(solo.first, solo.count)
@@ -307,7 +313,7 @@ class InferenceEngine:
             x, labels = cat([r for r, _ in pairs]), cat([y for _, y in pairs])
         else:
             x = cat([c for c in chunks if not isinstance(c, (tuple, SoloRows))])
-        run = self._generate_sync if kind == GENERATOR else self._score_sync
+        run = self._generate_sync if queue == GENERATOR else self._score_sync
         return run(x) if labels is None else run(x, labels)
 
     def _generate_sync(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -337,10 +343,10 @@ class InferenceEngine:
             raise ValueError(f"class labels must lie in 0..{k - 1}")
         return labels.long()
 
-    def arriving(self, kind: str) -> AbstractContextManager[Arrival]:
+    def arriving(self, queue: str) -> AbstractContextManager[Arrival]:
         """Announce a request that will call :meth:`generate` (``"generator"``) or :meth:`score`
         (``"discriminator"``) once its input is ready; pass the arrival to that call."""
-        return self.scheduler.arriving(kind)
+        return self.scheduler.arriving(queue)
 
     async def generate(
         self,

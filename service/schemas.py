@@ -427,6 +427,12 @@ class InfoResponse(BaseModel):
         "decoder, served as G; no D, so /score answers 422) or ebm (D alone; /generate runs a "
         "Langevin search on D). docs/lecture.md.",
     )
+    capabilities: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What this kind of checkpoint can do (gan/kinds.py): its networks, whether "
+        "/score (needs D) and interpolation (needs a latent) apply, what plain sampling is and "
+        "how images are projected to latents; the page hides what does not apply.",
+    )
     architecture: dict[str, Any] = Field(description="The checkpoint's model config (ModelConfig).")
     z_dim: int
     resolution: int

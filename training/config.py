@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from gan.errors import UserError
+from gan.kinds import MODEL_KINDS
 from gan.models import (
     ARCHITECTURES,
     SUPPORTED_CHANNELS,
@@ -34,8 +35,10 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, **cli})
 
 
-#: ``--mode``: what a run trains (docs/lecture.md): G and D, G alone, or D alone.
-MODES = ("gan", "ae", "ebm")
+#: ``--mode``: what a run trains (docs/lecture.md): the name of a model kind (gan/kinds.py), or
+#: ``ae``, the older spelling of the auto-encoders that ``--ae-kind`` picks between (``--mode ae``
+#: alone is a vae, as it always was).
+MODES = ("gan", "ae", "ebm", *(k for k in MODEL_KINDS if k not in ("gan", "ae", "ebm")))
 AE_KINDS = ("vae", "plain")
 
 
@@ -45,15 +48,18 @@ class TrainConfig:
 
     mode: str = _opt(
         "gan",
-        "what to train: gan (G and D, the default), ae (G alone: an auto-encoder whose "
-        "decoder is G, see --ae-kind; training/ae.py) or ebm (D alone: an energy-based model "
-        "trained on negatives from Langevin search and sampled the same way; training/ebm.py)",
+        "what to train: gan (G and D, the default); vae (G alone: the decoder of a variational "
+        "auto-encoder); ae with --ae-kind plain (G alone: a plain auto-encoder's decoder; "
+        "--mode ae alone, or with --ae-kind vae, is the vae); or ebm (D alone: an energy-based "
+        "model trained on negatives from Langevin search and sampled the same way). "
+        "training/objectives/ holds each one's objective",
         choices=MODES,
     )
     ae_kind: str = _opt(
         "vae",
-        "--mode ae: vae (pixel loss + KL, sampled from the prior N(0, I)) or plain "
-        "(pixel loss only; its codes do not follow the prior, which is why sampling it fails)",
+        "--mode ae: vae (pixel loss + KL, sampled from the prior N(0, I); the same as --mode "
+        "vae) or plain (pixel loss only; its codes do not follow the prior, which is why "
+        "sampling it fails)",
         choices=AE_KINDS,
     )
     ebm_steps: int = _opt(20, "--mode ebm: Langevin steps per negative in training")
@@ -186,6 +192,11 @@ class TrainConfig:
             raise TrainingError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.ae_kind not in AE_KINDS:
             raise TrainingError(f"--ae-kind must be vae or plain, got {self.ae_kind!r}")
+        if self.mode == "vae" and self.ae_kind != "vae":
+            raise TrainingError(
+                "--mode vae trains the variational auto-encoder; for the plain one use --mode ae "
+                "--ae-kind plain"
+            )
         if self.mode != "gan" and (self.conditional or self.augment):
             raise TrainingError(
                 f"--mode {self.mode} trains unconditional models without augmentation: drop "
@@ -227,7 +238,8 @@ class TrainConfig:
 
     @property
     def kind(self) -> str:
-        """The checkpoint kind this run writes (gan, vae, ae or ebm; gan/models.py)."""
+        """The model kind this run trains and writes (gan/kinds.py): ``--mode``, except that
+        ``--mode ae`` is the auto-encoder of ``--ae-kind`` (vae or plain, kind ae)."""
         if self.mode == "ae":
             return "vae" if self.ae_kind == "vae" else "ae"
         return self.mode

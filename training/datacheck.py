@@ -1,4 +1,4 @@
-"""``gan-data check DIR``: what an image folder holds and what training will make of it.
+"""What an image folder holds and what training will make of it.
 
 Before any training starts: counts and sizes, Pillow modes (L, RGB, alpha, 16-bit, palette,
 ...), the classes (first-level sub-folders, the ImageFolder convention that ``--conditional``
@@ -13,9 +13,7 @@ reported unreadable here is one that training skips.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -318,61 +316,3 @@ def format_report(report: FolderReport) -> str:
         lines.append(f"sheet       {report.sheet} (the converted images as the model sees them)")
     lines.extend(f"note        {n}" for n in report.notes)
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gan-data",
-        description="Look at an image folder before training on it.",
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = sub.add_parser(
-        "check",
-        help="counts, sizes, modes, classes, unreadable and duplicate files, the conversion",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    check.add_argument("directory", type=Path, metavar="DIR", help="the image folder")
-    check.add_argument(
-        "--resolution",
-        type=int,
-        default=28,
-        help=f"the model's resolution ({', '.join(map(str, SUPPORTED_RESOLUTIONS))}; default 28)",
-    )
-    check.add_argument("--channels", type=int, default=1, help="1 (gray) or 3 (RGB); default 1")
-    check.add_argument(
-        "--sheet",
-        type=Path,
-        default=None,
-        help="contact sheet PNG (default: DIR-check.png beside the folder; 'none' for no sheet)",
-    )
-    check.add_argument("--json", type=Path, default=None, help="write the full report as JSON")
-    return p
-
-
-def data_cli(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    directory: Path = args.directory
-    sheet: Path | None = args.sheet
-    if sheet is None:
-        sheet = directory.resolve().parent / f"{directory.resolve().name}-check.png"
-    elif str(sheet) == "none":
-        sheet = None
-    report = check_folder(
-        directory, resolution=args.resolution, channels=args.channels, sheet=sheet
-    )
-    print(format_report(report))
-    if args.json is not None:
-        from gan.io import write_json_atomic
-
-        write_json_atomic(args.json, report.to_json())
-    return 0 if report.readable else 1
-
-
-def data_main(argv: list[str] | None = None) -> int:
-    from training.cli import _run
-
-    return _run(lambda: data_cli(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(data_main())

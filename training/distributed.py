@@ -155,7 +155,9 @@ class _ShardedBatches(_Batches):
 
 
 class DistributedTrainer(Trainer):
-    """A :class:`Trainer` for one process of a torch.distributed group (already initialised)."""
+    """The loop (:class:`Trainer`, with its objective) for one process of a torch.distributed
+    group (already initialised); its networks train through DistributedDataParallel wrappers
+    (``train_networks``), which the GAN objective calls."""
 
     def __init__(self, cfg: TrainConfig, data: ImageData, out_dir: Path, **kwargs: Any) -> None:
         if not dist.is_initialized():
@@ -174,8 +176,9 @@ class DistributedTrainer(Trainer):
         if self.device.type == "cuda":
             self.sync_batchnorm()
             ddp["device_ids"] = [self.device.index]
-        self.g_train = DistributedDataParallel(self.g, **ddp)
-        self.d_train = DistributedDataParallel(self.d, **ddp)
+        self.train_networks = {
+            name: DistributedDataParallel(net, **ddp) for name, net in self.networks.items()
+        }
         self._rank_states: list[dict[str, Any]] = []
 
     def sync_batchnorm(self) -> None:

@@ -1,7 +1,10 @@
-"""The GAN training loop: alternate "fix G, update D" and "fix D, update G".
+"""The one training loop of every model kind: :class:`Trainer`.
 
-Each iteration runs ``d_steps`` updates of D on real images against ``G(z).detach()``, then one
-update of G with D's parameters frozen. An EMA copy of G is kept for sampling and export.
+What an iteration does (a GAN's "fix G, update D" then "fix D, update G", an auto-encoder's
+reconstruction, an EBM's Langevin negatives) is the kind's objective (training/objectives/,
+found by :func:`training.objectives.objective_for`). The loop does the rest, the same for every
+kind: data order, devices and precision, random generators, the EMA copy of G, logs, sample
+grids, quick evaluation, checkpoints and exact resume.
 
 A run folder is self-describing::
 
@@ -32,13 +35,14 @@ from torch import nn
 from gan.checkpoint import build_config, load_checkpoint
 from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
-from gan.models import ModelConfig, build_models, to_model_range
-from gan.sampling import class_labels, generate, latents, score
+from gan.models import ModelConfig, to_model_range
+from gan.sampling import score
 from training.augment import diff_augment
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
-from training.export import CheckpointManager, real_score_quantiles, recalibrate_batchnorm
-from training.losses import build_loss
+from training.export import CheckpointManager, real_score_quantiles
+from training.objectives import objective_for
+from training.objectives.base import with_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +64,6 @@ def configure_torch(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
-
-
-def with_memory_format(module: nn.Module, fmt: torch.memory_format) -> nn.Module:
-    """``module.to(memory_format=fmt)`` (torch's stubs lack that overload)."""
-    return module.to(memory_format=fmt)  # type: ignore[call-overload,no-any-return]
 
 
 @torch.no_grad()
@@ -176,6 +175,8 @@ Evaluator = Callable[[torch.Tensor], float]  # uint8 images -> metric (lower is 
 
 
 class Trainer:
+    """The training loop; ``self.objective`` is the kind's (training/objectives/)."""
+
     def __init__(
         self,
         cfg: TrainConfig,
@@ -216,28 +217,29 @@ class Trainer:
 
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = resolve_precision(cfg.precision, self.device)
-        self.g, self.d = build_models(self.mc, seed=cfg.seed)  # initialised on the CPU: same
-        self.g, self.d = self.g.to(self.device), self.d.to(self.device)  # weights on any device
+        self.objective = objective_for(cfg)(self)
+        # G ("g") and / or D ("d"), as the kind declares them: initialised on the CPU (the same
+        # weights on any device), then moved.
+        self.networks: dict[str, nn.Module] = {
+            name: net.to(self.device) for name, net in self.objective.build_networks().items()
+        }
         torch.manual_seed(cfg.seed)  # everything after init draws from a known state
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 4)
         if cfg.channels_last:
-            self.g = with_memory_format(self.g, torch.channels_last)
-            self.d = with_memory_format(self.d, torch.channels_last)
+            for name, net in self.networks.items():
+                self.networks[name] = with_memory_format(net, torch.channels_last)
         # What the training step calls: the modules themselves here, their DistributedDataParallel
         # wrappers on several processes (training/distributed.py).
-        self.g_train: nn.Module = self.g
-        self.d_train: nn.Module = self.d
+        self.train_networks: dict[str, nn.Module] = dict(self.networks)
         self.world_size = 1  # processes training together; the global batch is batch_size x this
         self.is_main = True  # only the main process writes the run folder
-        self.g_ema = copy.deepcopy(self.g).eval() if cfg.ema_decay > 0 else None
+        self.g_ema = (
+            copy.deepcopy(self.g).eval() if "g" in self.networks and cfg.ema_decay > 0 else None
+        )
         for p in self.g_ema.parameters() if self.g_ema is not None else []:
             p.requires_grad_(False)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=betas)
-        self.loss = build_loss(cfg.loss, r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every)
         labels = data.labels if self.mc.conditional else None
         self.batches = _Batches(data.images, cfg.batch_size, cfg.seed, labels)
         self.z_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -247,7 +249,6 @@ class Trainer:
         self.grid_columns = k if 2 <= k <= 16 else 8
         grid_n = self.grid_columns * (-(-64 // self.grid_columns))
         self.grid_seeds = image_seeds(SAMPLE_GRID_SEED, grid_n)
-        self.fixed_z = latents(self.mc.z_dim, seeds=self.grid_seeds)
         self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last)
         self.train_seconds = 0.0
         self.last_metric: float | None = None
@@ -256,18 +257,45 @@ class Trainer:
         # training state so that --resume reads the same data; never exported.
         self.data_source: dict[str, Any] = {}
         self.tb: Any = None  # TensorBoard SummaryWriter while fit() runs with --tensorboard
+        self.objective.setup()
+
+    @property
+    def g(self) -> nn.Module:
+        """G (an auto-encoder's decoder); kinds without one have none."""
+        return self._network("g")
+
+    @g.setter
+    def g(self, module: nn.Module) -> None:
+        self.networks["g"] = module
+
+    @property
+    def d(self) -> nn.Module:
+        """D; kinds without one have none."""
+        return self._network("d")
+
+    @d.setter
+    def d(self, module: nn.Module) -> None:
+        self.networks["d"] = module
+
+    def _network(self, name: str) -> nn.Module:
+        try:
+            return self.networks[name]
+        except KeyError:
+            raise AttributeError(f"a {self.cfg.kind} run trains no {name!r} network") from None
 
     # ---- state for --resume -----------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """The resume state: the networks (``g``, ``d``), ``g_ema`` (for kinds with G), the
+        optimisers (``opt_g``, ``opt_d``), the loop's own state, then the objective's."""
+        networks: dict[str, Any] = {k: net.state_dict() for k, net in self.networks.items()}
+        if "g" in self.networks:
+            networks["g_ema"] = self.g_ema.state_dict() if self.g_ema is not None else None
         return {
             "step": self.step,
             "train_seconds": self.train_seconds,
-            "g": self.g.state_dict(),
-            "d": self.d.state_dict(),
-            "g_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
+            **networks,
+            **{k: opt.state_dict() for k, opt in self.objective.optimisers.items()},
             "torch_rng": torch.get_rng_state(),
             "z_gen": self.z_gen.get_state(),
             "aug_gen": self.aug_gen.get_state(),
@@ -275,6 +303,7 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "data_source": self.data_source,
             "world_size": self.world_size,
+            **self.objective.state(),
         }
 
     def load_state(self, s: dict[str, Any]) -> None:
@@ -288,21 +317,23 @@ class Trainer:
             )
         self.step = int(s["step"])
         self.train_seconds = float(s.get("train_seconds", 0.0))
-        self.g.load_state_dict(s["g"])
-        self.d.load_state_dict(s["d"])
+        for name, net in self.networks.items():  # older states of other kinds hold unused ones
+            net.load_state_dict(s[name])
         if self.g_ema is not None and s.get("g_ema") is not None:
             self.g_ema.load_state_dict(s["g_ema"])
-        self.opt_g.load_state_dict(s["opt_g"])
-        self.opt_d.load_state_dict(s["opt_d"])
+        for name, opt in self.objective.optimisers.items():
+            opt.load_state_dict(s[name])
         torch.set_rng_state(s["torch_rng"])
         self.z_gen.set_state(s["z_gen"])
         if s.get("aug_gen") is not None:
             self.aug_gen.set_state(s["aug_gen"])
         self.batches.load(s["batches"])
+        self.objective.load_state(s)
 
     # ---- one iteration ----------------------------------------------------------------------
 
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+    def prep(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> model range on the training device (and memory format)."""
         x = to_model_range(x.to(self.device))
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
@@ -315,51 +346,22 @@ class Trainer:
         y = torch.randint(self.mc.num_classes, (n,), generator=self.z_gen)
         return z, y.to(self.device)
 
-    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """``--augment``'s DiffAugment (from the loop's augmentation generator), else ``x``."""
         return diff_augment(x, self.aug_gen) if self.cfg.augment else x
 
-    def _autocast(self) -> AbstractContextManager[object]:
+    def autocast(self) -> AbstractContextManager[object]:
+        """``--precision``'s autocast (nothing in fp32)."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def train_step(self) -> dict[str, float]:
-        cfg = self.cfg
-        stats: dict[str, float] = {}
-        # ---- fix G, update D: maximise log D(x) + log(1 - D(G(z))) ----
-        self.d.requires_grad_(True)
-        for k in range(cfg.d_steps):
-            real_u8, real_y = self.batches.next()
-            real = self._prep(real_u8)
-            real_y = None if real_y is None else real_y.to(self.device)
-            z, fake_y = self._z(cfg.batch_size)
-            with torch.no_grad(), self._autocast():
-                fake = self.g(z, fake_y)
-            d_iter = self.step * cfg.d_steps + k
-            with self._autocast():
-                loss, d_stats = self.loss.d_objective(
-                    self.d_train, self._aug(real), self._aug(fake.float()), d_iter, real_y, fake_y
-                )
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt_d)
-            self.scaler.update()
-            stats.update(d_stats)
-            stats["d_loss"] = loss.item()
-        # ---- fix D, update G: maximise log D(G(z)) (or the chosen variant) ----
-        self.d.requires_grad_(False)
-        z, fake_y = self._z(cfg.batch_size)
-        with self._autocast():
-            fake = self.g_train(z, fake_y)
-            loss_g = self.loss.g_objective(self.d, self._aug(fake), fake_y)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
-        self.scaler.step(self.opt_g)
-        self.scaler.update()
-        stats["g_loss"] = loss_g.item()
+        """One iteration of the objective, then the EMA step of G; the statistics."""
+        stats = self.objective.step()
         self.update_ema()
         self.step += 1
-        return check_finite(stats, self.step, "lower the learning rates or enable --r1-gamma")
+        return check_finite(stats, self.step, self.objective.hint)
 
     def update_ema(self) -> None:
         """One EMA step of G after its update at step t: decay min(ema_decay, (1 + t) /
@@ -373,16 +375,12 @@ class Trainer:
     # ---- export, evaluation, checkpoints ----------------------------------------------------
 
     def export_generator(self) -> nn.Module:
-        source = self.g_ema if self.g_ema is not None else self.g
-        g = recalibrate_batchnorm(
-            source, self.mc.z_dim, seed=self.cfg.seed + 3, num_classes=self.mc.num_classes
-        )
-        return with_memory_format(g, torch.contiguous_format)
+        """The objective's sampling network (G with re-estimated BatchNorm, or a frozen D)."""
+        return self.objective.export()
 
     def save_samples(self, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
-        labels = class_labels(self.grid_seeds, self.mc.num_classes)
-        images = generate(g, self.fixed_z, labels)
+        images, _ = self.objective.samples(g, list(self.grid_seeds))
         path = self.out / "samples" / f"step-{self.step:08d}.png"
         save_grid(images, path, nrow=self.grid_columns)
         return path
@@ -391,9 +389,7 @@ class Trainer:
         """The evaluation samples: image seeds EVAL_SEED.. (classes seed mod K), as gan-sample
         draws them; uint8 images and their classes. Drawn once per evaluation, shared by the
         quick FID and D's real/fake gap."""
-        seeds = image_seeds(EVAL_SEED, n)
-        labels = class_labels(seeds, self.mc.num_classes)
-        return generate(g, latents(self.mc.z_dim, seeds=seeds), labels), labels
+        return self.objective.samples(g, list(image_seeds(EVAL_SEED, n)))
 
     def evaluate(
         self, g: nn.Module, drawn: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -405,31 +401,23 @@ class Trainer:
         self.last_metric = metric
         return metric
 
-    def checkpoint_parts(
-        self, g: nn.Module, d: nn.Module
-    ) -> tuple[dict[str, Any], dict[str, nn.Module | None]]:
-        """The kind's extra ``build_config`` arguments and the networks its checkpoints hold
-        (by ``save_checkpoint`` argument name): a GAN's G and D. training/ae.py and
-        training/ebm.py override it."""
-        return {}, {"generator": g, "discriminator": d}
-
     def progress_fields(self, stats: dict[str, float]) -> dict[str, str]:
         """What the progress bar shows of a step's statistics."""
-        return {
-            "d": f"{stats['d_loss']:.3f}",
-            "g": f"{stats['g_loss']:.3f}",
-            "Dx": f"{stats['d_real']:.2f}",
-            "DGz": f"{stats['d_fake']:.2f}",
-        }
+        return self.objective.progress_fields(stats)
 
     def save_checkpoint(self, metric: float | None = None, g: nn.Module | None = None) -> Path:
         g = g if g is not None else self.export_generator()
-        d = with_memory_format(copy.deepcopy(self.d), torch.contiguous_format).eval()
-        kind_config, networks = self.checkpoint_parts(g, d)
+        d = (
+            with_memory_format(copy.deepcopy(self.d), torch.contiguous_format).eval()
+            if "d" in self.networks
+            else None
+        )
+        kind_config, networks = self.objective.checkpoint_parts(g, d)
         real_scores = None
         held = self.heldout
         if (
-            networks.get("discriminator") is not None
+            d is not None
+            and networks.get("discriminator") is not None
             and held is not None
             and len(held) > 0
             and (held.labels is not None or not self.classes)
@@ -510,7 +498,12 @@ class Trainer:
         """Mean D logit on held-out real images minus on G's samples (EMA G, eval mode): how
         well D still tells them apart, the quality signal of runs without the MNIST classifier."""
         held = self.heldout
-        if held is None or len(held) == 0 or (self.classes and held.labels is None):
+        if (
+            "d" not in self.networks
+            or held is None
+            or len(held) == 0
+            or (self.classes and held.labels is None)
+        ):
             return None
         n = min(len(held), GAP_SAMPLES)
         fakes, fake_labels = drawn if drawn is not None else self.eval_images(g, n)
@@ -568,8 +561,8 @@ class Trainer:
                 "writable --out"
             ) from exc
         self.tb = self._open_tensorboard()
-        self.g.train()
-        self.d.train()
+        for net in self.networks.values():
+            net.train()
         budget = cfg.time_budget_s
         started_seconds = self.train_seconds  # the budget counts this call's training only
         if budget > 0:  # the bar (and its ETA) follows the budget, not the step count
@@ -734,29 +727,21 @@ def resume_trainer(
     """Rebuild a Trainer from a checkpoint's training state (optionally extending ``steps``).
 
     ``resume_state`` is :func:`read_resume_state`'s result when the caller already read it;
-    ``trainer_class`` a Trainer subclass to build (the distributed one); by default the
-    trainer of the run's ``--mode`` (:func:`trainer_for`).
+    ``trainer_class`` a Trainer subclass to build (the distributed one); the run's objective
+    comes from its config either way.
     """
     cfg, state = resume_state if resume_state is not None else read_resume_state(checkpoint_dir)
     if steps is not None:
         cfg.steps = steps
     if time_budget_s is not None:
         cfg.time_budget_s = time_budget_s
-    cls = trainer_class or trainer_for(cfg)
+    cls = trainer_class or Trainer
     trainer = cls(cfg, data, out_dir, heldout=heldout, evaluator=evaluator, progress=progress)
     trainer.load_state(state)
     return trainer
 
 
 def trainer_for(cfg: TrainConfig) -> type[Trainer]:
-    """The trainer of ``cfg.mode``: :class:`Trainer` (gan), or the auto-encoder's and the
-    EBM's subclasses (training/ae.py, training/ebm.py)."""
-    if cfg.mode == "ae":
-        from training.ae import AETrainer
-
-        return AETrainer
-    if cfg.mode == "ebm":
-        from training.ebm import EBMTrainer
-
-        return EBMTrainer
+    """The trainer class of ``cfg``: :class:`Trainer` for every kind (its objective comes from
+    ``cfg.kind``); kept for callers written when each kind had its own class."""
     return Trainer

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from gan.dataset_info import portable_dataset_info
+from gan.kinds import ModelKind
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from gan.samplers import METHODS, kind_refusal
 from service.deps import EngineDep, SettingsDep, protected
@@ -21,14 +22,16 @@ router = APIRouter(tags=["info"])
 MODEL_PATHS: tuple[str, ...] = ()
 
 
-#: What method ``plain`` does on each kind (``generate.plain`` in /info).
-KIND_PLAIN = {
-    "gan": "G(z) for the seed's latent",
-    "vae": "the decoder (served as G) of the seed's latent, drawn from the prior N(0, I)",
-    "ae": "the decoder (served as G) of the seed's latent, drawn from the prior N(0, I)",
-    "ebm": "a Langevin search on D's logit over the pixels from the seed's uniform noise, with "
-    "the steps in ebm_search (a backward pass of D per step)",
-}
+def plain_description(kind: ModelKind) -> str:
+    """What method ``plain`` does on a checkpoint of ``kind`` (``generate.plain`` in /info)."""
+    if kind.plain == "langevin_search":
+        return (
+            "a Langevin search on D's logit over the pixels from the seed's uniform noise, with "
+            "the steps in ebm_search (a backward pass of D per step)"
+        )
+    if kind.has_encoder:  # an auto-encoder's decoder
+        return "the decoder (served as G) of the seed's latent, drawn from the prior N(0, I)"
+    return "G(z) for the seed's latent"
 
 
 def methods_info(settings: Settings, calibrated: bool, kind: str = "gan") -> list[dict[str, Any]]:
@@ -72,9 +75,11 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
     cfg = engine.config
     rs = cfg.real_scores
     calibration = engine.calibration
+    declared = engine.model_kind
     return InfoResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),
-        kind=engine.kind,
+        kind=declared.name,
+        capabilities=declared.capabilities(),
         architecture=engine.model_config.to_dict(),
         z_dim=engine.z_dim,
         resolution=engine.resolution,
@@ -114,7 +119,7 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             "interpolation": "slerp",
             "calibrated": calibration is not None,
             "methods": methods_info(settings, calibration is not None, engine.kind),
-            "plain": KIND_PLAIN[engine.kind],
+            "plain": plain_description(declared),
             "ebm_search": None if cfg.ebm is None else cfg.ebm.to_config(),
             "method_seeds": "proposal k of image seed s has the latent of a seed derived from "
             "(s, k), proposal 0 being s itself; each image's acceptance draws and noise come "

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from gan.kinds import kinds_with
 from gan.preprocess import (
     ALLOWED_DESCRIPTION,
     ALLOWED_FORMATS,
@@ -354,7 +355,7 @@ async def score(request: Request) -> Response:
     import torch
 
     engine, settings = engine_of(request), request.app.state.settings
-    if not engine.has_discriminator:
+    if not engine.model_kind.can_score:
         raise RequestValidationError(
             [
                 {
@@ -362,8 +363,9 @@ async def score(request: Request) -> Response:
                     "type": "kind_unsupported",
                     "msg": (
                         f"this checkpoint is a {engine.kind} (an auto-encoder: a decoder alone, no "
-                        "discriminator), so there is no D to score images with; serve a gan or ebm "
-                        "checkpoint for /score (GET /info 'kind')"
+                        "discriminator), so there is no D to score images with; serve a "
+                        f"{' or '.join(kinds_with('discriminator'))} checkpoint for /score (GET "
+                        "/info 'kind')"
                     ),
                 }
             ]

@@ -226,14 +226,24 @@ function normaliseMethods(raw) {
     });
 }
 
-/** What the model kind cannot do is not offered: a vae or ae has no D to score with (/score
- * answers 422), an ebm no latents to interpolate between (its images are Langevin searches). */
-function setupKind() {
+/** What the model kind cannot do is not offered, as /info's `capabilities` declares it: no
+ * scoring without D (/score answers 422), no interpolation without latents (an ebm's images are
+ * Langevin searches). A server without `capabilities` gets the rule of its kinds: a vae or ae
+ * has no D, an ebm no latents. */
+function kindCapabilities() {
+  const declared = info.capabilities;
+  if (declared && typeof declared.score === "boolean" && typeof declared.interpolate === "boolean") {
+    return { score: declared.score, interpolate: declared.interpolate };
+  }
   const kind = info.kind ?? "gan";
-  const noD = kind === "vae" || kind === "ae";
-  $("score").hidden = noD;
-  $("score-selected").hidden = noD;
-  $("interpolate").hidden = kind === "ebm";
+  return { score: kind !== "vae" && kind !== "ae", interpolate: kind !== "ebm" };
+}
+
+function setupKind() {
+  const can = kindCapabilities();
+  $("score").hidden = !can.score;
+  $("score-selected").hidden = !can.score;
+  $("interpolate").hidden = !can.interpolate;
 }
 
 function canInterpolate() {

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from gan.checkpoint import load_checkpoint
+from gan.kinds import model_kind
 from gan.samplers import EBMSearch, parse_options
 from gan.samplers.dispatch import Models, sample
 from tests.service.conftest import ClientFactory, make_checkpoint
@@ -143,3 +144,13 @@ def test_bundled_small_checkpoints_of_each_kind_serve(
         assert score.status_code == 422 and "no discriminator" in score.text.lower()
     else:
         assert score.status_code == 200, score.text
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae", "ebm"])
+def test_info_capabilities_are_the_kinds_declaration(
+    make_client: ClientFactory, kinds: dict[str, Path], kind: str
+) -> None:
+    info = make_client(checkpoint=kinds[kind]).get("/info").json()
+    assert info["capabilities"] == model_kind(kind).capabilities()
+    assert info["capabilities"]["score"] == (kind == "ebm")
+    assert info["capabilities"]["interpolate"] == (kind != "ebm")

@@ -9,7 +9,7 @@ import pytest
 
 from gan.models import ModelConfig
 from training.cli import build_train_parser, train_main
-from training.config import TrainConfig, config_from_options, given_options
+from training.config import TrainConfig, TrainingError, config_from_options, given_options
 
 
 def test_every_field_has_an_option_and_defaults_round_trip() -> None:
@@ -109,3 +109,15 @@ def test_resume_refuses_options_it_would_ignore(
     )
     assert rc == 2
     assert "--lr-g cannot change" in capsys.readouterr().err
+
+
+def test_mode_names_the_model_kind_and_mode_ae_keeps_its_ae_kind() -> None:
+    def kind(*argv: str) -> str:
+        return config_from_options(given_options(build_train_parser().parse_args(argv))).kind
+
+    assert kind("--mode", "vae") == "vae" and kind("--mode", "ebm") == "ebm"
+    assert kind("--mode", "ae") == "vae"  # --ae-kind's default, as before --mode vae existed
+    assert kind("--mode", "ae", "--ae-kind", "vae") == "vae"
+    assert kind("--mode", "ae", "--ae-kind", "plain") == "ae"
+    with pytest.raises(TrainingError, match="--mode ae --ae-kind plain"):
+        kind("--mode", "vae", "--ae-kind", "plain")

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from gan import preprocess
-from training.datacheck import check_folder, data_main, format_report
+from training.cli import data_main
+from training.datacheck import check_folder, format_report
 
 
 def _png(path: Path, array: np.ndarray, mode: str | None = None) -> None:
@@ -106,7 +107,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         ["check", str(tmp_path), "--resolution", "48"],
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "training.datacheck", *args],
+            [sys.executable, "-m", "training.cli.gan_data", *args],
             capture_output=True,
             text=True,
             timeout=120,

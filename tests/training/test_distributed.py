@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-import training.loop
+import training.objectives.base
 from gan.checkpoint import load_train_state
 from gan.models import ModelConfig, build_models
 from tests.conftest import ROOT
@@ -104,13 +104,13 @@ def _equal_cfg(batch_size: int) -> TrainConfig:
 
 
 def _equal_job(rank: int, tmp: Path) -> None:
-    original = training.loop.build_models
-    training.loop.build_models = _without_batchnorm  # type: ignore[assignment]
+    original = training.objectives.base.build_models
+    training.objectives.base.build_models = _without_batchnorm  # type: ignore[assignment]
     try:
         run = _out(tmp, rank, "equal")
         DistributedTrainer(_equal_cfg(PER_RANK_BATCH), _data(), run, progress=False).fit()
     finally:
-        training.loop.build_models = original
+        training.objectives.base.build_models = original
 
 
 def _resume_job(rank: int, tmp: Path) -> None:
@@ -168,7 +168,7 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_processes_match_one_process_at_the_same_global_batch(
     two_process_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(training.loop, "build_models", _without_batchnorm)
+    monkeypatch.setattr(training.objectives.base, "build_models", _without_batchnorm)
     for name, batch in (("global", 2 * PER_RANK_BATCH), ("per-rank", PER_RANK_BATCH)):
         Trainer(_equal_cfg(batch), _data(), tmp_path / name, progress=False).fit()
     two = _train_state(two_process_runs / "equal")

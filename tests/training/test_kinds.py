@@ -114,8 +114,8 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path, kind:
         steps=6,
         progress=False,
     )
-    assert resumed.step == 3 and type(resumed).__name__ == (
-        "EBMTrainer" if kind == "ebm" else "AETrainer"
+    assert resumed.step == 3 and type(resumed.objective).__name__ == (
+        "EBMObjective" if kind == "ebm" else "AEObjective"
     )
     end = resumed.fit()
     a, b = _tensors(full), _tensors(end)

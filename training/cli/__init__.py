@@ -1,0 +1,39 @@
+"""Command-line entry points: ``gan-train``, ``gan-sample``, ``gan-eval``, ``gan-calibrate`` and
+``gan-data``.
+
+Thin: they parse options and call the library. Any :class:`gan.errors.UserError` (bad paths,
+options, broken checkpoints, classifiers or data) prints one ``error: ...`` line and exits with
+status 2; they never show a traceback for something the user can fix. One module per command
+(``gan_train``, with its options in ``train_options``; ``gan_sample``; ``gan_eval``;
+``gan_calibrate``; ``gan_data``), the sampling-method options of gan-sample and gan-eval in ``methods``, and
+``python -m training.cli`` is gan-train (torchrun starts it so).
+"""
+
+from __future__ import annotations
+
+from training.cli.gan_calibrate import build_calibrate_parser, calibrate, calibrate_main
+from training.cli.gan_data import data_main
+from training.cli.gan_eval import build_eval_parser, eval_cli, eval_main
+from training.cli.gan_sample import sample, sample_main
+from training.cli.gan_train import train, train_main
+from training.cli.methods import add_method_arguments, method_options, method_summary
+from training.cli.train_options import RESUME_OVERRIDES, build_train_parser
+
+__all__ = [
+    "RESUME_OVERRIDES",
+    "add_method_arguments",
+    "build_calibrate_parser",
+    "build_eval_parser",
+    "build_train_parser",
+    "calibrate",
+    "calibrate_main",
+    "data_main",
+    "eval_cli",
+    "eval_main",
+    "method_options",
+    "method_summary",
+    "sample",
+    "sample_main",
+    "train",
+    "train_main",
+]

@@ -1,0 +1,42 @@
+"""What every command line of the training package shares: user errors become one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from gan.errors import UserError
+
+
+def run_command(fn: Callable[[], int]) -> int:
+    """``fn()``'s exit status; a UserError prints ``error: ...`` and is 2, Ctrl+C 130."""
+    try:
+        return fn()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # argparse: usage error (2) or --help (0), already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+
+
+# --------------------------------------------------------------------------------------------
+# gan-train
+# --------------------------------------------------------------------------------------------
+
+#: Options that ``--resume`` may change; every other option is the run's own.
+
+
+def calibration_line(entry: dict[str, Any]) -> str:
+    """One line on a calibration entry of config.json (gan-train --export, gan-calibrate)."""
+    drs = entry["drs"]
+    at = drs["keep_levels"].index(0.8) if 0.8 in drs["keep_levels"] else -1
+    return (
+        f"{entry['kind']}, ECE {entry['ece']:.4f} (uncalibrated sigmoid: "
+        f"{entry['ece_uncalibrated']:.4f}) on the halves of {entry['num_real']} held-out real "
+        f"and {entry['num_fake']} generated images it was not fitted on; DRS accepts "
+        f"{100 * drs['acceptance'][at]:.0f}% of proposals at keep {drs['keep_levels'][at]:g}"
+    )
