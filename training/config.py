@@ -40,6 +40,24 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
 #: alone is a vae, as it always was).
 MODES = ("gan", "ae", "ebm", *(k for k in MODEL_KINDS if k not in ("gan", "ae", "ebm")))
 AE_KINDS = ("vae", "plain")
+#: ``--recipe``: named sets of defaults. ``dcgan`` is the default configuration as it stands;
+#: ``r3gan`` the R3GAN baseline (Huang et al. 2025): its residual networks, the relativistic
+#: pairing loss with R1 and R2, Adam with beta1 = 0. Options given explicitly still win.
+RECIPES: dict[str, dict[str, Any]] = {
+    "dcgan": {},
+    "r3gan": {
+        "arch": "r3gan",
+        "loss": "rpgan",
+        "beta1": 0.0,
+        "beta2": 0.99,
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "r1_gamma": 0.1,
+        "r1_every": 1,
+    },
+}
+#: ``--augment``: none, DiffAugment or ADA (a bare ``--augment`` is diff, as it always was).
+AUGMENTS = ("none", "diff", "ada")
 
 
 @dataclass
@@ -90,6 +108,13 @@ class TrainConfig:
     steps: int = _opt(5000, "G updates (iterations)")
     batch_size: int = _opt(64, "images per D and G update")
     d_steps: int = _opt(1, "D updates per G update")
+    recipe: str = _opt(
+        "dcgan",
+        "a named set of defaults: dcgan (the options' own defaults) or r3gan (--arch r3gan "
+        "--loss rpgan --beta1 0 --beta2 0.99 --lr-g 2e-4 --lr-d 2e-4 --r1-gamma 0.1 "
+        "--r1-every 1); options given explicitly override it",
+        choices=tuple(RECIPES),
+    )
     loss: str = _opt("nonsat", "GAN objective (training/losses.py)", choices=tuple(LOSSES))
     # Learning rates and beta2: the winner of bench/recipe_search.py (docs/training.md).
     lr_g: float = _opt(5e-4, "G's Adam learning rate")
@@ -114,10 +139,14 @@ class TrainConfig:
     time_budget_s: float = _opt(
         0.0, "stop after N seconds of training (0: no budget; still saves)", flag="--time-budget"
     )
-    augment: bool = _opt(
-        False,
-        "DiffAugment (colour, translation, cutout) on real and fake images before D: for "
-        "folders of a few hundred to a few thousand images",
+    augment: str = _opt(
+        "none",
+        "augment real and fake images before D, for folders of a few hundred to a few thousand "
+        "images: diff (DiffAugment: colour, translation, cutout, always; what a bare --augment "
+        "means) or ada (adaptive: each transform with a probability p steered by D's "
+        "overfitting, training/augment.py)",
+        choices=AUGMENTS,
+        const="diff",
     )
     device: str = _opt(
         "auto",
@@ -140,6 +169,12 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # run.json and checkpoints before --augment ada
+            self.augment = "diff" if self.augment else "none"
+        if self.augment not in AUGMENTS:
+            raise TrainingError(
+                f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"
+            )
         if isinstance(self.model, dict):
             try:
                 self.model = ModelConfig.from_dict(self.model)
@@ -197,7 +232,7 @@ class TrainConfig:
                 "--mode vae trains the variational auto-encoder; for the plain one use --mode ae "
                 "--ae-kind plain"
             )
-        if self.mode != "gan" and (self.conditional or self.augment):
+        if self.mode != "gan" and (self.conditional or self.augment != "none"):
             raise TrainingError(
                 f"--mode {self.mode} trains unconditional models without augmentation: drop "
                 "--conditional and --augment (they are GAN options)"
@@ -282,6 +317,7 @@ def _add(group: Any, name: str, default: Any, meta: dict[str, Any]) -> None:
         )
         return
     choices = meta.get("choices")
+    extra: dict[str, Any] = {"nargs": "?", "const": meta["const"]} if "const" in meta else {}
     group.add_argument(
         flag,
         dest=name,
@@ -289,6 +325,7 @@ def _add(group: Any, name: str, default: Any, meta: dict[str, Any]) -> None:
         default=argparse.SUPPRESS,
         choices=list(choices) if choices is not None else None,
         help=f"{meta['help']} (default: {default})",
+        **extra,
     )
 
 
@@ -328,6 +365,11 @@ def config_from_options(options: dict[str, Any], base: TrainConfig | None = None
     """``base`` (default: the defaults) with ``options`` (field name -> value) applied."""
     data = (base or TrainConfig()).to_dict()
     model_names = {f.name for f in fields(ModelConfig)}
+    recipe = options.get("recipe")
+    if recipe is not None and base is None:
+        if recipe not in RECIPES:
+            raise TrainingError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+        options = {**RECIPES[recipe], **options}
     for key, value in options.items():
         if key in model_names:
             data["model"][key] = value

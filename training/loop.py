@@ -37,7 +37,7 @@ from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
 from gan.models import ModelConfig, to_model_range
 from gan.sampling import score
-from training.augment import diff_augment
+from training.augment import AdaptiveAugment, diff_augment
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles
@@ -227,6 +227,7 @@ class Trainer:
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 4)
+        self.ada = AdaptiveAugment() if cfg.augment == "ada" else None
         if cfg.channels_last:
             for name, net in self.networks.items():
                 self.networks[name] = with_memory_format(net, torch.channels_last)
@@ -299,6 +300,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "z_gen": self.z_gen.get_state(),
             "aug_gen": self.aug_gen.get_state(),
+            **({"ada": self.ada.state_dict()} if self.ada is not None else {}),
             "batches": self.batches.state(),
             "train_config": self.cfg.to_dict(),
             "data_source": self.data_source,
@@ -327,6 +329,8 @@ class Trainer:
         self.z_gen.set_state(s["z_gen"])
         if s.get("aug_gen") is not None:
             self.aug_gen.set_state(s["aug_gen"])
+        if self.ada is not None and s.get("ada") is not None:
+            self.ada.load_state_dict(s["ada"])
         self.batches.load(s["batches"])
         self.objective.load_state(s)
 
@@ -347,8 +351,11 @@ class Trainer:
         return z, y.to(self.device)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """``--augment``'s DiffAugment (from the loop's augmentation generator), else ``x``."""
-        return diff_augment(x, self.aug_gen) if self.cfg.augment else x
+        """``--augment``'s DiffAugment or ADA (from the loop's augmentation generator), else
+        ``x``."""
+        if self.ada is not None:
+            return self.ada(x, self.aug_gen)
+        return diff_augment(x, self.aug_gen) if self.cfg.augment == "diff" else x
 
     def autocast(self) -> AbstractContextManager[object]:
         """``--precision``'s autocast (nothing in fp32)."""
@@ -674,7 +681,7 @@ def write_loss_curve(log_path: Path, out_png: Path) -> None:
                 losses.setdefault(k, ([], []))
                 losses[k][0].append(r["step"])
                 losses[k][1].append(v)
-            if k.startswith("fid") or k == "d_gap":
+            if k.startswith("fid") or k in ("d_gap", "ada_p"):
                 signal.setdefault(k, ([], []))
                 signal[k][0].append(r["step"])
                 signal[k][1].append(v)
@@ -689,7 +696,10 @@ def write_loss_curve(log_path: Path, out_png: Path) -> None:
     ax.set_title("losses")
     ax.legend()
     ax.grid(alpha=0.3)
-    titles = {"d_gap": "D's mean logit: held-out real minus G's samples"}
+    titles = {
+        "d_gap": "D's mean logit: held-out real minus G's samples",
+        "ada_p": "ADA's augmentation probability p",
+    }
     for ax2, (key, (xs, ys)) in zip(axes[0][1:], sorted(signal.items()), strict=True):
         ax2.plot(xs, ys, marker="o")
         if key.startswith("fid"):

@@ -69,6 +69,8 @@ class GANLoss:
     def __init__(self, r1_gamma: float = 0.0, r1_every: int = 4) -> None:
         self.r1_gamma = r1_gamma  # penalty (gamma / 2) * E||grad D(x)||^2; 0 disables it
         self.r1_every = r1_every  # lazy regularisation: every k D steps, scaled by k
+        #: D's logits on the real images of the last D step (detached), for ADA's heuristic.
+        self.last_real_logits: torch.Tensor | None = None
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """Loss D minimises, averaged over the batch."""
@@ -92,6 +94,7 @@ class GANLoss:
         real_logits = _forward(d, real, real_labels)
         fake_logits = _forward(d, fake, fake_labels)
         loss = self.d_loss(real_logits, fake_logits)
+        self.last_real_logits = real_logits.detach()  # for ADA's overfitting heuristic
         stats: dict[str, float] = {}
         if self.r1_gamma > 0 and d_iter % self.r1_every == 0:
             r1 = gradient_penalty(d, real, real_labels)

@@ -55,12 +55,20 @@ class GANObjective(Objective):
             loop.scaler.update()
             stats.update(d_stats)
             stats["d_loss"] = loss.item()
+            if loop.ada is not None and self.loss.last_real_logits is not None:
+                loop.ada.observe(self.loss.last_real_logits)
+                stats["ada_p"], stats["ada_rt"] = loop.ada.p, loop.ada.r_t
         # ---- fix D, update G: maximise log D(G(z)) (or the chosen variant) ----
         loop.d.requires_grad_(False)
         z, fake_y = loop._z(cfg.batch_size)
         with loop.autocast():
             fake = g_train(z, fake_y)
-            loss_g = self.loss.g_objective(loop.d, loop.augment(fake), fake_y)
+            if self.loss.needs_real_for_g:  # a relativistic loss pairs G's images with reals
+                loss_g = self.loss.g_objective(
+                    loop.d, loop.augment(fake), fake_y, loop.augment(real), real_y
+                )
+            else:
+                loss_g = self.loss.g_objective(loop.d, loop.augment(fake), fake_y)
         opt_g.zero_grad(set_to_none=True)
         loop.scaler.scale(loss_g).backward()
         loop.scaler.step(opt_g)
