@@ -16,7 +16,7 @@ from training.loop import Trainer
 
 
 def test_augment_is_off_by_default_and_differentiable() -> None:
-    assert TrainConfig().augment is False
+    assert TrainConfig().augment == "none"
     x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
     out = diff_augment(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape

@@ -101,13 +101,16 @@ def test_cli_prints_report_and_writes_json(
     assert data["readable"] == 7 and data["summary"].startswith("7 readable images")
 
 
+GAN_DATA = "import sys; from training.cli import data_main; sys.exit(data_main(sys.argv[1:]))"
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     for args in (
         ["check", str(tmp_path / "missing")],
         ["check", str(tmp_path), "--resolution", "48"],
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "training.cli.gan_data", *args],
+            [sys.executable, "-c", GAN_DATA, *args],
             capture_output=True,
             text=True,
             timeout=120,
