@@ -1,4 +1,4 @@
-"""Model requests (``POST`` to the routes' ``MODEL_PATHS``): the whole body first, then a slot.
+"""Model requests (``POST`` to the routes' ``ENDPOINTS``): the whole body first, then a slot.
 
 A request to ``/generate`` or ``/score`` goes through :class:`ModelRequestMiddleware`:
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from gan.runs import resolve_checkpoint
 from service.admission import BodyLimits, ModelRequestMiddleware, generate_body_limit
 from service.auth import ApiKeyMiddleware, protected_routes
-from service.batching import DISCRIMINATOR, GENERATOR, Arrival, QueueFull, QueueTimeout
+from service.batching import Arrival, QueueFull, QueueTimeout
 from service.deps import BEARER_SCHEME, BEARER_SCHEME_SPEC
 from service.inference import BatchingOptions, InferenceEngine, StartupError
 from service.metrics import Metrics
@@ -112,10 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
     settings = settings if settings is not None else Settings()
     routers = (health, info, generate, score, page, docs)
-    model_paths = tuple(path for module in routers for path in module.MODEL_PATHS)
+    endpoints = tuple(e for module in routers for e in module.ENDPOINTS)
+    model_paths = tuple(e.path for e in endpoints)
     app_metrics = Metrics(model_routes=model_paths)
     body_limits = BodyLimits(settings.max_body_bytes)
-    model_of = {generate.MODEL_PATHS[0]: GENERATOR, score.MODEL_PATHS[0]: DISCRIMINATOR}
+    model_of = {e.path: e.queue for e in endpoints}
 
     def arriving(path: str) -> AbstractContextManager[Arrival | None]:
         """A model request whose body is on its way, for the batch worker (GAN_MAX_DELAY_MS)."""
@@ -147,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.startup_error = str(exc)
             raise
         app.state.engine = engine
-        body_limits.set(generate.MODEL_PATHS[0], generate_body_limit(settings, engine.z_dim))
+        body_limits.set(generate.ENDPOINTS[0].path, generate_body_limit(settings, engine.z_dim))
         previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(previous_switch_interval, GIL_SWITCH_INTERVAL_S))
         app_metrics.set_model(

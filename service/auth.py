@@ -51,7 +51,7 @@ def is_protected(route: BaseRoute) -> bool:
 
 def protected_routes(routes: Iterable[BaseRoute]) -> tuple[ProtectedRoute, ...]:
     """The key-protected routes among ``routes`` (the routes of the routers that create_app
-    includes, without a prefix, as it collects their MODEL_PATHS)."""
+    includes, without a prefix, as it collects their ENDPOINTS)."""
     found = []
     for route in routes:
         if isinstance(route, Route) and is_protected(route):

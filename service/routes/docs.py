@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+from service.routes import ModelEndpoint
 from service.routes.page import STATIC_URL
 
 VENDOR_URL = f"{STATIC_URL}/vendor"
@@ -29,9 +30,7 @@ _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 router = APIRouter(tags=["docs"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ()
+ENDPOINTS: tuple[ModelEndpoint, ...] = ()  # runs no model
 
 
 def docs_csp(html: str) -> str:

@@ -17,6 +17,7 @@ from gan.samplers import METHODS, MethodOptions, options_dict
 from service.batching import GENERATOR
 from service.deps import engine_of, protected
 from service.planning import Caps, Plan, batched_plain, plan_labels, plan_method, plan_request
+from service.routes import ModelEndpoint
 from service.schemas import (
     METHOD_OPTION_EXAMPLES,
     ErrorResponse,
@@ -37,9 +38,19 @@ T = TypeVar("T")
 
 router = APIRouter(tags=["generate"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ("/generate",)
+MODEL_HEADERS = {
+    "X-Model-Id": {"description": "Model that made the image", "schema": {"type": "string"}},
+    "X-Model-Step": {"description": "Its training step", "schema": {"type": "integer"}},
+    "X-Checkpoint-Hash": {"description": "Hash of its weight files", "schema": {"type": "string"}},
+    "X-Seed": {
+        "description": "The request seed (absent for z and interpolation)",
+        "schema": {"type": "integer"},
+    },
+    "X-Image-Count": {"description": "Images in the response", "schema": {"type": "integer"}},
+}
+#: The model route of this module (service.app derives admission and metrics from it).
+ENDPOINTS = (ModelEndpoint("/generate", GENERATOR, MODEL_HEADERS),)
+
 
 # Requests with at most this many output pixels draw their latents and encode their PNGs on the
 # event loop: for one 28x28 image that is ~10 us of latents and ~40 us of PNG (measured), less
@@ -110,17 +121,6 @@ GENERATE_EXAMPLES: dict[str, Any] = {
     },
 }
 
-_MODEL_HEADERS = {
-    "X-Model-Id": {"description": "Model that made the image", "schema": {"type": "string"}},
-    "X-Model-Step": {"description": "Its training step", "schema": {"type": "integer"}},
-    "X-Checkpoint-Hash": {"description": "Hash of its weight files", "schema": {"type": "string"}},
-    "X-Seed": {
-        "description": "The request seed (absent for z and interpolation)",
-        "schema": {"type": "integer"},
-    },
-    "X-Image-Count": {"description": "Images in the response", "schema": {"type": "integer"}},
-}
-
 
 def sampling_info(
     options: MethodOptions, result: GuidedResult | None, count: int, seconds: float
@@ -165,7 +165,7 @@ def sampling_info(
     responses={
         200: {
             "description": "image/png for format png and grid, JSON for format json",
-            "headers": _MODEL_HEADERS,
+            "headers": ENDPOINTS[0].headers,
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         },
         401: {"model": ErrorResponse, "description": "API key missing or wrong"},

@@ -5,13 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.routes import ModelEndpoint
 from service.schemas import ErrorResponse, HealthResponse, ModelRef, ReadyResponse
 
 router = APIRouter(tags=["health"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ()
+ENDPOINTS: tuple[ModelEndpoint, ...] = ()  # runs no model
 
 
 @router.get(

@@ -11,15 +11,14 @@ from gan.kinds import ModelKind
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from gan.samplers import METHODS, kind_refusal
 from service.deps import EngineDep, SettingsDep, protected
+from service.routes import ModelEndpoint
 from service.routes.score import preprocessing_report
 from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
 from service.settings import Settings
 
 router = APIRouter(tags=["info"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ()
+ENDPOINTS: tuple[ModelEndpoint, ...] = ()  # runs no model
 
 
 def plain_description(kind: ModelKind) -> str:

@@ -7,12 +7,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from service.metrics import Metrics
+from service.routes import ModelEndpoint
 
 router = APIRouter(tags=["health"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ()
+ENDPOINTS: tuple[ModelEndpoint, ...] = ()  # runs no model
 
 
 @router.get(

@@ -19,6 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
+from service.routes import ModelEndpoint
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_URL = "/static"
 
@@ -46,9 +48,7 @@ PAGE_HEADERS = {
 
 router = APIRouter(tags=["page"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ()
+ENDPOINTS: tuple[ModelEndpoint, ...] = ()  # runs no model
 
 
 @cache

@@ -28,6 +28,7 @@ from gan.preprocess import (
 from service.batching import DISCRIMINATOR
 from service.deps import engine_of, protected
 from service.inference import sigmoid
+from service.routes import ModelEndpoint
 from service.schemas import (
     ErrorResponse,
     ModelRef,
@@ -38,9 +39,10 @@ from service.schemas import (
 
 router = APIRouter(tags=["score"])
 
-#: Paths of this router that run the models: admission control (GAN_QUEUE_SIZE) and the
-#: per-route rejection metrics cover exactly these (service.app collects them).
-MODEL_PATHS: tuple[str, ...] = ("/score",)
+#: The model route of this module (service.app derives admission and metrics from it).
+ENDPOINTS = (
+    ModelEndpoint("/score", DISCRIMINATOR, {"X-Model-Id": {"schema": {"type": "string"}}}),
+)
 
 # Uploads this small are decoded on the event loop: decoding and converting a 28x28 PNG takes
 # ~50 us (measured), less than a hop to a worker thread and back, and at most 64 of them keep
@@ -327,7 +329,7 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
         ],
     ),
     responses={
-        200: {"headers": {"X-Model-Id": {"schema": {"type": "string"}}}},
+        200: {"headers": ENDPOINTS[0].headers},
         401: {"model": ErrorResponse, "description": "API key missing or wrong"},
         413: {"model": ErrorResponse, "description": "Body larger than GAN_MAX_BODY_BYTES"},
         415: {"model": ErrorResponse, "description": "Neither multipart nor an image body"},
