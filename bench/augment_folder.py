@@ -38,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interleave import train_interleaved  # noqa: E402  (bench/interleave.py)
 
 from gan.io import save_grid  # noqa: E402
-from gan.models import ModelConfig  # noqa: E402
 from gan.sampling import sample  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.config import config_from_options  # noqa: E402
 from training.data import load_training_data  # noqa: E402
 from training.loop import Trainer, configure_torch  # noqa: E402
 
@@ -114,6 +113,16 @@ def read_all(images: torch.Tensor) -> dict[str, Any]:
     }
 
 
+#: name -> (--recipe, --augment): the same folder and seconds for each.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "plain": ("dcgan", "none"),
+    "diff": ("dcgan", "diff"),
+    "ada": ("dcgan", "ada"),
+    "r3gan-ada": ("r3gan", "ada"),
+    "r3gan-diff": ("r3gan", "diff"),
+}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--images", type=int, default=400, help="images in the folder, half each (400)")
@@ -123,6 +132,11 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=2000, help="samples read per model (2000)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-augment"))
+    p.add_argument(
+        "--variants",
+        default="plain,diff,ada,r3gan-ada",
+        help=f"comma-separated, of {', '.join(VARIANTS)} (default: all)",
+    )
     args = p.parse_args()
     configure_torch(args.threads)
     folder = make_folder(args.out / "shapes", args.images // 2, args.seed)
@@ -150,17 +164,27 @@ def main() -> int:
     )
 
     trainers: dict[str, Trainer] = {}
-    for name, augment in (("plain", False), ("augment", True)):
-        cfg = TrainConfig(
-            seed=args.seed,
-            steps=10**9,
-            log_every=10**9,
-            augment=augment,
-            model=ModelConfig(resolution=SIZE, channels=3),
-        )
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    for name in names:
+        recipe, augment = VARIANTS[name]
+        options: dict[str, Any] = {
+            "recipe": recipe,
+            "seed": args.seed,
+            "steps": 10**9,
+            "log_every": 10**9,
+            "augment": augment,
+            "resolution": SIZE,
+            "channels": 3,
+        }
+        if recipe == "r3gan":
+            options["arch"] = "r3gan"
+        cfg = config_from_options(options)
         trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
         trainers[name].out.mkdir(parents=True, exist_ok=True)
-    print(f"training plain and --augment, {args.budget:.0f} s each, interleaved", flush=True)
+    print(f"training {', '.join(names)}, {args.budget:.0f} s each, interleaved", flush=True)
     wall = train_interleaved(trainers, args.budget, args.slice)
 
     rows: dict[str, Any] = {"real": real}
