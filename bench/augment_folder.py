@@ -41,7 +41,8 @@ from gan.io import save_grid  # noqa: E402
 from gan.sampling import sample  # noqa: E402
 from training.config import config_from_options  # noqa: E402
 from training.data import load_training_data  # noqa: E402
-from training.loop import Trainer, configure_torch  # noqa: E402
+from training.loop import Trainer  # noqa: E402
+from training.runtime import configure_torch  # noqa: E402
 
 SIZE = 32
 CLASSES = ("discs", "squares")

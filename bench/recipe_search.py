@@ -25,8 +25,9 @@ from gan.io import save_grid
 from gan.sampling import sample
 from training.config import TrainConfig
 from training.data import load_training_data
-from training.loop import Trainer, configure_torch
+from training.loop import Trainer
 from training.metrics.evaluator import Evaluator
+from training.runtime import configure_torch
 
 # name -> (what it changes, TrainConfig overrides on top of the defaults)
 # The search that picked today's defaults ran against the earlier ones (Adam 2e-4/2e-4, betas

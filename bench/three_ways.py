@@ -45,8 +45,9 @@ from gan.samplers.plain import PlainOptions
 from training.config import TrainConfig
 from training.data import load_dataset, load_training_data
 from training.export import calibrate_checkpoint, export_checkpoint
-from training.loop import Trainer, configure_torch, trainer_for
+from training.loop import Trainer, trainer_for
 from training.metrics.evaluator import Evaluator, sampling_record
+from training.runtime import configure_torch
 
 KINDS = ("gan", "vae", "ae", "ebm")
 EXPORT_NAMES = {"gan": "mnist-gan-small", "vae": "mnist-vae", "ae": "mnist-ae", "ebm": "mnist-ebm"}

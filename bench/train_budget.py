@@ -34,7 +34,8 @@ from gan.sampling import sample
 from training.cli import eval_main
 from training.config import TrainConfig
 from training.data import load_training_data
-from training.loop import Trainer, configure_torch
+from training.loop import Trainer
+from training.runtime import configure_torch
 
 
 def recipes(seed: int) -> dict[str, TrainConfig]:

@@ -55,7 +55,8 @@ from torch.nn.parallel import DistributedDataParallel
 from gan.models import build_models
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
-from training.loop import Trainer, _Batches, resolve_device
+from training.loop import Trainer
+from training.runtime import Batches, resolve_device
 
 #: Seed offset between the processes' own random streams (augmentation, torch's global RNG).
 RANK_SEED_STRIDE = 1_000_003
@@ -128,7 +129,7 @@ def main_first(penv: ProcessEnv | None) -> Iterator[None]:
         dist.barrier()
 
 
-class _ShardedBatches(_Batches):
+class _ShardedBatches(Batches):
     """The one-process order of the global batch (``batch_size x world``); this process's
     ``batch_size`` slice of each. The state is the global order's, the same on every process."""
 

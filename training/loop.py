@@ -43,6 +43,8 @@ from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles
 from training.objectives import objective_for
 from training.objectives.base import with_memory_format
+from training.plots import image_chw, write_loss_curve
+from training.runtime import Batches, configure_torch, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +61,6 @@ GAP_SAMPLES = 500
 # --------------------------------------------------------------------------------------------
 
 
-def configure_torch(threads: int) -> None:
-    """CPU speed settings: thread count and flush-to-zero for denormals."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
-
-
-@torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(pm, 1.0 - decay)
@@ -90,69 +84,6 @@ class Interrupted(Exception):
         super().__init__(f"stopped by signal {signum}; saved {checkpoint}")
         self.signum = signum
         self.checkpoint = checkpoint
-
-
-class _Batches:
-    """Shuffled mini-batches from an in-memory uint8 tensor; order is part of the resume state."""
-
-    def __init__(
-        self, images: torch.Tensor, batch_size: int, seed: int, labels: torch.Tensor | None = None
-    ) -> None:
-        if len(images) < batch_size:
-            raise TrainingError(
-                f"the dataset has {len(images)} images, fewer than --batch-size {batch_size}"
-            )
-        self.images = images
-        self.labels = labels
-        self.batch_size = batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(len(images), generator=self.gen)
-        self.pos = 0
-        self.epoch = 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(uint8 images [B, C, R, R], their labels [B] or None)."""
-        if self.pos + self.batch_size > len(self.perm):
-            self.perm = torch.randperm(len(self.images), generator=self.gen)
-            self.pos = 0
-            self.epoch += 1
-        idx = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return self.images[idx], None if self.labels is None else self.labels[idx]
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "gen": self.gen.get_state(),
-            "perm": self.perm,
-            "pos": self.pos,
-            "epoch": self.epoch,
-        }
-
-    def load(self, s: dict[str, Any]) -> None:
-        self.gen.set_state(s["gen"])
-        self.perm, self.pos, self.epoch = s["perm"], int(s["pos"]), int(s["epoch"])
-
-
-def resolve_device(name: str) -> torch.device:
-    """``--device``: auto picks CUDA when present, else the CPU; an unavailable one is refused."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda, but no CUDA GPU is available here; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise TrainingError("--device mps, but MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """``--precision``: None for fp32, else the autocast dtype (GPUs only)."""
-    if name == "fp32":
-        return None
-    if device.type == "cpu":
-        raise TrainingError(
-            f"--precision {name} uses GPU autocast; on the CPU train in fp32 (the default)"
-        )
-    return torch.bfloat16 if name == "bf16" else torch.float16
 
 
 def conditional_model(mc: ModelConfig, data: ImageData) -> ModelConfig:
@@ -242,7 +173,7 @@ class Trainer:
         for p in self.g_ema.parameters() if self.g_ema is not None else []:
             p.requires_grad_(False)
         labels = data.labels if self.mc.conditional else None
-        self.batches = _Batches(data.images, cfg.batch_size, cfg.seed, labels)
+        self.batches = Batches(data.images, cfg.batch_size, cfg.seed, labels)
         self.z_gen = torch.Generator().manual_seed(cfg.seed + 1)
         # Sample grids: 64 images, or for a conditional model with few classes one column per
         # class (image seed s has class s mod K, so K columns line the classes up).
@@ -624,7 +555,7 @@ class Trainer:
                 g_exp = self.export_generator()
                 grid_path = self.save_samples(g_exp)
                 if self.tb is not None:
-                    self.tb.add_image("samples", _chw(grid_path), self.step)
+                    self.tb.add_image("samples", image_chw(grid_path), self.step)
             else:
                 g_exp = None
             do_eval = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
@@ -647,70 +578,6 @@ class Trainer:
         if self.stop_signal is not None:
             raise Interrupted(self.stop_signal, last_path)
         return last_path
-
-
-def _chw(png: Path) -> Any:
-    """A saved grid as a uint8 [C, H, W] array for TensorBoard."""
-    import numpy as np
-    from PIL import Image
-
-    arr = np.asarray(Image.open(png).convert("RGB"))
-    return arr.transpose(2, 0, 1)
-
-
-def write_loss_curve(log_path: Path, out_png: Path) -> None:
-    """Plot the losses (D's and G's; an auto-encoder's or EBM's own), and the quick FID (MNIST)
-    or D's real/fake gap (other data), from a run's log.jsonl (written at every evaluation and
-    at the end)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not log_path.is_file():
-        return
-    losses: dict[str, tuple[list[int], list[float]]] = {}
-    signal: dict[str, tuple[list[int], list[float]]] = {}
-    for line in log_path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        for k, v in r.items():
-            if k == "loss" or k.endswith("_loss"):
-                losses.setdefault(k, ([], []))
-                losses[k][0].append(r["step"])
-                losses[k][1].append(v)
-            if k.startswith("fid") or k in ("d_gap", "ada_p"):
-                signal.setdefault(k, ([], []))
-                signal[k][0].append(r["step"])
-                signal[k][1].append(v)
-    if not losses:
-        return
-    ncols = 1 + len(signal)
-    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
-    ax = axes[0][0]
-    for key, (xs, ys) in losses.items():
-        ax.plot(xs, ys, label=key)
-    ax.set_xlabel("step")
-    ax.set_title("losses")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    titles = {
-        "d_gap": "D's mean logit: held-out real minus G's samples",
-        "ada_p": "ADA's augmentation probability p",
-    }
-    for ax2, (key, (xs, ys)) in zip(axes[0][1:], sorted(signal.items()), strict=True):
-        ax2.plot(xs, ys, marker="o")
-        if key.startswith("fid"):
-            ax2.set_yscale("log")
-        ax2.set_xlabel("step")
-        ax2.set_title(titles.get(key, "FID (classifier space, quick)"))
-        ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
 
 
 def read_resume_state(checkpoint_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
