@@ -156,3 +156,27 @@ def test_gan_eval_method_evaluates_exactly_what_gan_sample_method_writes(
     raw = make_checkpoint(tmp_path / "raw", width=4, dataset="mnist")
     assert eval_main(["--checkpoint", str(raw), "--num", "30", "--method", "drs"]) == 2
     assert "gan-calibrate --checkpoint" in capsys.readouterr().err
+
+
+def test_gan_sample_takes_n_as_the_api_does(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """--n (the API's name) and the older --num write the same images."""
+    from training.cli import sample_main
+
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    assert sample_main(["--checkpoint", str(tiny_checkpoint), "--n", "3", "--out", str(a)]) == 0
+    assert sample_main(["--checkpoint", str(tiny_checkpoint), "--num", "3", "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_gan_sample_refuses_a_huge_grid_before_sampling(
+    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import sample_main
+
+    out = tmp_path / "big.png"
+    assert (
+        sample_main(["--checkpoint", str(tiny_checkpoint), "-n", "50000", "--out", str(out)]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "big.npy" in err[0]
+    assert not out.exists()

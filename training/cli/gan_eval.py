@@ -42,7 +42,15 @@ def build_eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     ev = p.add_argument_group("evaluation (--checkpoint)")
-    ev.add_argument("--num", type=int, default=10000, help="number of samples (10000)")
+    ev.add_argument(
+        "-n",
+        "--n",
+        "--num",
+        dest="num",
+        type=int,
+        default=10000,
+        help="number of samples (10000; n, as in POST /generate; --num also works)",
+    )
     ev.add_argument("--batch-size", type=int, default=500, help="generator batch size (500)")
     ev.add_argument(
         "--classifier",

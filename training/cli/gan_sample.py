@@ -12,7 +12,7 @@ from training.cli.methods import add_method_arguments, method_options, method_su
 
 def sample(argv: list[str] | None = None) -> int:
     from gan.checkpoint import load_checkpoint
-    from gan.io import save_images
+    from gan.io import check_grid_size, save_images
     from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN
     from gan.samplers.dispatch import Models
     from gan.samplers.dispatch import sample as guided_sample
@@ -27,7 +27,15 @@ def sample(argv: list[str] | None = None) -> int:
         ),
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
-    p.add_argument("--num", type=int, default=64, help="number of images")
+    p.add_argument(
+        "-n",
+        "--n",
+        "--num",
+        dest="num",
+        type=int,
+        default=64,
+        help="number of images (n, as in POST /generate; --num is the older spelling)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the first image (0 .. 2**53-1)")
     p.add_argument(
         "--truncation",
@@ -62,6 +70,8 @@ def sample(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out}: use a .npy file, a .png file, or a folder name")
     options = method_options(args)
     ck = load_checkpoint(args.checkpoint)
+    if args.out.suffix.lower() == ".png":  # before sampling: refuse a grid no one can open
+        check_grid_size(args.num, ck.model_config.resolution, args.out)
     labels: list[int] | None = None
     if args.label:
         given = [resolve_label(v, ck.config.classes) for v in args.label]
