@@ -61,6 +61,7 @@ GAP_SAMPLES = 500
 # --------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(pm, 1.0 - decay)

@@ -17,7 +17,6 @@ def configure_torch(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
-@torch.no_grad()
 class Batches:
     """Shuffled mini-batches from an in-memory uint8 tensor; order is part of the resume state."""
 
