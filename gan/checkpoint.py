@@ -66,7 +66,7 @@ from gan.models import (
     build_encoder,
     build_generator,
 )
-from gan.runs import run_folder_hint
+from gan.runs import CONFIG_FILE, run_folder_hint
 from gan.samplers import EBMSearch, MethodError
 from gan.train_state import TRAIN_STATE_JSON, TRAIN_STATE_TENSORS
 from gan.train_state import flatten_state as flatten_state
@@ -78,7 +78,7 @@ FORMAT_NAME = "gan-checkpoint"
 #: the other kinds.
 FORMAT_VERSION = 2
 GAN_FORMAT_VERSION = 1  # what kind gan writes (gan.kinds declares each kind's version)
-CONFIG_FILE = "config.json"
+# CONFIG_FILE comes from gan.runs (torch-free), the one place it is spelt
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 ENCODER_FILE = "encoder.safetensors"
