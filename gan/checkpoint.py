@@ -65,6 +65,7 @@ from gan.models import (
     build_discriminator,
     build_encoder,
     build_generator,
+    build_latent_encoder,
 )
 from gan.runs import CONFIG_FILE, run_folder_hint
 from gan.samplers import EBMSearch, MethodError
@@ -96,6 +97,12 @@ def weight_files(kind: str) -> tuple[str, ...]:
     """The weight files a checkpoint of ``kind`` holds, in hashing order."""
     networks = model_kind(kind).networks
     return tuple(NETWORK_FILES[n] for n in NETWORK_FILES if n in networks)
+
+
+def optional_files(kind: str) -> tuple[str, ...]:
+    """The weight files a checkpoint of ``kind`` may add (a GAN's encoder)."""
+    optional = model_kind(kind).optional
+    return tuple(NETWORK_FILES[n] for n in NETWORK_FILES if n in optional)
 
 
 def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -299,7 +306,10 @@ def save_checkpoint(
     kind = config.get("kind", "gan")
     given = {GENERATOR_FILE: generator, DISCRIMINATOR_FILE: discriminator, ENCODER_FILE: encoder}
     wanted = weight_files(kind)
+    optional = optional_files(kind)
     for name, module in given.items():
+        if name in optional:
+            continue
         if (module is not None) != (name in wanted):
             raise ValueError(
                 f"a{'n' if kind[0] in 'ae' else ''} {kind} checkpoint holds {', '.join(wanted)}; got "
@@ -311,13 +321,13 @@ def save_checkpoint(
         with atomic_directory(final) as tmp:
             for name, state in states.items():
                 save_file(state, str(tmp / name))
-            files = {name: {"sha256": sha256_file(tmp / name)} for name in wanted}
+            files = {name: {"sha256": sha256_file(tmp / name)} for name in states}
             if train_state is not None:
                 save_file(tensors, str(tmp / TRAIN_STATE_TENSORS))
                 (tmp / TRAIN_STATE_JSON).write_text(json.dumps(tree))
             cfg = dict(config)
             cfg["files"] = files
-            cfg["checkpoint_hash"] = checkpoint_hash_from_files(files)
+            cfg["checkpoint_hash"] = checkpoint_hash_from_files(files, kind)
             (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     except (OSError, SafetensorError) as exc:
         need = sum(
@@ -365,11 +375,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def checkpoint_hash_from_files(files: dict[str, dict[str, str]]) -> str:
-    """Hash of the weight files' hashes (those present, in WEIGHT_FILES order; a GAN's is the
-    same as version 1 computed)."""
+def checkpoint_hash_from_files(files: dict[str, dict[str, str]], kind: str = DEFAULT_KIND) -> str:
+    """Hash of the hashes of the kind's own weight files (in WEIGHT_FILES order; a GAN's is the
+    same as version 1 computed). An optional network (a GAN's encoder) is left out: adding one
+    keeps the model id."""
+    own = weight_files(kind)
     h = hashlib.sha256()
-    for name in (n for n in WEIGHT_FILES if n in files):
+    for name in (n for n in WEIGHT_FILES if n in files and n in own):
         h.update(name.encode())
         h.update(files[name]["sha256"].encode())
     return h.hexdigest()[:16]
@@ -533,13 +545,17 @@ def load_checkpoint(
     """Load and validate a checkpoint directory; raise :class:`CheckpointError` on any problem."""
     ckpt = Path(path)
     cfg = read_checkpoint_config(ckpt)
+    # The kind's networks, and the optional ones its config.json records (a GAN's encoder).
     wanted = weight_files(cfg.kind)
+    wanted += tuple(n for n in optional_files(cfg.kind) if n in cfg.file_hashes)
     modules: dict[str, nn.Module] = {}
     for name in wanted:
         if name == GENERATOR_FILE:
             module: nn.Module = build_generator(cfg.model)
         elif name == DISCRIMINATOR_FILE:
             module = build_discriminator(cfg.model)
+        elif name in optional_files(cfg.kind):
+            module = build_latent_encoder(cfg.model)
         else:
             module = build_encoder(cfg.model, variational=model_kind(cfg.kind).variational)
         load_weights(ckpt / name, module, cfg.file_hashes.get(name), verify_hash)
@@ -553,6 +569,40 @@ def load_checkpoint(
         state,
         modules.get(ENCODER_FILE),
     )
+
+
+def add_encoder(
+    path: str | os.PathLike[str], encoder: nn.Module, info: dict[str, Any]
+) -> dict[str, Any]:
+    """Atomically add (or replace) a GAN checkpoint's optional encoder: the other files stay
+    byte for byte (hard links where possible), ``config.json`` records the encoder's SHA-256
+    and ``info`` (how it was trained) under ``encoder``; the checkpoint hash and model id stay.
+    Returns the new config."""
+    ckpt = Path(path)
+    cfg = read_checkpoint_config(ckpt)
+    if ENCODER_FILE not in optional_files(cfg.kind):
+        raise CheckpointError(
+            f"{ckpt}: a {cfg.kind} checkpoint takes no added encoder"
+            + (" (its encoder is part of the model)" if model_kind(cfg.kind).has_encoder else "")
+        )
+    raw = dict(cfg.raw)
+    try:
+        with atomic_directory(ckpt) as tmp:
+            for entry in ckpt.iterdir():  # everything else in the folder stays
+                if entry.is_file() and entry.name not in (ENCODER_FILE, CONFIG_FILE):
+                    _link_or_copy(entry, tmp / entry.name)
+            save_file(_state_dict_cpu(encoder), str(tmp / ENCODER_FILE))
+            files = dict(_object(raw, "files"))
+            files[ENCODER_FILE] = {"sha256": sha256_file(tmp / ENCODER_FILE)}
+            raw["files"] = files
+            raw["encoder"] = info
+            (tmp / CONFIG_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(
+            f"cannot add the encoder to {ckpt}: {type(exc).__name__}: {exc} (the checkpoint is "
+            "intact)"
+        ) from exc
+    return raw
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -53,6 +53,10 @@ class ModelKind:
     projection: Projection
     #: Whether the encoder (when there is one) predicts a mean and a log-variance.
     variational: bool = False
+    #: Networks a checkpoint of this kind may add (a GAN's encoder, trained on G's samples to
+    #: start a projection); they are hash-checked like the others but are not part of the
+    #: checkpoint hash (model id), which names what generates and scores.
+    optional: tuple[Network, ...] = ()
 
     @property
     def has_generator(self) -> bool:
@@ -94,6 +98,7 @@ class ModelKind:
             "interpolate": self.can_interpolate,
             "plain_sampling": self.plain,
             "projection": self.projection,
+            "optional_networks": list(self.optional),
             "conditional": self.conditional,
         }
 
@@ -109,6 +114,7 @@ KINDS: dict[str, ModelKind] = {
             conditional=True,
             plain="generator",
             projection="optimise",
+            optional=("encoder",),
         ),
         ModelKind(
             "vae",

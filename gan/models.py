@@ -163,6 +163,18 @@ class Generator(nn.Module):
         return self.body(h)  # [B, C, R, R]
 
 
+def sequential_maps(body: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``body`` over ``x`` and keep the output of every LeakyReLU: one feature map per
+    block of a conv body."""
+    maps: list[torch.Tensor] = []
+    h = x
+    for layer in body:
+        h = layer(h)
+        if isinstance(layer, nn.LeakyReLU):
+            maps.append(h)
+    return maps
+
+
 def conv_body(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
     """D's convolutional body (the Encoder's too) and its flattened output size: stride-2 convs
     with LeakyReLU, widths from ``d_width`` doubling, halving the spatial size until it reaches
@@ -194,6 +206,11 @@ class Discriminator(nn.Module):
         # [B] -> [B, feat]
         self.embed = nn.Embedding(cfg.num_classes, feat) if cfg.conditional else None
 
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activation after each of D's blocks, ``[B, ch_i, s_i, s_i]``: what D sees at each
+        scale (gan/projection.py's perceptual distance)."""
+        return sequential_maps(self.features, x)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x).flatten(1)  # [B, feat]
         logit = self.head(h).squeeze(1)  # [B]
@@ -221,6 +238,10 @@ class Encoder(nn.Module):
         # [B, feat] -> [B, 2 * z_dim] (mu, logvar) or [B, z_dim]
         self.head = nn.Linear(feat, cfg.z_dim * (2 if variational else 1))
 
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activation after each conv block (as :meth:`Discriminator.feature_maps`)."""
+        return sequential_maps(self.features, x)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.head(self.features(x).flatten(1))  # [B, z_dim * (2 or 1)]
         if not self.variational:
@@ -233,6 +254,37 @@ def build_encoder(cfg: ModelConfig, variational: bool = True) -> Encoder:
     if cfg.conditional:
         raise ConfigError("auto-encoders are unconditional only: num_classes must be 0")
     return Encoder(cfg, variational)
+
+
+class LatentEncoder(nn.Module):
+    """A GAN's optional encoder: image [B, C, R, R] in [-1, 1] -> ``(z, class_logits)``: the
+    latent ``[B, z_dim]`` that G maps (close) to the image and, for a conditional G, logits
+    ``[B, K]`` of the class it was drawn with (None for an unconditional one).
+
+    Trained on G's own samples (training/encoder.py) to start a projection
+    (gan/projection.py); D's conv body followed by two linear heads.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.features, feat = conv_body(cfg)  # [B, C, R, R] -> [B, feat] flattened
+        self.head = nn.Linear(feat, cfg.z_dim)  # [B, feat] -> [B, z_dim]
+        # [B, feat] -> [B, K]
+        self.classes = nn.Linear(feat, cfg.num_classes) if cfg.conditional else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.features(x).flatten(1)  # [B, feat]
+        return self.head(h), None if self.classes is None else self.classes(h)
+
+
+def build_latent_encoder(cfg: ModelConfig, seed: int | None = None) -> LatentEncoder:
+    """A freshly initialised :class:`LatentEncoder` (DCGAN initialisation)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    encoder = LatentEncoder(cfg)
+    init_weights(encoder)
+    return encoder
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +341,10 @@ class ClassicDiscriminator(nn.Module):
             *block(64, 128),  # [B, 128, 2, 2]
         )
         self.head = nn.Linear(128 * 2 * 2, 1)  # [B, 512] -> [B, 1]
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activation after each conv block (as :meth:`Discriminator.feature_maps`)."""
+        return sequential_maps(self.features, x)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x).flatten(1)).squeeze(1)

@@ -162,14 +162,21 @@ class R3Discriminator(nn.Module):
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 1.0 / math.sqrt(top))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, R, R] -> [B, top]: the vector the logit is read from."""
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of each stage, ``[B, w_i, s_i, s_i]`` (largest first): what D sees at
+        each scale (gan/projection.py's perceptual distance)."""
+        maps: list[torch.Tensor] = []
         h = self.from_image(x)
         for i, stage in enumerate(self.stages):
             h = stage(h)
+            maps.append(h)
             if i < len(self.transitions):
                 h = self.transitions[i](F.avg_pool2d(h, 2))  # [B, w_i+1, s/2, s/2]
-        return self.basis(h).flatten(1)  # [B, top]
+        return maps
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, R, R] -> [B, top]: the vector the logit is read from."""
+        return self.basis(self.feature_maps(x)[-1]).flatten(1)  # [B, top]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)  # [B, top]

@@ -28,7 +28,7 @@ from service.deps import BEARER_SCHEME, BEARER_SCHEME_SPEC
 from service.inference import BatchingOptions, InferenceEngine, StartupError
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from service.routes import docs, generate, health, info, metrics, page, score
+from service.routes import docs, generate, health, info, metrics, page, project, score
 from service.settings import Settings
 
 logger = logging.getLogger("service")
@@ -50,6 +50,8 @@ Generate images with a trained GAN generator and score images with its discrimin
   sampling `method` (`drs`, `mh`, `langevin`, `pixel_ascent`) D guides or makes the images.
 * `POST /score`: D's logit, probability, calibrated probability and realness percentile for
   uploaded images.
+* `POST /project`: an uploaded image -> the latent (and class) whose G(z) draws it, with the
+  reconstruction, its distances and D's scores of both.
 * `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
 * `GET /`: a web page that uses these endpoints (generate, interpolate, score, model card).
 
@@ -111,7 +113,7 @@ async def _queue_timeout_handler(request: Request, exc: Exception) -> JSONRespon
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
     settings = settings if settings is not None else Settings()
-    routers = (health, info, generate, score, page, docs)
+    routers = (health, info, generate, score, project, page, docs)
     endpoints = tuple(e for module in routers for e in module.ENDPOINTS)
     model_paths = tuple(e.path for e in endpoints)
     app_metrics = Metrics(model_routes=model_paths)

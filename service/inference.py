@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
     from gan.checkpoint import Calibration, Checkpoint, CheckpointConfig, RealScores
     from gan.models import ModelConfig
+    from gan.projection import Projection, ProjectOptions
     from gan.samplers.dispatch import Models
     from gan.samplers.results import GuidedResult
     from gan.samplers.steps import Forward, Steps
@@ -458,6 +459,56 @@ class InferenceEngine:
             result = item
         result.seconds = time.perf_counter() - started
         return result
+
+    @property
+    def encoder(self) -> torch.nn.Module | None:
+        """The checkpoint's encoder: a GAN's optional one or an auto-encoder's (projection's
+        start)."""
+        return self.checkpoint.encoder
+
+    @property
+    def projection_distance(self) -> str:
+        """The name of the perceptual distance projections report (gan/projection.py)."""
+        from gan.projection import feature_network
+
+        return feature_network(self._discriminator, self.encoder)[1]
+
+    async def project(
+        self,
+        targets: torch.Tensor,
+        labels: list[int | None],
+        options: ProjectOptions,
+        *,
+        arrival: Arrival | None = None,
+    ) -> list[Projection]:
+        """Project uint8 images ``[N, C, R, R]`` into G's latent space (gan/projection.py): a
+        gradient job, run alone on the inference thread like langevin's."""
+        from gan.projection import check_projectable, project
+
+        if self._executor is None:
+            raise RuntimeError("the inference engine is closed")
+        check_projectable(self.kind)
+        generator = self._generator
+        assert generator is not None
+        parts: dict[int, list[Projection]] = {}
+
+        def run(first: int, count: int) -> torch.Tensor:  # on the inference thread
+            part = project(
+                generator,
+                self.model_config,
+                targets[first : first + count],
+                labels[first : first + count],
+                options,
+                discriminator=self._discriminator,
+                encoder=self.encoder,
+            )
+            parts[first] = part
+            import torch
+
+            return torch.stack([r.image for r in part])
+
+        await self.scheduler.submit(GRADIENT, SoloRows(run, int(targets.shape[0])), arrival=arrival)
+        return [r for first in sorted(parts) for r in parts[first]]
 
     def close(self) -> None:
         """Finish the running forward pass (if any) and stop the worker thread."""

@@ -457,6 +457,12 @@ class InfoResponse(BaseModel):
     )
     limits: dict[str, Any]
     preprocessing: dict[str, Any]
+    project: dict[str, Any] | None = Field(
+        default=None,
+        description="How POST /project works here: whether the checkpoint has an encoder to "
+        "start from, the perceptual distance, steps and restarts (default and cap), and the "
+        "candidate classes tried without a label; null for a kind that cannot project (ebm).",
+    )
     generate: dict[str, Any] = Field(
         description="Conventions of /generate, and 'methods': each sampling method with its "
         "options (type, default, bounds, cap), whether it needs calibration and whether it is "
@@ -540,3 +546,53 @@ class ErrorResponse(BaseModel):
             }
         }
     )
+
+
+# --------------------------------------------------------------------------------------------
+# POST /project
+# --------------------------------------------------------------------------------------------
+
+
+class DiscriminatorView(BaseModel):
+    """D's opinion of one image (null where the checkpoint has no D)."""
+
+    logit: float | None
+    probability: float | None = Field(description="sigmoid(logit).")
+    realness_percentile: float | None = Field(
+        description="Percentage (0..100) of held-out real images D scored lower (null without "
+        "real_scores)."
+    )
+
+
+class ProjectResponse(BaseModel):
+    """An image's projection: the latent (and class) whose G(z) draws it."""
+
+    model: ModelRef
+    z: list[float] = Field(
+        description='The latent, z_dim numbers: POST /generate {"z": [z], '
+        '"label": label} draws exactly `image`.'
+    )
+    label: int | None = Field(description="The class projected under (conditional models).")
+    class_name: str | None
+    candidates: list[int | None] = Field(
+        description="The classes tried (given, the encoder's most likely, or all)."
+    )
+    mse: float = Field(
+        description="Pixel mean squared error in [0, 1] units against the converted upload."
+    )
+    distance: float | None = Field(description="Perceptual distance (see distance_name).")
+    distance_name: str = Field(
+        description="discriminator-features: LPIPS's formula without learned weights in the "
+        "feature maps of the checkpoint's own D (encoder-features for an auto-encoder)."
+    )
+    image: str = Field(description="The reconstruction G(z) as a base64 PNG.")
+    start: str = Field(
+        description="encoder (the checkpoint's encoder guessed the start) or random."
+    )
+    steps: int
+    restarts: int
+    seed: int
+    seconds: float
+    upload: DiscriminatorView
+    reconstruction: DiscriminatorView
+    preprocessing: dict[str, Any]

@@ -175,6 +175,19 @@ class Settings(BaseSettings):
         description="Most steps per image for the pixel_ascent sampling method (a forward and "
         "a backward pass through D each); more: 422.",
     )
+    max_project_steps: int = Field(
+        default=500,
+        ge=0,
+        le=5000,
+        description="Most Adam steps of one POST /project (each a forward and a backward pass "
+        "through G and D for every restart and candidate class); more: 422.",
+    )
+    max_project_restarts: int = Field(
+        default=8,
+        ge=1,
+        le=16,
+        description="Most restarts of one POST /project; more: 422.",
+    )
     max_image_pixels: int = Field(
         default=4_194_304,
         ge=1,

@@ -11,6 +11,7 @@ from gan.kinds import ModelKind
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from gan.samplers import METHODS, kind_refusal
 from service.deps import EngineDep, SettingsDep, protected
+from service.inference import InferenceEngine
 from service.routes import ModelEndpoint
 from service.routes.score import preprocessing_report
 from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
@@ -106,6 +107,8 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             "max_proposals": settings.max_proposals,
             "max_langevin_steps": settings.max_langevin_steps,
             "max_ascent_steps": settings.max_ascent_steps,
+            "max_project_steps": settings.max_project_steps,
+            "max_project_restarts": settings.max_project_restarts,
         },
         preprocessing=preprocessing_report(
             engine.resolution, engine.channels, settings.max_image_pixels
@@ -125,5 +128,35 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             "from its own generator seeded from (s, method): a seed, label, method and options "
             "give the same image in any request",
         },
+        project=project_info(engine, settings),
         auth={"api_key_required": settings.api_key is not None},
     )
+
+
+def project_info(engine: InferenceEngine, settings: Settings) -> dict[str, Any] | None:
+    """``project``: how POST /project works on this checkpoint (None: it cannot project)."""
+    from gan.projection import ProjectOptions
+
+    declared = engine.model_kind
+    if declared.projection == "none" or not declared.has_generator:
+        return None
+    d = ProjectOptions()
+    recorded = engine.config.raw.get("encoder")
+    return {
+        "encoder": engine.encoder is not None,
+        "encoder_training": recorded if isinstance(recorded, dict) else None,
+        "distance": engine.projection_distance,
+        "steps": {
+            "default": min(d.steps, settings.max_project_steps),
+            "max": settings.max_project_steps,
+        },
+        "restarts": {
+            "default": min(d.restarts, settings.max_project_restarts),
+            "max": settings.max_project_restarts,
+        },
+        "candidate_classes": (
+            d.classes if engine.encoder is not None else len(engine.config.classes)
+        )
+        if engine.config.classes
+        else None,
+    }

@@ -40,3 +40,14 @@ def calibration_line(entry: dict[str, Any]) -> str:
         f"and {entry['num_fake']} generated images it was not fitted on; DRS accepts "
         f"{100 * drs['acceptance'][at]:.0f}% of proposals at keep {drs['keep_levels'][at]:g}"
     )
+
+
+def apply_threads(threads: int | None) -> None:
+    """``--threads N``: torch's CPU threads (None: torch's default); below 1 is a UserError."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
