@@ -58,9 +58,21 @@ def main() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAN_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--checkpoint", str(ROOT / "checkpoints" / "mnist"),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "--checkpoint",
+            str(ROOT / "checkpoints" / "mnist"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:

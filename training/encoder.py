@@ -82,16 +82,16 @@ def _losses(
     code, logits = encoder(x)
     latent = (code - z).pow(2).mean()
     loss = latent
-    stats = {"latent": float(latent)}
+    stats = {"latent": float(latent.detach())}
     if logits is not None and y is not None:
         ce = F.cross_entropy(logits, y)
         loss = loss + ce
-        stats["class"] = float(ce)
+        stats["class"] = float(ce.detach())
     if pixel_weight > 0:
         rec = generator(code) if y is None else generator(code, y)
         pixel = (rec - x).pow(2).mean() / 4.0
         loss = loss + pixel_weight * pixel
-        stats["pixel"] = float(pixel)
+        stats["pixel"] = float(pixel.detach())
     return loss, stats
 
 
@@ -112,7 +112,7 @@ def train_encoder(
     gen = torch.Generator().manual_seed(options.seed)
     started = time.perf_counter()
     step = 0
-    try:
+    try:  # steps=0: an untrained encoder (a baseline for its report)
         for step in range(1, options.steps + 1):
             z, y = _draw(model_config, options.batch_size, gen, device)
             loss, stats = _losses(encoder, generator, z, y, options.pixel_weight)

@@ -116,7 +116,7 @@ def project_cli(argv: list[str] | None = None) -> int:
             pixels = to_model_pixels(open_image(image), mc.resolution, mc.channels)
         except ImageDecodeError as exc:
             raise UserError(f"{image}: {exc}") from exc
-        targets.append(torch.from_numpy(pixels))
+        targets.append(torch.from_numpy(pixels.copy()))
     batch = torch.stack(targets)  # uint8 [N, C, R, R]
     started = time.perf_counter()
     results = project_checkpoint(ckpt, batch, [label] * len(targets), options)
