@@ -250,3 +250,53 @@ def save_images(images: torch.Tensor, out: str | os.PathLike[str]) -> Path:
     else:
         raise ValueError(f"unsupported output {out}: use a .npy file, a .png file, or a folder")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Animations: an interpolation path as GIF or WebP
+# --------------------------------------------------------------------------------------------
+
+#: Bounds of one frame's duration in milliseconds (GIF stores hundredths of a second, and
+#: browsers show GIF frames shorter than 20 ms at 100 ms).
+FRAME_MS_MIN = 20
+FRAME_MS_MAX = 10_000
+
+
+def animation_formats() -> tuple[str, ...]:
+    """The animated formats this Pillow can write: ``gif`` always, ``webp`` when Pillow has
+    libwebp with animation (a feature of its own before Pillow 11, part of ``webp`` since)."""
+    from PIL import features
+
+    try:
+        webp = bool(features.check_feature("webp_anim"))
+    except ValueError:  # Pillow >= 11: no separate feature, animation comes with the module
+        webp = bool(features.check_module("webp"))
+    return ("gif", "webp") if webp else ("gif",)
+
+
+def encode_animation(images: torch.Tensor, fmt: str, frame_ms: int) -> bytes:
+    """uint8 [N, C, H, W] -> one animated GIF or WebP, a frame per image, each shown
+    ``frame_ms`` ms, looping forever. GIF: grey images exact, RGB quantised to 256 colours per
+    frame, durations rounded to 10 ms; WebP: lossless. Deterministic. Both formats merge a
+    frame identical to the one before it into that one (its duration grows by ``frame_ms``)."""
+    from PIL import Image
+
+    if fmt not in animation_formats():
+        raise ValueError(f"unsupported animation format {fmt!r}: use {animation_formats()}")
+    if not FRAME_MS_MIN <= frame_ms <= FRAME_MS_MAX:
+        raise ValueError(f"frame_ms must lie in {FRAME_MS_MIN}..{FRAME_MS_MAX}, got {frame_ms}")
+    frames = [Image.fromarray(np.ascontiguousarray(img)) for img in to_hwc(images)]
+    if not frames:
+        raise ValueError("no images to animate")
+    options: dict[str, Any] = {"lossless": True, "method": 4} if fmt == "webp" else {}
+    buf = io.BytesIO()
+    frames[0].save(
+        buf,
+        format=fmt.upper(),
+        save_all=True,
+        append_images=frames[1:],
+        duration=frame_ms,
+        loop=0,
+        **options,
+    )
+    return buf.getvalue()

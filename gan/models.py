@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan.classmix import Classes, embed_classes
 from gan.errors import UserError
 from gan.kinds import kinds_with
 from gan.r3gan import R3Discriminator, R3Generator
@@ -154,11 +155,12 @@ class Generator(nn.Module):
         blocks += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1), nn.Tanh()]
         self.body = nn.Sequential(*blocks)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: Classes | None = None) -> torch.Tensor:
+        """``y``: class indices ``[B]``, or a :class:`~gan.classmix.ClassMix` of two per row."""
         if self.embed is not None:
             if y is None:
                 raise ValueError("this generator is class-conditional: pass class indices y")
-            z = torch.cat([z, self.embed(y)], dim=1)  # [B, 2 * z_dim]
+            z = torch.cat([z, embed_classes(self.embed, y)], dim=1)  # [B, 2 * z_dim]
         h = self.project(z).view(-1, self.top, self.s0, self.s0)  # [B, top, s0, s0]
         return self.body(h)  # [B, C, R, R]
 

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan.classmix import Classes, embed_classes
+
 if TYPE_CHECKING:
     from gan.models import ModelConfig
 
@@ -119,11 +121,12 @@ class R3Generator(nn.Module):
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 1.0)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: Classes | None = None) -> torch.Tensor:
+        """``y``: class indices ``[B]``, or a :class:`~gan.classmix.ClassMix` of two per row."""
         if self.embed is not None:
             if y is None:
                 raise ValueError("this generator is class-conditional: pass class indices y")
-            z = torch.cat([z, self.embed(y)], dim=1)  # [B, 2 * z_dim]
+            z = torch.cat([z, embed_classes(self.embed, y)], dim=1)  # [B, 2 * z_dim]
         h = self.basis(z).view(-1, self.top, self.s0, self.s0)  # [B, top, s0, s0]
         for i, stage in enumerate(self.stages):
             h = stage(h)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gan.classmix import Classes
 from gan.errors import UserError
 from gan.latents import image_seeds, latents_for_seeds
 from gan.models import to_model_range, to_uint8
@@ -96,12 +97,13 @@ def _device_of(module: nn.Module) -> torch.device:
 def generate(
     generator: nn.Module,
     z: torch.Tensor,
-    labels: torch.Tensor | None = None,
+    labels: Classes | None = None,
     *,
     chunk: int = DEFAULT_CHUNK,
 ) -> torch.Tensor:
-    """An eval-mode generator over latents ``[N, z_dim]`` (and classes ``[N]`` for a
-    conditional one) -> uint8 ``[N, C, H, W]`` (CPU)."""
+    """An eval-mode generator over latents ``[N, z_dim]`` (and classes ``[N]``, or a
+    :class:`~gan.classmix.ClassMix` of two classes per row, for a conditional one) -> uint8
+    ``[N, C, H, W]`` (CPU)."""
     device = _device_of(generator)
     out: list[torch.Tensor] = []
     with torch.inference_mode():

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from gan.classmix import Classes
     from service.metrics import Metrics
 
 logger = logging.getLogger("service")
@@ -78,19 +79,21 @@ class SoloRows:
 
 
 # A job's input: rows ``[B, ...]``, or rows with one class label each ``([B, ...], [B])`` for a
-# class-conditional model (a batch never mixes the two: a model is conditional or not), or
+# class-conditional model (a batch never mixes the two: a model is conditional or not; a
+# generator's labels may be a ``gan.classmix.ClassMix``, two classes and a weight per row, which
+# slices like a tensor), or
 # :class:`SoloRows` for the gradient queue.
 
 
-def _count(rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows) -> int:
+def _count(rows: torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows) -> int:
     if isinstance(rows, SoloRows):
         return rows.count
     return int((rows[0] if isinstance(rows, tuple) else rows).shape[0])
 
 
 def _slice(
-    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows, first: int, count: int
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows:
+    rows: torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows, first: int, count: int
+) -> torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows:
     if isinstance(rows, SoloRows):
         return rows.part(first, count)
     if isinstance(rows, tuple):
@@ -101,7 +104,7 @@ def _slice(
 @dataclass(eq=False)
 class _Job:
     queue: str
-    rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows
+    rows: torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows
     future: asyncio.Future[torch.Tensor]
     submitted: float  # loop time
     queued: float  # loop time of its last (re)queueing: round-robin order between the queues
@@ -133,7 +136,7 @@ class Arrival:
 
 
 RunBatch = Callable[
-    [str, "list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]"], "torch.Tensor"
+    [str, "list[torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows]"], "torch.Tensor"
 ]
 
 
@@ -201,7 +204,7 @@ class BatchScheduler:
     async def submit(
         self,
         queue: str,
-        rows: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows,
+        rows: torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows,
         *,
         arrival: Arrival | None = None,
     ) -> torch.Tensor:
@@ -321,7 +324,7 @@ class BatchScheduler:
         return taken
 
     def _timed_run(
-        self, queue: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
+        self, queue: str, chunks: list[torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows]
     ) -> tuple[torch.Tensor, float]:
         """``run_batch`` and its duration (runs on the inference thread)."""
         start = time.perf_counter()

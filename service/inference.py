@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     import torch
 
     from gan.checkpoint import Calibration, Checkpoint, CheckpointConfig, RealScores
+    from gan.classmix import Classes
     from gan.models import ModelConfig
     from gan.projection import Projection, ProjectOptions
     from gan.samplers.dispatch import Models
@@ -296,7 +297,7 @@ class InferenceEngine:
     # -- execution ---------------------------------------------------------------------------
 
     def _run_batch(
-        self, queue: str, chunks: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor] | SoloRows]
+        self, queue: str, chunks: list[torch.Tensor | tuple[torch.Tensor, Classes] | SoloRows]
     ) -> torch.Tensor:
         """One forward of the rows of several requests (runs on the inference thread)."""
         import torch
@@ -308,16 +309,26 @@ class InferenceEngine:
             (solo,) = chunks
             assert isinstance(solo, SoloRows)
             return solo.run(solo.first, solo.count)
-        labels: torch.Tensor | None = None
+        labels: Classes | None = None
         if isinstance(chunks[0], tuple):  # a conditional model: every chunk has its labels
             pairs = [c for c in chunks if isinstance(c, tuple)]
-            x, labels = cat([r for r, _ in pairs]), cat([y for _, y in pairs])
+            x, ys = cat([r for r, _ in pairs]), [y for _, y in pairs]
+            plain = [y for y in ys if isinstance(y, torch.Tensor)]
+            if len(plain) == len(ys):
+                labels = cat(plain)
+            else:  # some rows mix two classes (an interpolation path): all rows as mixes
+                from gan.classmix import ClassMix
+
+                labels = ClassMix.cat(ys)
         else:
             x = cat([c for c in chunks if not isinstance(c, (tuple, SoloRows))])
-        run = self._generate_sync if queue == GENERATOR else self._score_sync
-        return run(x) if labels is None else run(x, labels)
+        if queue == GENERATOR:
+            return self._generate_sync(x) if labels is None else self._generate_sync(x, labels)
+        if labels is not None and not isinstance(labels, torch.Tensor):
+            raise ValueError("D scores an image with one class, not a mix of two")
+        return self._score_sync(x) if labels is None else self._score_sync(x, labels)
 
-    def _generate_sync(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def _generate_sync(self, z: torch.Tensor, labels: Classes | None = None) -> torch.Tensor:
         from gan.sampling import generate
 
         if self._generator is None:
@@ -331,8 +342,11 @@ class InferenceEngine:
             raise ValueError(f"this {self.kind} checkpoint has no discriminator")
         return score(self._discriminator, x, labels, chunk=max(1, int(x.shape[0])))
 
-    def _labels_for(self, labels: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-        """Check that a conditional model gets one class per row and an unconditional none."""
+    def _labels_for(self, labels: Classes | None, rows: int) -> Classes | None:
+        """Check that a conditional model gets one class (or class mix) per row and an
+        unconditional none."""
+        import torch
+
         k = self.model_config.num_classes
         if k == 0:
             if labels is not None:
@@ -342,7 +356,7 @@ class InferenceEngine:
             raise ValueError(f"this model is conditional: give one class label per row ({rows})")
         if int(labels.min()) < 0 or int(labels.max()) >= k:
             raise ValueError(f"class labels must lie in 0..{k - 1}")
-        return labels.long()
+        return labels if not isinstance(labels, torch.Tensor) else labels.long()
 
     def arriving(self, queue: str) -> AbstractContextManager[Arrival]:
         """Announce a request that will call :meth:`generate` (``"generator"``) or :meth:`score`
@@ -352,12 +366,13 @@ class InferenceEngine:
     async def generate(
         self,
         z: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        labels: Classes | None = None,
         *,
         arrival: Arrival | None = None,
     ) -> torch.Tensor:
-        """float32 latents ``[B, z_dim]`` (and int64 classes ``[B]`` for a conditional model)
-        -> uint8 images ``[B, C, R, R]`` (CPU)."""
+        """float32 latents ``[B, z_dim]`` (and int64 classes ``[B]``, or a
+        :class:`~gan.classmix.ClassMix` of two classes per row, for a conditional model) -> uint8
+        images ``[B, C, R, R]`` (CPU)."""
         if self._executor is None:
             raise RuntimeError("the inference engine is closed")
         if z.ndim != 2 or z.shape[1] != self.z_dim or z.shape[0] < 1:
@@ -416,6 +431,7 @@ class InferenceEngine:
         """Images for these image seeds by a sampling method (:mod:`gan.samplers`), with each
         image's statistics; ``seconds`` is the time from this call to its end."""
         import anyio.to_thread
+        import torch
 
         from gan.samplers.dispatch import method_steps, run_gradient_method
         from gan.samplers.results import GuidedResult
@@ -427,6 +443,8 @@ class InferenceEngine:
             raise ValueError("no seeds: give at least one image")
         started = time.perf_counter()
         y = self._labels_for(labels, len(seeds))
+        if y is not None and not isinstance(y, torch.Tensor):
+            raise ValueError("sampling methods take one class per image, not a class mix")
         models = self.models()
         if runs_gradients(self.kind, method_of(options)):  # an ebm's plain sampling too
             parts: dict[int, GuidedResult] = {}

@@ -21,7 +21,12 @@ from gan.latents import image_seeds, interpolation_weights, random_seed
 from gan.samplers import METHODS, EBMSearch, MethodOptions, kind_refusal, method_of
 from gan.samplers.ebm import EBM_STEPS_CAP
 from gan.samplers.options import setting_env
-from service.schemas import METHOD_OPTION_MODELS, GenerateRequest
+from service.schemas import (
+    ANIMATED_FORMATS,
+    FORMAT_NAMES,
+    METHOD_OPTION_MODELS,
+    GenerateRequest,
+)
 
 if TYPE_CHECKING:
     from gan.checkpoint import Calibration
@@ -61,7 +66,7 @@ class Plan:
     """A validated request: which latents to make and how to report them."""
 
     count: int
-    format: str  # png, grid or json (resolved when the request left it out)
+    format: str  # a name of OUTPUT_FORMATS (resolved when the request left it out)
     request_seed: int | None
     seeds: list[int | None]
     truncation: float | None
@@ -72,6 +77,13 @@ class Plan:
 def _resolve_format(req: GenerateRequest, count: int) -> str:
     if req.format is None:
         return "png" if count == 1 else "grid"
+    if req.format in ANIMATED_FORMATS and req.interpolate is None:
+        raise field_error(
+            ["format"],
+            f"format {req.format!r} animates an interpolation path and is valid only with "
+            "interpolate: add interpolate {from_seed, to_seed, steps}, or use format "
+            f"{_either(n for n in FORMAT_NAMES if n not in ANIMATED_FORMATS)}",
+        )
     if req.format == "png" and count != 1:
         raise field_error(
             ["format"],
@@ -91,7 +103,40 @@ def plan_request(req: GenerateRequest, *, z_dim: int, max_images: int) -> Plan:
                 ["interpolate"],
                 f"interpolate defines the images itself; remove {', '.join(given)}",
             )
-        steps = req.interpolate.steps
+        spec = req.interpolate
+        for end in ("from", "to"):
+            seed, z = getattr(spec, f"{end}_seed"), getattr(spec, f"{end}_z")
+            if seed is None and z is None:
+                raise field_error(
+                    ["interpolate", f"{end}_seed"],
+                    f"Field required: give {end}_seed, or {end}_z (a latent of z_dim = {z_dim} "
+                    "numbers)",
+                    "missing",
+                )
+            if seed is not None and z is not None:
+                raise field_error(
+                    ["interpolate", f"{end}_z"],
+                    f"give either {end}_seed or {end}_z, not both",
+                )
+            if z is not None and len(z) != z_dim:
+                raise field_error(
+                    ["interpolate", f"{end}_z"],
+                    f"{end}_z has {len(z)} numbers; this model's latents have z_dim = {z_dim} "
+                    "(see GET /info)",
+                )
+        if req.truncation is not None and spec.from_z is not None and spec.to_z is not None:
+            raise field_error(
+                ["truncation"],
+                "truncation applies to latents drawn from seeds; from_z and to_z are used as "
+                "given (clip them yourself)",
+            )
+        if "frame_ms" in spec.model_fields_set and req.format not in ANIMATED_FORMATS:
+            raise field_error(
+                ["interpolate", "frame_ms"],
+                f"frame_ms is the frame duration of an animation: add format "
+                f"{_either(ANIMATED_FORMATS)}, or drop frame_ms",
+            )
+        steps = spec.steps
         if steps > max_images:
             raise field_error(
                 ["interpolate", "steps"], f"steps is {steps}, {limit}", "too_many_images"
@@ -139,12 +184,15 @@ def plan_labels(req: GenerateRequest, plan: Plan, classes: tuple[str, ...]) -> l
     label an unconditional model cannot take, an unknown class, or a list of the wrong length."""
     from gan.sampling import LabelError, class_labels, resolve_label
 
+    ends = path_classes(req, classes)
     if not classes:
         if req.label is not None:
             raise field_error(
                 ["label"], "this model is unconditional (GET /info lists no classes): drop label"
             )
         return None
+    if ends is not None and plan.weights is not None:  # the nearer end's class
+        return [ends[0] if t < 0.5 else ends[1] for t in plan.weights]
     try:
         if isinstance(req.label, list):
             if len(req.label) != plan.count:
@@ -164,11 +212,55 @@ def plan_labels(req: GenerateRequest, plan: Plan, classes: tuple[str, ...]) -> l
             f"this model is class-conditional and z carries no seed: give label (one of "
             f"{len(classes)} classes, see GET /info)",
         )
-    if req.interpolate is not None:
-        return [req.interpolate.from_seed % len(classes)] * plan.count
     seeds = [s for s in plan.seeds if s is not None]
     labels = class_labels(seeds, len(classes))
     return None if labels is None else labels.tolist()
+
+
+def path_classes(req: GenerateRequest, classes: tuple[str, ...]) -> tuple[int, int] | None:
+    """The classes at the two ends of an interpolation path on a conditional model, whose
+    embedding is mixed along it (None: no interpolation, an unconditional model, or ``label``
+    given, which fixes every image's class); 422 for from_label/to_label an unconditional
+    model cannot take, an unknown class, from_label/to_label beside label, and an end given as
+    a latent (no seed, so no default class) without its label."""
+    from gan.sampling import LabelError, resolve_label
+
+    spec = req.interpolate
+    if spec is None:
+        return None
+    named = [f"{end}_label" for end in ("from", "to") if getattr(spec, f"{end}_label") is not None]
+    if not classes:
+        if named:
+            raise field_error(
+                ["interpolate", named[0]],
+                f"this model is unconditional (GET /info lists no classes): drop {named[0]}",
+            )
+        return None
+    if req.label is not None:
+        if named:
+            raise field_error(
+                ["interpolate", named[0]],
+                "give label (one class for every image) or interpolate.from_label/to_label "
+                "(a class at each end, mixed along the path), not both",
+            )
+        return None
+    ends: list[int] = []
+    for end in ("from", "to"):
+        label, seed = getattr(spec, f"{end}_label"), getattr(spec, f"{end}_seed")
+        if label is not None:
+            try:
+                ends.append(resolve_label(label, classes))
+            except LabelError as exc:
+                raise field_error(["interpolate", f"{end}_label"], str(exc)) from exc
+        elif seed is not None:
+            ends.append(seed % len(classes))
+        else:
+            raise field_error(
+                ["interpolate", f"{end}_label"],
+                f"this model is class-conditional and {end}_z carries no seed: give "
+                f"{end}_label (one of {len(classes)} classes, see GET /info)",
+            )
+    return ends[0], ends[1]
 
 
 def _either(names: Iterable[str]) -> str:

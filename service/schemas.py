@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema, create_model
 from pydantic.config import JsonDict
 
+from gan.io import FRAME_MS_MAX, FRAME_MS_MIN, animation_formats
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from gan.samplers import METHOD_NAMES, METHODS, OptionSpec, Sampler
 from gan.samplers.options import setting_env
@@ -36,22 +38,95 @@ class ModelRef(BaseModel):
 # ------------------------------------------------------------------------------------------
 
 
+#: A class: its index (0..K-1) or its name, as GET /info lists them.
+Label = Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=200)]
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One response format of ``POST /generate``."""
+
+    name: str
+    media_type: str
+    description: str
+    animated: bool = False  # an interpolation path as one animation (needs interpolate)
+
+
+#: The response formats of POST /generate, each declared once: the request schema, the route's
+#: responses, GET /info generate.formats and the page derive from it. webp is listed where this
+#: Pillow writes animated WebP (gan.io.animation_formats).
+OUTPUT_FORMATS: dict[str, OutputFormat] = {
+    f.name: f
+    for f in (
+        OutputFormat("png", "image/png", "one image/png (exactly one image, else 422)"),
+        OutputFormat("grid", "image/png", "one image/png grid of all images"),
+        OutputFormat(
+            "json", "application/json", "base64 PNGs with each image's seed, latent and class"
+        ),
+        OutputFormat(
+            "gif",
+            "image/gif",
+            "the interpolation path as an animated GIF, one frame per step, looping",
+            animated=True,
+        ),
+        OutputFormat(
+            "webp",
+            "image/webp",
+            "the interpolation path as an animated lossless WebP, one frame per step, looping",
+            animated=True,
+        ),
+    )
+    if not f.animated or f.name in animation_formats()
+}
+FORMAT_NAMES = tuple(OUTPUT_FORMATS)
+ANIMATED_FORMATS = tuple(name for name, f in OUTPUT_FORMATS.items() if f.animated)
+FormatName = Literal[FORMAT_NAMES]  # type: ignore[valid-type]
+
+
 class InterpolateSpec(BaseModel):
-    """Images along the slerp path from the latent of ``from_seed`` to that of ``to_seed``."""
+    """Images along the path from one latent (``from_seed``'s, or ``from_z``) to another
+    (``to_seed``'s, or ``to_z``): slerp between the latents and, on a class-conditional model,
+    a linear mix of the two ends' class embeddings. The ends are exactly the images of
+    ``{"seed": from_seed}`` and ``{"seed": to_seed}`` (or ``{"z": [from_z], "label": ...}``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    from_seed: Seed
-    to_seed: Seed
+    from_seed: Seed | None = Field(
+        default=None, description="The start: this seed's latent (or give from_z)."
+    )
+    to_seed: Seed | None = Field(
+        default=None, description="The end: this seed's latent (or give to_z)."
+    )
+    from_z: list[LatentValue] | None = Field(
+        default=None,
+        description="The start as an explicit latent of z_dim numbers (GET /info), e.g. a "
+        "projected image's; used as given (no truncation). Instead of from_seed.",
+    )
+    to_z: list[LatentValue] | None = Field(
+        default=None, description="The end as an explicit latent; instead of to_seed."
+    )
+    from_label: Label | None = Field(
+        default=None,
+        description="Class-conditional models: the start's class (index or name). Left out: "
+        "from_seed's own class, from_seed mod K (required with from_z).",
+    )
+    to_label: Label | None = Field(
+        default=None,
+        description="Class-conditional models: the end's class. Left out: to_seed mod K "
+        "(required with to_z).",
+    )
     steps: int = Field(
         default=8,
         ge=2,
         description="Images on the path, both ends included (at most GAN_MAX_IMAGES).",
     )
-
-
-#: A class: its index (0..K-1) or its name, as GET /info lists them.
-Label = Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=200)]
+    frame_ms: int = Field(
+        default=100,
+        ge=FRAME_MS_MIN,
+        le=FRAME_MS_MAX,
+        description=f"Formats {', '.join(ANIMATED_FORMATS)}: how long each frame is shown, in "
+        "milliseconds (GIF keeps hundredths of a second).",
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -156,22 +231,25 @@ class GenerateRequest(BaseModel):
         "truncation are redrawn (from the same seed's generator) until all lie within "
         "[-truncation, truncation]. Smaller: more typical, less varied images.",
     )
-    format: Literal["png", "grid", "json"] | None = Field(
+    format: FormatName | None = Field(
         default=None,
-        description="png: one image/png (exactly one image, else 422); grid: one image/png grid "
-        "of all images; json: base64 PNGs with each image's seed and latent. Left out: png for "
-        "one image, grid for several.",
+        description="; ".join(f"{f.name}: {f.description}" for f in OUTPUT_FORMATS.values())
+        + f" ({', '.join(ANIMATED_FORMATS)} with interpolate only). Left out: png for one "
+        "image, grid for several.",
     )
     interpolate: InterpolateSpec | None = Field(
         default=None,
-        description="Return the images along the path between two seeds (grid or json).",
+        description="Return the images along the path between two seeds or latents (grid, "
+        f"json, or an animation: {', '.join(ANIMATED_FORMATS)}).",
     )
     label: Label | list[Label] | None = Field(
         default=None,
         description="Class-conditional models only (GET /info lists 'classes'): the class of "
         "every image (an index or a class name), or a list with one per image. Left out: image "
-        "seed s gets class s mod K (uniform and reproducible); with z it is required; on an "
-        "interpolation path every image gets from_seed's class.",
+        "seed s gets class s mod K (uniform and reproducible); with z it is required. On an "
+        "interpolation path it gives every image that class; left out there, the class "
+        "embedding goes from interpolate.from_label to to_label (each end's seed mod K by "
+        "default).",
     )
     method: MethodName = Field(
         default="plain",
@@ -200,7 +278,10 @@ class GeneratedImage(BaseModel):
     )
     t: float | None = Field(default=None, description="Position on the interpolation path (0..1).")
     label: int | None = Field(
-        default=None, description="The image's class index (conditional models; else null)."
+        default=None,
+        description="The image's class index (conditional models; else null). Between two "
+        "classes on an interpolation path: the nearer end's (interpolation.from_label below "
+        "t = 0.5, to_label from it on).",
     )
     class_name: str | None = Field(
         default=None, description="The image's class name (conditional models; else null)."
@@ -245,8 +326,16 @@ class SamplingInfo(BaseModel):
 
 
 class InterpolationInfo(BaseModel):
-    from_seed: int
-    to_seed: int
+    from_seed: int | None = Field(description="The start's seed (null when from_z was given).")
+    to_seed: int | None = Field(description="The end's seed (null when to_z was given).")
+    from_label: int | None = Field(
+        default=None,
+        description="Conditional models: the class embedding at t = 0 (null: unconditional, "
+        "or label was given).",
+    )
+    to_label: int | None = Field(
+        default=None, description="The class embedding at t = 1; linear in t between the two."
+    )
     steps: int
     method: Literal["slerp"] = "slerp"
 

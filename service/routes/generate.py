@@ -11,15 +11,25 @@ from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from gan.io import encode_grid, encode_pngs
+from gan.io import encode_animation, encode_grid, encode_pngs
 from gan.latents import TRUNCATION_MODE, seed_latent, slerp
 from gan.samplers import METHODS, MethodOptions, options_dict
 from service.batching import GENERATOR
 from service.deps import engine_of, protected
-from service.planning import Caps, Plan, batched_plain, plan_labels, plan_method, plan_request
+from service.planning import (
+    Caps,
+    Plan,
+    batched_plain,
+    path_classes,
+    plan_labels,
+    plan_method,
+    plan_request,
+)
 from service.routes import ModelEndpoint
 from service.schemas import (
+    ANIMATED_FORMATS,
     METHOD_OPTION_EXAMPLES,
+    OUTPUT_FORMATS,
     ErrorResponse,
     GeneratedImage,
     GenerateRequest,
@@ -32,6 +42,7 @@ from service.schemas import (
 if TYPE_CHECKING:
     import torch
 
+    from gan.classmix import Classes
     from gan.samplers.results import GuidedResult
 
 T = TypeVar("T")
@@ -47,6 +58,10 @@ MODEL_HEADERS = {
         "schema": {"type": "integer"},
     },
     "X-Image-Count": {"description": "Images in the response", "schema": {"type": "integer"}},
+    "X-Frame-Ms": {
+        "description": "Formats gif and webp: each frame's duration in ms",
+        "schema": {"type": "integer"},
+    },
 }
 #: The model route of this module (service.app derives admission and metrics from it).
 ENDPOINTS = (ModelEndpoint("/generate", GENERATOR, MODEL_HEADERS),)
@@ -69,8 +84,15 @@ def build_latents(plan: Plan, req: GenerateRequest, z_dim: int) -> torch.Tensor:
     if plan.z is not None:
         return torch.tensor(plan.z, dtype=torch.float32)
     if plan.weights is not None and req.interpolate is not None:
-        z0 = seed_latent(req.interpolate.from_seed, z_dim, plan.truncation)
-        z1 = seed_latent(req.interpolate.to_seed, z_dim, plan.truncation)
+        spec = req.interpolate
+
+        def end(seed: int | None, z: list[float] | None) -> torch.Tensor:
+            if z is not None:  # as {"z": [z]} makes it
+                return torch.tensor([z], dtype=torch.float32)[0]
+            assert seed is not None  # plan_request checked that each end has one
+            return seed_latent(seed, z_dim, plan.truncation)
+
+        z0, z1 = end(spec.from_seed, spec.from_z), end(spec.to_seed, spec.to_z)
         return slerp(z0, z1, plan.weights)
     from gan.sampling import latents
 
@@ -101,8 +123,25 @@ GENERATE_EXAMPLES: dict[str, Any] = {
     },
     "interpolate": {
         "summary": "Interpolation between two seeds",
-        "description": "8 images on the slerp path from seed 1 to seed 2.",
+        "description": "8 images on the slerp path from seed 1 to seed 2 (on a conditional "
+        "model, from seed 1's class to seed 2's).",
         "value": {"interpolate": {"from_seed": 1, "to_seed": 2, "steps": 8}, "format": "grid"},
+    },
+    "interpolate_classes_gif": {
+        "summary": "A walk across classes as an animated GIF",
+        "description": "Class-conditional models: 16 frames from seed 3 as a '3' to seed 8 as "
+        "an '8', 80 ms each, looping. curl: ... -o walk.gif",
+        "value": {
+            "interpolate": {
+                "from_seed": 3,
+                "to_seed": 8,
+                "from_label": 3,
+                "to_label": 8,
+                "steps": 16,
+                "frame_ms": 80,
+            },
+            "format": "gif",
+        },
     },
     **{
         f"method_{name}": {
@@ -155,7 +194,9 @@ def sampling_info(
     "grid (all images in one image/png, ceil(sqrt(n)) columns, 2 px black padding), json "
     "(base64 PNGs with each image's seed and latent); left out: png for one image, grid for "
     "several. Every field is optional; no body at all is the same as {}. Truncation (mode 'resample') redraws latent components with |z_j| > t; "
-    "interpolate returns the slerp path between two seeds. method (with method_options) puts D "
+    "interpolate returns the slerp path between two seeds or latents (from_z/to_z), on a "
+    "class-conditional model mixing the two ends' class embeddings (from_label/to_label), so "
+    "its ends are the two seeds' images; format gif or webp returns it as an animation. method (with method_options) puts D "
     "to work at sampling time: drs and mh (need a calibrated D), langevin, pixel_ascent (GET "
     "/info generate.methods lists them); the json format reports each image's proposals or "
     "steps and D's logit before and after, and the request's acceptance rate and time. Example: "
@@ -164,9 +205,15 @@ def sampling_info(
     response_model=GenerateResponse,
     responses={
         200: {
-            "description": "image/png for format png and grid, JSON for format json",
+            "description": ", ".join(
+                f"{f.media_type} for format {f.name}" for f in OUTPUT_FORMATS.values()
+            ),
             "headers": ENDPOINTS[0].headers,
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                f.media_type: {"schema": {"type": "string", "format": "binary"}}
+                for f in OUTPUT_FORMATS.values()
+                if f.media_type != "application/json"
+            },
         },
         401: {"model": ErrorResponse, "description": "API key missing or wrong"},
         422: {"model": ErrorResponse, "description": "A field is out of range; loc names it"},
@@ -178,6 +225,8 @@ async def generate(
 ) -> Response:
     req = req if req is not None else GenerateRequest()  # no body at all: every default, like {}
     import torch
+
+    from gan.classmix import ClassMix
 
     engine, caps = engine_of(request), Caps.of(request.app.state.settings)
     plan = plan_request(req, z_dim=engine.z_dim, max_images=caps.max_images)
@@ -192,14 +241,18 @@ async def generate(
     inline = plan.count * engine.resolution**2 <= INLINE_MAX_PIXELS
     classes = engine.config.classes
     labels = plan_labels(req, plan, classes)
+    ends = path_classes(req, classes)
     started = time.perf_counter()
     guided: GuidedResult | None = None
     latents: torch.Tensor | None
     with engine.arriving(GENERATOR) as arrival:
         y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
         if batched_plain(engine.kind, options):  # one batched G pass
+            classes_in: Classes | None = y
+            if ends is not None and ends[0] != ends[1] and plan.weights is not None:
+                classes_in = ClassMix.between(ends[0], ends[1], plan.weights)  # across classes
             latents = await _off_loop(inline, build_latents, plan, req, engine.z_dim)
-            images = await engine.generate(latents, y, arrival=arrival)  # uint8 [B, C, R, R]
+            images = await engine.generate(latents, classes_in, arrival=arrival)
         else:
             seeds = [s for s in plan.seeds if s is not None]
             guided = await engine.sample(
@@ -222,6 +275,12 @@ async def generate(
         png, columns = await _off_loop(inline, encode_grid, images)
         headers["X-Grid-Columns"] = str(columns)
         return Response(png, media_type="image/png", headers=headers)
+    if plan.format in ANIMATED_FORMATS and req.interpolate is not None:
+        frame_ms = req.interpolate.frame_ms
+        animation = await run_in_threadpool(encode_animation, images, plan.format, frame_ms)
+        headers["X-Frame-Ms"] = str(frame_ms)
+        media_type = OUTPUT_FORMATS[plan.format].media_type
+        return Response(animation, media_type=media_type, headers=headers)
     pngs = await _off_loop(inline, encode_pngs, images)
     rows: list[list[float] | None] = (
         latents.tolist() if latents is not None else [None] * plan.count
@@ -243,6 +302,8 @@ async def generate(
         else InterpolationInfo(
             from_seed=req.interpolate.from_seed,
             to_seed=req.interpolate.to_seed,
+            from_label=None if ends is None else ends[0],
+            to_label=None if ends is None else ends[1],
             steps=req.interpolate.steps,
         ),
         width=engine.resolution,

@@ -14,7 +14,14 @@ from service.deps import EngineDep, SettingsDep, protected
 from service.inference import InferenceEngine
 from service.routes import ModelEndpoint
 from service.routes.score import preprocessing_report
-from service.schemas import ErrorResponse, InfoResponse, ModelRef, PercentileReference
+from service.schemas import (
+    ANIMATED_FORMATS,
+    FORMAT_NAMES,
+    ErrorResponse,
+    InfoResponse,
+    ModelRef,
+    PercentileReference,
+)
 from service.settings import Settings
 
 router = APIRouter(tags=["info"])
@@ -114,11 +121,14 @@ async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> In
             engine.resolution, engine.channels, settings.max_image_pixels
         ),
         generate={
-            "formats": ["png", "grid", "json"],
+            "formats": list(FORMAT_NAMES),
+            "animated_formats": list(ANIMATED_FORMATS),
             "seed_derivation": "image i of a request with seed S uses seed (S + i) mod 2**53",
             "latent": "torch.randn(z_dim) from torch.Generator('cpu').manual_seed(seed), float32",
             "truncation_mode": TRUNCATION_MODE,
             "interpolation": "slerp",
+            "class_interpolation": "linear mix of the class embeddings of from_label and "
+            "to_label (conditional models)",
             "calibrated": calibration is not None,
             "methods": methods_info(settings, calibration is not None, engine.kind),
             "plain": plain_description(declared),

@@ -12,7 +12,7 @@ let info = null; // GET /info
 let methods = []; // sampling methods advertised by /info (generate.methods), normalised
 let selectedButton = null;
 let selectedRecord = null;
-let animation = { frames: [], index: 0, step: 1, timer: null };
+let animation = { url: null, still: null, playing: false }; // the path's GIF (an object URL)
 let scoreURLs = []; // object URLs of the shown uploads, revoked on the next score
 let started = false;
 
@@ -196,11 +196,14 @@ function className(entry) {
 
 function setupLabels() {
   const classes = Array.isArray(info.classes) ? info.classes : [];
+  const options = () => classes.map((entry, i) => el("option", { value: String(i), text: className(entry) }));
   $("label-field").hidden = classes.length === 0;
-  $("label").replaceChildren(
-    el("option", { value: "", text: "Any class (random)" }),
-    ...classes.map((entry, i) => el("option", { value: String(i), text: className(entry) })),
-  );
+  $("label").replaceChildren(el("option", { value: "", text: "Any class (random)" }), ...options());
+  // The interpolation's ends: each seed's own class (seed mod K) unless one is picked.
+  for (const id of ["from-label", "to-label"]) {
+    $(`${id}-field`).hidden = classes.length === 0;
+    $(id).replaceChildren(el("option", { value: "", text: "The seed's own class" }), ...options());
+  }
 }
 
 /** generate.methods as [{name, description, options: [{name, type, ...}]}]; accepts a list of
@@ -451,6 +454,7 @@ function recordOf(data, image, body) {
     truncation: data.truncation,
     label: body.label,
     imageLabel: image.label, // the class the server used (conditional models), e.g. seed mod K
+    path: body.interpolate ?? null, // the interpolation request the image is on
     method: body.method,
     methodOptions: body.method_options,
     stats: image.method != null && image.method !== "plain" ? image : null,
@@ -464,8 +468,8 @@ function recordOf(data, image, body) {
 function altText(record) {
   const parts = [];
   if (record.interpolation) {
-    const { from_seed: a, to_seed: b, steps } = record.interpolation;
-    parts.push(`Image ${record.index + 1} of ${steps} on the path from seed ${a} to seed ${b}, t = ${fmt(record.t)}`);
+    const { steps } = record.interpolation;
+    parts.push(`Image ${record.index + 1} of ${steps} on the path ${pathText(record.interpolation)}, t = ${fmt(record.t)}`);
   } else {
     parts.push(`Generated image, seed ${record.seed}`);
   }
@@ -526,7 +530,24 @@ function samplingText(data) {
 // the selected image: its facts and the curl command that returns exactly it
 // ---------------------------------------------------------------------------------------------
 
+/** "from seed 1 (class 1) to seed 2 (class 2)": an interpolation record's ends. */
+function pathText(interpolation) {
+  const end = (seed, label) => {
+    const name = label != null ? ` (class ${className(info.classes?.[label])})` : "";
+    return `${seed != null ? `seed ${seed}` : "a latent"}${name}`;
+  };
+  const { from_seed: a, to_seed: b, from_label: ya, to_label: yb } = interpolation;
+  return `from ${end(a, ya)} to ${end(b, yb)}`;
+}
+
+/** An image between two classes on a path: no single-image request makes it (the ends do). */
+function mixesClasses(record) {
+  const p = record.interpolation;
+  return Boolean(p && p.from_label != null && p.from_label !== p.to_label && record.t > 0 && record.t < 1);
+}
+
 function reproduceBody(record) {
+  if (mixesClasses(record) && record.path) return { interpolate: record.path, format: "json" };
   const body =
     record.seed != null ? { seed: record.seed, n: 1, format: "png" } : { z: [record.latent], format: "png" };
   if (record.seed != null && record.truncation != null) body.truncation = record.truncation;
@@ -539,7 +560,8 @@ function reproduceBody(record) {
 }
 
 function curlCommand(record) {
-  const name = record.seed != null ? `seed-${record.seed}.png` : "image.png";
+  let name = record.seed != null ? `seed-${record.seed}.png` : "image.png";
+  if (mixesClasses(record) && record.path) name = "path.json";
   const lines = [`curl -s -X POST ${shellQuote(`${location.origin}/generate`)}`];
   if (keyRequired()) lines.push('-H "Authorization: Bearer $GAN_API_KEY"');
   lines.push("-H 'Content-Type: application/json'");
@@ -564,10 +586,16 @@ function select(record, button) {
   const facts = [];
   if (record.seed != null) facts.push(["Seed", String(record.seed)]);
   if (record.interpolation) {
-    facts.push(["Path", `seed ${record.interpolation.from_seed} → seed ${record.interpolation.to_seed}`]);
+    facts.push(["Path", pathText(record.interpolation)]);
     facts.push(["Position t", fmt(record.t)]);
   }
-  if (record.label != null) facts.push(["Class", className(info.classes?.[record.label])]);
+  if (mixesClasses(record)) {
+    const { from_label: ya, to_label: yb } = record.interpolation;
+    const names = [ya, yb].map((y) => className(info.classes?.[y]));
+    facts.push(["Class", `${fmt(1 - record.t)} ${names[0]} + ${fmt(record.t)} ${names[1]}`]);
+  } else if (record.label != null) facts.push(["Class", className(info.classes?.[record.label])]);
+  else if (record.interpolation && record.imageLabel != null)
+    facts.push(["Class", className(info.classes?.[record.imageLabel])]);
   if (record.method != null) facts.push(["Sampling", record.method]);
   const stats = record.stats;
   if (stats) {
@@ -588,6 +616,13 @@ function select(record, button) {
   $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 
   $("detail-curl").textContent = curlCommand(record);
+  $("curl-label").replaceChildren(
+    "This ",
+    el("code", { text: "curl" }),
+    mixesClasses(record)
+      ? ` command returns the whole path as JSON; this image, between two classes, is images[${record.index}]:`
+      : " command returns exactly this image:",
+  );
   $("copy-status").textContent = "";
   $("details").hidden = false;
   if (record.interpolation) $("details").scrollIntoView({ block: "nearest" });
@@ -616,58 +651,62 @@ $("score-selected").addEventListener("click", () => {
 // ---------------------------------------------------------------------------------------------
 
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
+const FRAME_MS = 140; // each frame of the path's GIF
 
-function showFrame() {
-  const img = $("animation-img");
-  img.src = animation.frames[animation.index].src;
-  img.alt = `Animation: ${altText(animation.frames[animation.index])}`;
+/** Show the GIF (playing) or its first frame (paused). */
+function showAnimation(play) {
+  if (!animation.url) return;
+  animation.playing = play;
+  $("animation-img").src = play ? animation.url : animation.still;
+  $("animation-toggle").textContent = play ? "Pause" : "Play";
+  $("animation-toggle").setAttribute("aria-pressed", play ? "false" : "true");
 }
 
-function stopAnimation() {
-  clearInterval(animation.timer);
-  animation.timer = null;
-  $("animation-toggle").textContent = "Play";
-  $("animation-toggle").setAttribute("aria-pressed", "true");
-}
+$("animation-toggle").addEventListener("click", () => showAnimation(!animation.playing));
 
-function playAnimation() {
-  stopAnimation();
-  if (animation.frames.length < 2) return;
-  animation.timer = setInterval(() => {
-    const last = animation.frames.length - 1;
-    if (animation.index + animation.step > last || animation.index + animation.step < 0) animation.step *= -1;
-    animation.index += animation.step;
-    showFrame();
-  }, 140);
-  $("animation-toggle").textContent = "Pause";
-  $("animation-toggle").setAttribute("aria-pressed", "false");
+function pathSpec() {
+  const spec = {
+    from_seed: numberFrom($("from-seed"), "interpolate.from_seed"),
+    to_seed: numberFrom($("to-seed"), "interpolate.to_seed"),
+    steps: numberFrom($("steps"), "interpolate.steps"),
+  };
+  for (const [id, key] of [["from-label", "from_label"], ["to-label", "to_label"]]) {
+    if (!$(`${id}-field`).hidden && $(id).value !== "") spec[key] = Number($(id).value);
+  }
+  return spec;
 }
-
-$("animation-toggle").addEventListener("click", () => (animation.timer ? stopAnimation() : playAnimation()));
 
 $("interpolate-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = event.currentTarget;
   busy(form, async () => {
-    const spec = {
-      from_seed: numberFrom($("from-seed"), "interpolate.from_seed"),
-      to_seed: numberFrom($("to-seed"), "interpolate.to_seed"),
-      steps: numberFrom($("steps"), "interpolate.steps"),
-    };
+    const spec = pathSpec();
     const body = { interpolate: spec, format: "json" };
     const data = await postJSON("/generate", body);
     const strip = $("strip");
     strip.replaceChildren();
     const records = data.images.map((image) => recordOf(data, image, body));
     for (const record of records) thumbnail(record, strip);
+    const p = data.interpolation;
+    $("path-caption").textContent =
+      `${records.length} images on the path ${pathText(p)}: slerp between the latents` +
+      (p.from_label != null && p.from_label !== p.to_label ? " and a mix of the two classes" : "") +
+      ". The ends are exactly the images that Generate makes for them; click one to reproduce it.";
+    // The same path as an animated GIF made by the server (format gif), looping.
+    const gif = await request("/generate", {
+      method: "POST",
+      json: { interpolate: { ...spec, frame_ms: FRAME_MS }, format: "gif" },
+    });
+    if (animation.url) URL.revokeObjectURL(animation.url);
+    animation = { url: URL.createObjectURL(await gif.blob()), still: records[0].src, playing: false };
     const scale = pixelScale(data.width) * 2;
-    $("animation-img").width = data.width * scale;
-    $("animation-img").height = data.height * scale;
-    animation = { frames: records, index: 0, step: 1, timer: animation.timer };
-    showFrame();
+    const img = $("animation-img");
+    img.width = data.width * scale;
+    img.height = data.height * scale;
+    img.alt = `Animation of the ${records.length} images on the path ${pathText(p)}`;
+    $("animation-save").href = animation.url;
     $("animation").hidden = false;
-    if (reducedMotion.matches) stopAnimation();
-    else playAnimation();
+    showAnimation(!reducedMotion.matches);
   });
 });
 
@@ -898,7 +937,10 @@ function renderCard() {
       ["Held out for the percentile", dataset.heldout_source],
     ]),
     factsBlock("Training", [
-      ["Steps", isNumber(training.steps) && training.steps !== m.step ? `${fmt(m.step)} of ${fmt(training.steps)} planned` : m.step],
+      // The served checkpoint is one the run saved (e.g. its best), not necessarily its last.
+      isNumber(training.steps) && training.steps !== m.step
+        ? ["Checkpoint", `at step ${fmt(m.step)} of a ${fmt(training.steps)}-step run`]
+        : ["Steps", m.step],
       ["Time", duration(training.train_seconds ?? training.time_budget_s)],
       ["Batch size", training.batch_size],
       ["Loss", training.loss],

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from gan.errors import UserError
-from gan.io import MAX_GRID_SIDE, check_grid_size, grid_side, save_images
+from gan.io import (
+    MAX_GRID_SIDE,
+    animation_formats,
+    check_grid_size,
+    encode_animation,
+    grid_side,
+    save_images,
+)
 
 
 def test_grid_side_is_the_near_square_layout() -> None:
@@ -33,3 +40,47 @@ def test_save_images_refuses_the_grid_but_writes_npy(tmp_path: Path) -> None:
     assert not (tmp_path / "big.png").exists()
     save_images(images, tmp_path / "big.npy")
     assert np.load(tmp_path / "big.npy").shape == (20_000, 28, 28)
+
+
+def _frames(data: bytes) -> list[tuple[np.ndarray, int | None, int | None]]:
+    """(pixels, duration, loop) of every frame of an animation."""
+    import io as _io
+
+    from PIL import Image
+
+    img = Image.open(_io.BytesIO(data))
+    out = []
+    for k in range(getattr(img, "n_frames", 1)):
+        img.seek(k)
+        img.load()
+        out.append((np.asarray(img.convert("L")), img.info.get("duration"), img.info.get("loop")))
+    return out
+
+
+@pytest.mark.parametrize("fmt", animation_formats())
+def test_animation_has_a_frame_per_image_its_duration_and_loops(fmt: str) -> None:
+    images = torch.stack([torch.full((1, 6, 5), 40 * k, dtype=torch.uint8) for k in range(4)])
+    images[2, 0, 1, 1] = 255
+    data = encode_animation(images, fmt, 120)
+    assert data == encode_animation(images, fmt, 120)  # deterministic
+    frames = _frames(data)
+    assert len(frames) == 4
+    for k, (pixels, duration, loop) in enumerate(frames):
+        assert np.array_equal(pixels, images[k, 0].numpy())  # grey frames are exact
+        assert duration == 120 and loop == 0
+
+
+def test_animation_merges_repeated_frames_keeping_the_total_time() -> None:
+    images = torch.zeros((3, 1, 4, 4), dtype=torch.uint8)
+    images[2] = 9
+    frames = _frames(encode_animation(images, "gif", 100))
+    assert [d for _, d, _ in frames] == [200, 100]
+
+
+def test_animation_refuses_bad_arguments() -> None:
+    images = torch.zeros((2, 1, 4, 4), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="frame_ms"):
+        encode_animation(images, "gif", 5)
+    with pytest.raises(ValueError, match="unsupported animation format"):
+        encode_animation(images, "png", 100)
+    assert "gif" in animation_formats()

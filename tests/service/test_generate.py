@@ -148,7 +148,14 @@ def test_interpolation_path(client: TestClient) -> None:
         "/generate",
         json={"interpolate": {"from_seed": 3, "to_seed": 4, "steps": 5}, "format": "json"},
     ).json()
-    assert body["interpolation"] == {"from_seed": 3, "to_seed": 4, "steps": 5, "method": "slerp"}
+    assert body["interpolation"] == {
+        "from_seed": 3,
+        "to_seed": 4,
+        "from_label": None,
+        "to_label": None,
+        "steps": 5,
+        "method": "slerp",
+    }
     assert [im["t"] for im in body["images"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert all(im["seed"] is None for im in body["images"])
     pngs = decode_json_images(body)
@@ -186,7 +193,8 @@ def _error(r: Any) -> dict[str, Any]:
         ({"n": 0}, ["body", "n"], "greater than or equal to 1"),
         ({"n": "many"}, ["body", "n"], "integer"),
         ({"n": 3, "format": "png"}, ["body", "format"], "exactly one image"),
-        ({"format": "gif"}, ["body", "format"], "'png', 'grid' or 'json'"),
+        ({"format": "bmp"}, ["body", "format"], "'png', 'grid', 'json', 'gif'"),
+        ({"format": "gif"}, ["body", "format"], "valid only with interpolate"),
         ({"seed": -1}, ["body", "seed"], "greater than or equal to 0"),
         ({"seed": 2**53}, ["body", "seed"], "less than"),
         ({"truncation": 0.0}, ["body", "truncation"], "greater than or equal to 0.05"),

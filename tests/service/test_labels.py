@@ -84,7 +84,9 @@ def test_explicit_z_and_interpolation_with_labels(cond: TestClient) -> None:
         "/generate",
         json={"interpolate": {"from_seed": 4, "to_seed": 9, "steps": 3}, "format": "json"},
     )
-    assert [i["label"] for i in _images(path.json())] == [1, 1, 1]  # from_seed 4 mod 3
+    # from_seed 4 mod 3 to to_seed 9 mod 3, the nearer end's class (tests/service/test_interpolate)
+    assert [i["label"] for i in _images(path.json())] == [1, 0, 0]
+    assert path.json()["interpolation"]["from_label"] == 1
 
 
 def test_unconditional_model_refuses_a_label(client: TestClient) -> None:

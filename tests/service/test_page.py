@@ -249,16 +249,42 @@ def generate(page: Page, seed: int, n: int) -> None:
 def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     from playwright.sync_api import expect
 
+    sent: list[dict[str, Any]] = []
+    tab.page.on(
+        "request",
+        lambda r: (
+            sent.append(json.loads(r.post_data or "{}")) if r.url.endswith("/generate") else None
+        ),
+    )
     page = tab.open()
     # The page generates a grid and an interpolation on its own.
     expect(page.locator("#grid img")).to_have_count(MAX_IMAGES)
     expect(page.locator("#strip img")).to_have_count(8)
+    # The walk as the server's animated GIF (format gif), one frame per image, looping; Pause
+    # shows the first frame still.
     animation = page.locator("#animation-img")
-    expect(animation).to_have_attribute("src", re.compile("^data:image/png"))
-    first_frame = animation.get_attribute("src")
-    expect(animation).not_to_have_attribute("src", first_frame or "")  # it plays
+    expect(animation).to_have_attribute("src", re.compile("^blob:"))
+    assert animation.evaluate("e => e.complete && e.naturalWidth") == 28
+    (asked,) = [body for body in sent if body.get("format") == "gif"]
+    assert asked == {
+        "interpolate": {"from_seed": 1, "to_seed": 2, "steps": 8, "frame_ms": 140},
+        "format": "gif",
+    }
+    gif = Image.open(io.BytesIO(httpx.post(tab.origin + "/generate", json=asked).content))
+    assert gif.format == "GIF" and gif.n_frames == 8 and gif.info["loop"] == 0
+    assert gif.info["duration"] == 140
+    expect(page.locator("#animation-save")).to_have_attribute("href", re.compile("^blob:"))
     page.click("#animation-toggle")
     expect(page.locator("#animation-toggle")).to_have_text("Play")
+    first_frame = page.locator("#strip img").first.get_attribute("src") or ""
+    expect(animation).to_have_attribute("src", first_frame)
+    page.click("#animation-toggle")
+    expect(animation).to_have_attribute("src", re.compile("^blob:"))
+    # The default path crosses classes (seed 1's class to seed 2's), and the caption says so.
+    expect(page.locator("#path-caption")).to_contain_text(
+        "8 images on the path from seed 1 (class 1) to seed 2 (class 2): slerp between the "
+        "latents and a mix of the two classes. The ends are exactly the images"
+    )
     first = page.locator("#grid img").first
     assert re.fullmatch(r"Generated image, seed \d+", first.get_attribute("alt") or "")
     assert first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
@@ -289,9 +315,20 @@ def test_page_loads_without_errors_and_shows_the_model(tab: Tab) -> None:
     expect(fid_row.nth(0)).to_have_text(f"{info['metrics']['fid']:.3g}")
     expect(fid_row.nth(1)).to_have_text(f"{info['metrics']['eval']['baseline']['fid']:.3g}")
     card = page.locator("#card-body")
+    # The served checkpoint is one of the run's, not a run cut short.
     expect(card).to_contain_text(
-        f"{info['model']['step']:,} of {info['training']['steps']:,} planned"
+        f"Checkpointat step {info['model']['step']:,} of a {info['training']['steps']:,}-step run"
     )
+    expect(card).not_to_contain_text("planned")
+    # Drop-downs are as wide as their longest option ("Any class (random)"): nothing cut off.
+    for select in ("#label", "#from-label", "#to-label", "#method"):
+        spare = page.locator(select).evaluate(
+            """e => { const c = document.createElement("canvas").getContext("2d");
+                const s = getComputedStyle(e); c.font = `${s.fontSize} ${s.fontFamily}`;
+                const widest = Math.max(...[...e.options].map((o) => c.measureText(o.text).width));
+                return e.clientWidth - widest; }"""
+        )
+        assert spare >= 16, (select, spare)  # room for the text and the arrow
     minutes = round(info["training"]["train_seconds"] / 60)
     expect(card).to_contain_text(
         f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
@@ -367,16 +404,25 @@ def test_curl_command_returns_the_same_bytes_and_the_image_can_be_scored(tab: Ta
     assert replay.status_code == 200 and replay.headers["content-type"] == "image/png"
     assert replay.content == shown
 
-    # An image on the interpolation path reproduces by its latent (and, for a class-conditional
-    # model, its class: a latent carries no seed to derive it from).
-    strip_image = page.locator("#strip .thumb").nth(3)
-    strip_image.click()
+    # An end of the interpolation path reproduces by its latent (and, for a class-conditional
+    # model, its class: a latent carries no seed to derive it from), and is the seed's image.
+    page.locator("#strip .thumb").nth(7).click()
     url, body = parse_curl(page.inner_text("#detail-curl"))
-    conditional = bool(httpx.get(tab.origin + "/info").json()["classes"])
-    assert set(body) == ({"z", "format", "label"} if conditional else {"z", "format"})
+    assert set(body) == {"z", "format", "label"} and body["label"] == 2  # seed 2 mod 10
     assert len(body["z"][0]) == 64
-    on_path = data_url_bytes(page.locator("#strip img").nth(3).get_attribute("src") or "")
+    on_path = data_url_bytes(page.locator("#strip img").nth(7).get_attribute("src") or "")
     assert httpx.post(url, json=body).content == on_path
+    assert httpx.post(url, json={"seed": 2}).content == on_path
+    # An image between two classes: no single image request makes it; the command returns the
+    # whole path, with this image at its index.
+    page.locator("#strip .thumb").nth(3).click()
+    expect(page.locator("#curl-label")).to_contain_text("whole path as JSON")
+    expect(page.locator("#detail-facts")).to_contain_text("Class0.571 1 + 0.429 2")
+    url, body = parse_curl(page.inner_text("#detail-curl"))
+    assert body == {"interpolate": {"from_seed": 1, "to_seed": 2, "steps": 8}, "format": "json"}
+    on_path = data_url_bytes(page.locator("#strip img").nth(3).get_attribute("src") or "")
+    images = httpx.post(url, json=body).json()["images"]
+    assert base64.b64decode(images[3]["png_base64"]) == on_path
 
     # "Score it with D" sends the selected image to /score.
     image.click()
@@ -670,6 +716,47 @@ def test_conditional_model_fields_from_info_are_picked_up(tab: Tab) -> None:
         "method_options": {"strength": 0.25},
     }
     assert tab.errors == []
+
+
+def test_interpolation_classes_are_picked_and_sent(tab: Tab) -> None:
+    """The class at each end of the path (a conditional model): sent as from_label/to_label;
+    the same class at both ends gives that class's images, the ends those of the two seeds."""
+    from playwright.sync_api import expect
+
+    sent: list[dict[str, Any]] = []
+    page = open_settled(tab)
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(json.loads(r.post_data or "{}")) if r.url.endswith("/generate") else None
+        ),
+    )
+    expect(page.locator("#from-label-field")).to_be_visible()
+    expect(page.locator("#to-label option")).to_have_count(11)
+    expect(page.locator("#from-label option").first).to_have_text("The seed's own class")
+    page.fill("#from-seed", "3")
+    page.fill("#to-seed", "8")
+    page.fill("#steps", "4")
+    page.select_option("#from-label", label="7")
+    page.select_option("#to-label", label="7")
+    page.click("#interpolate-button")
+    expect(page.locator("#path-caption")).to_contain_text(
+        "4 images on the path from seed 3 (class 7) to seed 8 (class 7): slerp between the "
+        "latents. The ends"
+    )
+    expect(page.locator("#strip img")).to_have_count(4)
+    spec = {"from_seed": 3, "to_seed": 8, "steps": 4, "from_label": 7, "to_label": 7}
+    assert {"interpolate": spec, "format": "json"} in sent
+    assert {"interpolate": {**spec, "frame_ms": 140}, "format": "gif"} in sent
+    srcs = page.locator("#strip img").evaluate_all("els => els.map(e => e.src)")
+    for k, seed in ((0, 3), (3, 8)):
+        alone = httpx.post(tab.origin + "/generate", json={"seed": seed, "label": 7})
+        assert data_url_bytes(srcs[k]) == alone.content
+    page.locator("#strip .thumb").nth(1).click()
+    expect(page.locator("#detail-facts")).to_contain_text("Class7")
+    expect(page.locator("#curl-label")).to_contain_text("returns exactly this image")
+    expect(page.locator("#animation-img")).to_have_attribute("src", re.compile("^blob:"))
+    assert tab.errors == [] and tab.csp_violations() == []
 
 
 def test_page_works_with_a_checkpoint_that_records_less(browser: Browser, rgb_server: str) -> None:
