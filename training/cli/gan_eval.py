@@ -8,12 +8,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.cli.common import run_command
+from training.cli.common import CliParser, run_command
 from training.cli.methods import add_method_arguments, method_options
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gan-eval",
         description="Evaluate a generator checkpoint against MNIST test in the feature space of "
         "the project's MNIST classifier (FID, KID, precision/recall, class coverage), beside a "
