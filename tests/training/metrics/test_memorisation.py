@@ -33,7 +33,9 @@ def test_copies_have_a_ratio_near_zero_and_new_images_near_one(tmp_path: Path) -
     fresh = _real(60, 2)  # the same distribution, never trained on
     net = RandomFeatures()
 
-    def spaces(generated: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    def spaces(
+        generated: torch.Tensor,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         f = lambda x: torch.from_numpy(net.features(x)).float()  # noqa: E731
         return {"random_cnn": (f(generated), f(train), f(held))}
 
