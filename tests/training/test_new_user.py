@@ -113,7 +113,8 @@ def test_gan_train_summarises_the_data_and_the_rate(
     images = _folder(tmp_path / "imgs")
     args = ["--data-dir", str(images), "--steps", "12", "--out", str(tmp_path / "run")]
     assert train_main([*args, *_common(tmp_path)]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err + captured.out
     # --data-dir with images and no MNIST files: --data folder, said in one line
     assert "training on it as --data folder" in err
     assert "data: 11 training images (folder" in err and "1 held out" in err

@@ -275,7 +275,7 @@ def train(argv: list[str] | None = None) -> int:
     data, held = load_data(args, plan, penv, progress and main)
     if main:
         for line in data_summary(plan.cfg, plan.source, data, held):
-            print(line, file=sys.stderr)
+            print(line)
     trainer = build_trainer(args, plan, penv, data, held, progress)
     last = run_training(trainer, plan, penv)
     if isinstance(last, int):
