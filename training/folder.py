@@ -177,15 +177,27 @@ def _decode_files(
         files, desc=f"decoding {directory.name or directory}", unit="img", disable=not progress
     )
     for rel in bar:
-        try:
-            with preprocess.open_image(directory / rel) as img:
-                arrays.append(preprocess.to_model_pixels(img, resolution, channels))
-        except Exception as exc:  # never crash on one bad file; reported in one warning
-            why = str(exc) if isinstance(exc, preprocess.ImageDecodeError) else repr(exc)
-            skipped.append((rel, why))
+        # Pillow's own warnings on a file (a truncated or odd image it still decodes) are
+        # collected and reported once per file, naming it, instead of as Python warnings.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with preprocess.open_image(directory / rel) as img:
+                    arrays.append(preprocess.to_model_pixels(img, resolution, channels))
+            except Exception as exc:  # never crash on one bad file; reported in one warning
+                why = str(exc) if isinstance(exc, preprocess.ImageDecodeError) else repr(exc)
+                skipped.append((rel, why))
+        _warn_decoded_with_warnings(directory / rel, caught)
     if arrays:
         return np.stack(arrays), skipped
     return np.zeros((0, channels, resolution, resolution), np.uint8), skipped
+
+
+def _warn_decoded_with_warnings(path: Path, caught: Sequence[warnings.WarningMessage]) -> None:
+    """One DataWarning for a file whose decoding raised warnings (their messages, joined)."""
+    messages = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    if messages:
+        warnings.warn(f"{path}: decoding warned: {'; '.join(messages)}", DataWarning, stacklevel=3)
 
 
 def _warn_skipped(directory: Path, skipped: Sequence[Any], total: int) -> None:

@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -54,6 +55,15 @@ SAMPLE_GRID_SEED = 0
 EVAL_SEED = 12345
 #: Held-out reals and samples (the first of the evaluation samples) in D's real/fake gap.
 GAP_SAMPLES = 500
+#: The cadence options, and how many of each a run under a time budget aims for when the user
+#: left the option out (gan-train sets ``Trainer.auto_cadence``): the steps the budget holds,
+#: estimated from the first steps' rate, divided by this; never sparser than the option's own
+#: value.
+CADENCE_TARGETS = {"log_every": 100, "sample_every": 10, "checkpoint_every": 8}
+#: The first steps of a call to fit() measure the rate (it/s): this many, or fewer when they
+#: take PROBE_BUDGET_FRACTION of the time budget.
+PROBE_STEPS = 10
+PROBE_BUDGET_FRACTION = 0.05
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +95,57 @@ class Interrupted(Exception):
         super().__init__(f"stopped by signal {signum}; saved {checkpoint}")
         self.signum = signum
         self.checkpoint = checkpoint
+
+
+def scaled_cadence(
+    defaults: dict[str, int], auto: tuple[str, ...], expected_steps: int
+) -> dict[str, int]:
+    """The cadence of a run expected to take ``expected_steps`` more steps: each option in
+    ``auto`` aims for CADENCE_TARGETS of its kind over them (at most its value in
+    ``defaults``); the others keep their values."""
+    cadence = dict(defaults)
+    for name in auto:
+        every = max(1, round(expected_steps / CADENCE_TARGETS[name]))
+        cadence[name] = min(defaults[name], every)
+    return cadence
+
+
+def grid_layout(num_classes: int, n: int = 64) -> tuple[int, int]:
+    """(columns, images) of a sample grid of about ``n`` images, near-square. A conditional
+    model's image seed s has class s mod K, so with a multiple of K columns every column is
+    one class; the rows grow with K so that the grid stays near-square (at most 3:2)."""
+    side = math.isqrt(n)
+    if not 2 <= num_classes <= 16:
+        return side, side * (-(-n // side))
+    best: tuple[float, int, int, int] | None = None
+    for m in range(1, max(1, -(-side // num_classes)) + 2):
+        cols = num_classes * m
+        rows = max(-(-n // cols), -(-2 * cols // 3))
+        aspect = max(rows / cols, cols / rows)
+        key = (round(aspect, 1), cols * rows, cols, rows)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    return best[2], best[2] * best[3]
+
+
+def rate_line(rate: float, steps_left: int, budget_s: float, total_steps: int) -> str:
+    """What the measured rate means: the minutes the remaining steps take, or the steps the
+    time budget holds."""
+    shown = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"
+
+    def minutes(steps: float) -> str:
+        m = steps / max(rate, 1e-9) / 60
+        return f"{m:.0f}" if m >= 10 else f"{m:.1g}" if m < 1 else f"{m:.1f}"
+
+    line = f"~{shown} it/s: {steps_left} steps take ~{minutes(steps_left)} min"
+    if budget_s > 0:
+        fits = min(steps_left, int(rate * budget_s))
+        line = (
+            f"~{shown} it/s: the {budget_s:g} s time budget holds ~{fits} of the "
+            f"{steps_left} steps left (all {total_steps} would take ~{minutes(total_steps)} min)"
+        )
+    return line + " (training steps alone; grids and checkpoints add to it)"
 
 
 def conditional_model(mc: ModelConfig, data: ImageData) -> ModelConfig:
@@ -176,12 +237,13 @@ class Trainer:
         labels = data.labels if self.mc.conditional else None
         self.batches = Batches(data.images, cfg.batch_size, cfg.seed, labels)
         self.z_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        # Sample grids: 64 images, or for a conditional model with few classes one column per
-        # class (image seed s has class s mod K, so K columns line the classes up).
-        k = self.mc.num_classes
-        self.grid_columns = k if 2 <= k <= 16 else 8
-        grid_n = self.grid_columns * (-(-64 // self.grid_columns))
+        # Sample grids: 64 images, 8 x 8, or for a conditional model with few classes columns
+        # of one class each, near-square (grid_layout).
+        self.grid_columns, grid_n = grid_layout(self.mc.num_classes)
         self.grid_seeds = image_seeds(SAMPLE_GRID_SEED, grid_n)
+        # The options' cadence; fit() scales those named in auto_cadence to a time budget.
+        self.cadence = {name: int(getattr(cfg, name)) for name in CADENCE_TARGETS}
+        self.auto_cadence: tuple[str, ...] = ()
         self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last)
         self.train_seconds = 0.0
         self.last_metric: float | None = None
@@ -237,6 +299,7 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "data_source": self.data_source,
             "world_size": self.world_size,
+            **({"auto_cadence": list(self.auto_cadence)} if self.auto_cadence else {}),
             **self.objective.state(),
         }
 
@@ -264,6 +327,7 @@ class Trainer:
         if self.ada is not None and s.get("ada") is not None:
             self.ada.load_state_dict(s["ada"])
         self.batches.load(s["batches"])
+        self.auto_cadence = tuple(str(n) for n in s.get("auto_cadence", ()))
         self.objective.load_state(s)
 
     # ---- one iteration ----------------------------------------------------------------------
@@ -476,6 +540,28 @@ class Trainer:
         write_loss_curve(self.out / "log.jsonl", self.out / "loss_curve.png")
         return metric, g_exp
 
+    def _announce_rate(self, probe: _Probe, budget: float, auto: tuple[str, ...], bar: Any) -> None:
+        """After the first steps: the measured rate and what it means for this run, and for the
+        cadence options left out (``auto``), their values scaled to the steps the budget holds."""
+        rate = probe.rate
+        if rate is None:
+            return
+        steps_left = self.cfg.steps - probe.start_step
+        expected = min(steps_left, round(rate * budget)) if budget > 0 else steps_left
+        self.cadence = scaled_cadence(self.cadence, auto, expected)
+        if not self.is_main:
+            return
+        lines = [rate_line(rate, steps_left, budget, self.cfg.steps)]
+        if auto:
+            every = {name: self.cadence[name] for name in auto}
+            lines.append(
+                "for the budget: "
+                + ", ".join(f"{_flag_name(name)} {every[name]}" for name in auto)
+                + " (give them to choose)"
+            )
+        for line in lines:
+            bar.write(line, file=sys.stderr)
+
     def fit(self) -> Path:
         """Train until ``steps`` (or this call's ``time_budget_s``), writing logs, grids and
         checkpoints; returns the last checkpoint. A :meth:`request_stop` stops after the current
@@ -524,6 +610,10 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         last_path: Path | None = None
         stopped_early = False
+        # The first steps measure the rate; the options left out scale to the budget after them.
+        auto = self.auto_cadence if budget > 0 else ()
+        self.cadence = {name: int(getattr(cfg, name)) for name in CADENCE_TARGETS}
+        probe = _Probe(self.step, self.train_seconds)
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             stats = self.train_step()
@@ -534,7 +624,12 @@ class Trainer:
                 bar.update(min(round(self.train_seconds - started_seconds), round(budget)) - bar.n)
             else:
                 bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            bar.set_postfix(step=self.step, **self.progress_fields(stats), refresh=False)
+            probing = probe.running
+            if probing and probe.done(self.step, self.train_seconds, budget, cfg.steps):
+                self._announce_rate(probe, budget, auto, bar)
+            log_now = self.step % self.cadence["log_every"] == 0 or self.step == cfg.steps
+            if log_now or (probing and "log_every" in auto):
                 elapsed = time.perf_counter() - window_start
                 its = window_steps / max(elapsed, 1e-9)
                 record = {
@@ -552,7 +647,7 @@ class Trainer:
             )
             interrupted = self.stop_signal is not None
             is_last = self.step == cfg.steps or over_budget or interrupted
-            if self.is_main and (self.step % cfg.sample_every == 0 or is_last):
+            if self.is_main and (self.step % self.cadence["sample_every"] == 0 or is_last):
                 g_exp = self.export_generator()
                 grid_path = self.save_samples(g_exp)
                 if self.tb is not None:
@@ -560,9 +655,10 @@ class Trainer:
             else:
                 g_exp = None
             do_eval = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
-            if self.step % cfg.checkpoint_every == 0 or is_last or do_eval:
+            do_checkpoint = self.step % self.cadence["checkpoint_every"] == 0 or is_last
+            if do_checkpoint or do_eval:
                 metric, g_exp = self._evaluate_now(g_exp, bar) if self.is_main else (None, None)
-                if self.step % cfg.checkpoint_every == 0 or is_last:
+                if do_checkpoint:
                     last_path = self.save_checkpoint(metric, g_exp)
             if over_budget or interrupted:
                 stopped_early = True
@@ -579,6 +675,39 @@ class Trainer:
         if self.stop_signal is not None:
             raise Interrupted(self.stop_signal, last_path)
         return last_path
+
+
+def _flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class _Probe:
+    """The first steps of a call to fit(): their rate (it/s), the first step (warm-up) left
+    out."""
+
+    def __init__(self, start_step: int, start_seconds: float) -> None:
+        self.start_step = start_step
+        self.start_seconds = start_seconds
+        self.first: tuple[int, float] | None = None  # (step, train seconds) after the first step
+        self.running = True
+        self.rate: float | None = None
+
+    def done(self, step: int, seconds: float, budget: float, total_steps: int) -> bool:
+        """Whether the probe ends at this step (its rate is then set when measurable)."""
+        if self.first is None:
+            self.first = (step, seconds)
+        steps = step - self.start_step
+        spent = seconds - self.start_seconds
+        enough = steps >= PROBE_STEPS or (
+            budget > 0 and steps >= 2 and spent >= PROBE_BUDGET_FRACTION * budget
+        )
+        if not (enough or step >= total_steps):
+            return False
+        self.running = False
+        n, t = step - self.first[0], seconds - self.first[1]
+        if n > 0 and t > 0:
+            self.rate = n / t
+        return True
 
 
 def read_resume_state(checkpoint_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:

@@ -2,17 +2,57 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Callable
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
 
 from gan.errors import UserError
 
 
-def run_command(fn: Callable[[], int]) -> int:
-    """``fn()``'s exit status; a UserError prints ``error: ...`` and is 2, Ctrl+C 130."""
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors (a bad value, an unknown option) are one
+    ``error: ...`` line and exit status 2, like every other user error; ``--help`` still
+    prints the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} ({self.prog} --help lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of the commands: ``warning: <message>`` on one line, without
+    the source file and line Python shows by default."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file if file is not None else sys.stderr)
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show warnings raised inside as one ``warning: ...`` line each."""
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
-        return fn()
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def run_command(fn: Callable[[], int]) -> int:
+    """``fn()``'s exit status; a UserError prints ``error: ...`` and is 2, Ctrl+C 130;
+    warnings are one ``warning: ...`` line each."""
+    try:
+        with one_line_warnings():
+            return fn()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 
 from gan.errors import UserError
-from training.cli.common import calibration_line, run_command
+from training.cli.common import CliParser, calibration_line, run_command
 
 
 def build_calibrate_parser() -> argparse.ArgumentParser:
     from training.data import DATASETS
     from training.export import CALIBRATION_IMAGES, CALIBRATION_SEED
 
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gan-calibrate",
         description="Calibrate a checkpoint's discriminator: fit Platt scaling (or isotonic "
         "regression, when clearly better) of D's logit on held-out real images against fresh "

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from gan.models import SUPPORTED_RESOLUTIONS
 from training import datacheck
-from training.cli.common import run_command
+from training.cli.common import CliParser, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gan-data",
         description="Look at an image folder before training on it.",
     )

@@ -8,12 +8,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.cli.common import run_command
+from training.cli.common import CliParser, run_command
 from training.cli.methods import add_method_arguments, method_options
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gan-eval",
         description="Evaluate a generator checkpoint against MNIST test in the feature space of "
         "the project's MNIST classifier (FID, KID, precision/recall, class coverage), beside a "
@@ -69,6 +69,21 @@ def build_eval_parser() -> argparse.ArgumentParser:
         "--allow-non-mnist",
         action="store_true",
         help="evaluate a checkpoint not trained on MNIST anyway",
+    )
+    ev.add_argument(
+        "--memorisation",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="memorisation check on the first N samples and N held-out real images: their "
+        "distances to the nearest training image (0: off; 1000)",
+    )
+    ev.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        help="PNG of the 16 samples closest to a training image, each beside it (default: "
+        "beside --json as <name>.pairs.png; without either, no PNG)",
     )
     add_method_arguments(ev)
     tr = p.add_argument_group("classifier training (--train-classifier)")
@@ -126,6 +141,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvalError(
             f"--num must be >= 2 and --batch-size >= 1, got {args.num} and {args.batch_size}"
         )
+    if args.memorisation < 0:
+        raise EvalError(f"--memorisation must be >= 0 (0: off), got {args.memorisation}")
+    pairs = args.pairs
+    if pairs is None and args.json is not None:
+        pairs = args.json.with_suffix(".pairs.png")
     options = method_options(args)
     if args.write and args.method != "plain":
         raise EvalError(
@@ -145,6 +165,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         allow_non_mnist=args.allow_non_mnist,
         options=options,
+        memorisation_n=args.memorisation,
+        pairs_png=pairs if args.memorisation > 0 else None,
     )
     print(format_report(result))
     if args.json is not None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from gan.errors import UserError
-from training.cli.common import run_command
+from training.cli.common import CliParser, run_command
 from training.cli.methods import add_method_arguments, method_options, method_summary
 
 
@@ -18,7 +17,7 @@ def sample(argv: list[str] | None = None) -> int:
     from gan.samplers.dispatch import sample as guided_sample
     from gan.sampling import resolve_label
 
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gan-sample",
         description=(
             "Sample images from a checkpoint's generator. Same seed, same bytes. Image i uses "

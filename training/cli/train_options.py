@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from training.cli.common import CliParser
 
 #: Options that ``--resume`` may change; every other option is the run's own.
 RESUME_OVERRIDES = ("steps", "time_budget_s")
@@ -16,7 +19,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     from training.config import add_config_arguments
     from training.data import DATASETS
 
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gan-train",
         description="Train a GAN (G and D) on MNIST or a folder of images and write checkpoints; "
         "--mode ae trains G alone (an auto-encoder) and --mode ebm D alone (an energy-based "
@@ -110,7 +113,7 @@ def data_source(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[
 
     given = {"data": args.data, "data_dir": args.data_dir, "limit": args.limit}
     if not saved:  # a new run, or a run saved before data sources were recorded
-        return {**given, "data": args.data or "mnist"}
+        return {**given, "data": args.data or infer_data_kind(args.data_dir)}
     for key in ("data", "limit"):
         if given[key] is not None and given[key] != saved.get(key):
             flag = "--" + key.replace("_", "-")
@@ -120,3 +123,22 @@ def data_source(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[
             )
     data_dir = args.data_dir if args.data_dir is not None else saved.get("data_dir")
     return {"data": saved.get("data") or "mnist", "data_dir": data_dir, "limit": saved.get("limit")}
+
+
+def infer_data_kind(data_dir: Path | None) -> str:
+    """``--data`` left out: ``folder`` when ``--data-dir`` holds images and not the MNIST IDX
+    files (said in one line), else ``mnist``."""
+    from training.folder import scan_folder
+    from training.mnist import mnist_files_present
+
+    if data_dir is None or not data_dir.is_dir() or mnist_files_present(data_dir, "train"):
+        return "mnist"
+    images, _ = scan_folder(data_dir)
+    if not images:
+        return "mnist"
+    print(
+        f"--data-dir {data_dir} holds {len(images)} image file(s) and no MNIST IDX files: "
+        "training on it as --data folder",
+        file=sys.stderr,
+    )
+    return "folder"

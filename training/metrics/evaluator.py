@@ -86,10 +86,12 @@ class Evaluator:
             dict(reference.info) if isinstance(reference, ImageData) else {"name": "custom"}
         )
         self.reference_info["num_images"] = int(ref_images.shape[0])
+        self._reference_images = ref_images
         ref_features, _ = self.features(ref_images)
         self.reference = Reference.of(ref_features)
         self._baseline_pool = baseline_pool
         self._baseline_cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self._baseline_features: dict[tuple[int, int], np.ndarray] = {}
 
     def _load_mnist(self, split: str) -> ImageData:
         try:
@@ -144,6 +146,7 @@ class Evaluator:
             gen = torch.Generator().manual_seed(seed)
             idx = torch.randperm(pool.shape[0], generator=gen)[:n].sort().values
             feats, predicted = self.features(pool[idx])
+            self._baseline_features[key] = feats
             result = self.metrics_from_features(feats, predicted, seed)
             pool_labels = getattr(self._baseline_pool, "labels", None)
             if pool_labels is not None:  # the classifier's accuracy on these real digits
@@ -194,6 +197,61 @@ class Evaluator:
         result["seconds"] = round(time.time() - started, 2)
         return result
 
+    def memorisation(
+        self,
+        images_uint8: torch.Tensor,
+        n: int,
+        seed: int = 0,
+        pairs_png: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """The first ``n`` images' distances to their nearest training image (MNIST train, or
+        the baseline pool) against those of ``n`` random held-out reference images, in pixels
+        (all training images) and in the classifier's features (the real-vs-real baseline's
+        training images, already featurised: as many as ``images``)
+        (:mod:`training.metrics.memorisation`); with ``pairs_png``, the closest pairs written
+        there."""
+        from gan.preprocess import batch_to_model_pixels
+        from training.metrics.memorisation import closest_pairs_grid, memorisation
+
+        images = _as_images(images_uint8, "images")[:n]
+        if self._baseline_pool is None:
+            self._baseline_pool = self._load_mnist("train")
+        shape = tuple(images.shape[1:])
+
+        def as_model(real: torch.Tensor) -> torch.Tensor:
+            if tuple(real.shape[1:]) == shape:
+                return real
+            return torch.from_numpy(batch_to_model_pixels(real.numpy(), shape[-1], shape[0]))
+
+        train = as_model(_as_images(self._baseline_pool, "baseline pool"))
+        ref = self._reference_images
+        gen = torch.Generator().manual_seed(seed + 1)
+        pick = torch.randperm(len(ref), generator=gen)[: min(n, len(ref))].sort().values
+        held = as_model(ref[pick])
+
+        n_pool = min(len(images_uint8), len(train))
+        if (n_pool, seed) not in self._baseline_features:
+            self.baseline(n_pool, seed)
+        space = (
+            torch.from_numpy(self.features(images)[0]),
+            torch.from_numpy(self._baseline_features[(n_pool, seed)]),
+            torch.from_numpy(self.reference.features[pick.numpy()]),
+        )
+        record, nearest_index = memorisation(
+            images, train, held, features={"classifier_features": space}
+        )
+        pool_info = getattr(self._baseline_pool, "info", {}) or {}
+        record["train_source"] = f"{pool_info.get('name', 'custom')} {pool_info.get('split', '')}"
+        record["heldout_source"] = (
+            f"{len(held)} random images of the reference ({self.reference_info.get('name')} "
+            f"{self.reference_info.get('split', '')})".replace(" )", ")")
+        )
+        if pairs_png is not None:
+            record["closest_pairs_png"] = str(
+                closest_pairs_grid(images, train, nearest_index, pairs_png)
+            )
+        return record
+
     def evaluate_checkpoint(
         self,
         ckpt_dir: str | os.PathLike[str],
@@ -202,6 +260,8 @@ class Evaluator:
         batch_size: int = 500,
         allow_non_mnist: bool = False,
         options: MethodOptions | None = None,
+        memorisation_n: int = 0,
+        pairs_png: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
         """Sample ``num_samples`` images from a checkpoint's generator and evaluate them.
 
@@ -244,6 +304,8 @@ class Evaluator:
             "torch.Generator('cpu').manual_seed(seed + i) (as gan-sample and POST /generate)",
             **sampling_record(drawn),
         }
+        if memorisation_n > 0:
+            result["memorisation"] = self.memorisation(images, memorisation_n, seed, pairs_png)
         return result
 
 

@@ -80,8 +80,33 @@ def format_report(result: dict[str, Any]) -> str:
     if base:
         shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(base["class_shares"]))
         lines.append(f"predicted-digit shares (real):  {shares}")
+    mem = result.get("memorisation")
+    if mem:
+        lines.append("")
+        lines.append(memorisation_line(mem))
     lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)
+
+
+def memorisation_line(mem: dict[str, Any]) -> str:
+    """The memorisation check in one line: per space, the median distance of samples and of
+    held-out real images to their nearest training image, and the ratio (well below 1:
+    copying)."""
+    spaces = []
+    for key, name in (("pixels", "pixels"), ("classifier_features", "classifier features")):
+        if key in mem:
+            s = mem[key]
+            pool = f", of {s['num_train']} training images" if "num_train" in s else ""
+            spaces.append(
+                f"{name} {s['ratio']:.2f} ({s['generated_median']:.3g} vs "
+                f"{s['heldout_median']:.3g}{pool})"
+            )
+    pairs = f"; closest pairs: {mem['closest_pairs_png']}" if "closest_pairs_png" in mem else ""
+    return (
+        f"memorisation (median distance to the nearest of {mem['num_train']} training images, "
+        f"{mem['num_generated']} samples / {mem['num_heldout']} held-out reals; well below 1 "
+        f"means copying): {', '.join(spaces)}{pairs}"
+    )
 
 
 def metrics_for_config(result: dict[str, Any]) -> dict[str, Any]:

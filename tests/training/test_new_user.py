@@ -1,0 +1,152 @@
+"""What a new user hits with their own folder (issue 19): the data summary and the rate line,
+the cadence under a time budget, near-square grids, --data-dir inferring a folder, one-line
+warnings and bad option values."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gan import preprocess
+from gan.models import ModelConfig
+from training.cli import train_main
+from training.config import TrainConfig
+from training.data import ImageData
+from training.loop import CADENCE_TARGETS, Trainer, grid_layout, scaled_cadence
+
+TINY = ["--z-dim", "8", "--g-width", "4", "--d-width", "4", "--batch-size", "4"]
+
+
+def _folder(root: Path, n: int = 12) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((16, 16, 3), (i * 20) % 256, np.uint8)).save(root / f"{i:02d}.png")
+    return root
+
+
+def _common(tmp_path: Path) -> list[str]:
+    return [*TINY, "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--resolution", "28"]
+
+
+def test_scaled_cadence_aims_at_the_targets_and_keeps_given_options() -> None:
+    defaults = {"log_every": 50, "sample_every": 500, "checkpoint_every": 1000}
+    scaled = scaled_cadence(defaults, ("log_every", "sample_every", "checkpoint_every"), 400)
+    assert scaled == {"log_every": 4, "sample_every": 40, "checkpoint_every": 50}
+    kept = scaled_cadence(defaults, ("sample_every",), 400)
+    assert kept["log_every"] == 50 and kept["checkpoint_every"] == 1000
+    # never sparser than the option's own value
+    assert scaled_cadence(defaults, ("log_every",), 10**7)["log_every"] == 50
+
+
+def _data() -> ImageData:
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    return ImageData(images, torch.arange(32) % 2, {"name": "synthetic"}, ["a", "b"])
+
+
+def test_a_time_budget_scales_the_cadence_of_options_left_out(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model=ModelConfig(resolution=28, channels=1, z_dim=8, g_width=4, d_width=4),
+        batch_size=4,
+        steps=10**6,
+        time_budget_s=1.5,
+        ema_warmup=2,
+    )
+    trainer = Trainer(cfg, _data(), tmp_path / "r", progress=False)
+    trainer.auto_cadence = tuple(CADENCE_TARGETS)
+    trainer.fit()
+    steps = trainer.step
+    logged = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    loss_points = [r for r in logged if "d_loss" in r]
+    grids = list((tmp_path / "r" / "samples").glob("*.png"))
+    ckpts = list((tmp_path / "r" / "checkpoints").glob("step-*"))
+    assert steps > 20  # a tiny model does far more than 20 steps in 1.5 s
+    # the defaults (log 50, grid 500, checkpoint 1000) would give one point, grid, checkpoint
+    assert len(loss_points) >= 10
+    assert len(grids) >= 3
+    assert trainer.cadence["checkpoint_every"] < 1000 and trainer.cadence["sample_every"] < 500
+    assert len(ckpts) >= 1 and "auto_cadence" in trainer.state()
+
+
+def test_explicit_cadence_is_kept_under_a_budget(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model=ModelConfig(resolution=28, channels=1, z_dim=8, g_width=4, d_width=4),
+        batch_size=4,
+        steps=10**6,
+        time_budget_s=0.5,
+    )
+    trainer = Trainer(cfg, _data(), tmp_path / "r", progress=False)
+    trainer.fit()  # auto_cadence empty: the options' own
+    assert trainer.cadence == {"log_every": 50, "sample_every": 500, "checkpoint_every": 1000}
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5, 10, 16])
+def test_conditional_grids_are_near_square_with_one_class_per_column(classes: int) -> None:
+    columns, n = grid_layout(classes)
+    rows = n // columns
+    assert columns * rows == n >= 64 and columns % classes == 0
+    assert max(rows / columns, columns / rows) <= 1.5
+
+
+def test_a_conditional_grid_png_is_near_square(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model=ModelConfig(resolution=28, channels=1, z_dim=8, g_width=4, d_width=4),
+        batch_size=4,
+        steps=1,
+        conditional=True,
+    )
+    trainer = Trainer(cfg, _data(), tmp_path / "r", progress=False)
+    with Image.open(trainer.save_samples()) as grid:
+        width, height = grid.size
+    assert max(width / height, height / width) <= 1.5  # was 2 columns x 32 rows (1:16)
+
+
+def test_gan_train_summarises_the_data_and_the_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = _folder(tmp_path / "imgs")
+    args = ["--data-dir", str(images), "--steps", "12", "--out", str(tmp_path / "run")]
+    assert train_main([*args, *_common(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    err = captured.err + captured.out
+    # --data-dir with images and no MNIST files: --data folder, said in one line
+    assert "training on it as --data folder" in err
+    assert "data: 11 training images (folder" in err and "1 held out" in err
+    assert "docs/training.md" in err
+    assert "it/s: 12 steps take ~" in err
+
+
+def test_a_folder_file_that_warns_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _folder(tmp_path / "imgs")
+    original = preprocess.to_model_pixels
+
+    def warns(img: Image.Image, resolution: int, channels: int) -> np.ndarray:
+        if img.getpixel((0, 0)) == (20, 20, 20):  # 01.png
+            warnings.warn("image file is truncated\nsecond line", UserWarning, stacklevel=1)
+        return original(img, resolution, channels)
+
+    monkeypatch.setattr(preprocess, "to_model_pixels", warns)
+    args = ["--data", "folder", "--data-dir", str(images), "--steps", "1"]
+    assert train_main([*args, "--out", str(tmp_path / "run"), *_common(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    mentions = [line for line in err if "truncated" in line]
+    assert mentions == [
+        f"warning: {images / '01.png'}: decoding warned: image file is truncated second line"
+    ]
+    assert not any("warnings.warn" in line or ".py:" in line for line in err)
+
+
+def test_a_bad_resolution_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train_main(["--resolution", "48", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --resolution: invalid choice: 48")
