@@ -163,6 +163,8 @@ def test_cli_conditional_folder_run_and_labelled_sampling(
                 "4",
                 "--out",
                 str(run),
+                "--encoder-steps",
+                "0",
                 "--export",
                 str(export),
                 "--no-progress",

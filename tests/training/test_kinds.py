@@ -189,6 +189,8 @@ def test_gan_train_sample_and_eval_on_each_kind(
                 "4",
                 "--out",
                 str(run),
+                "--encoder-steps",
+                "0",
                 "--export",
                 str(export),
                 "--no-progress",

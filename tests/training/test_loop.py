@@ -149,6 +149,8 @@ def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -
             str(run),
             "--export",
             str(export),
+            "--encoder-steps",
+            "20",
             "--no-progress",
             "--no-eval",
         ]
@@ -156,6 +158,7 @@ def test_gan_train_then_gan_sample_end_to_end(tmp_path: Path, mnist_dir: Path) -
     assert rc == 0
     ck = load_checkpoint(export)
     assert ck.step == 6 and ck.config.dataset["name"] == "mnist"
+    assert ck.encoder is not None and ck.config.raw["encoder"]["steps"] == 20
     assert ck.config.real_scores is not None and ck.config.real_scores.num_images == 10000
     assert not (export / "train_state.safetensors").exists()
 

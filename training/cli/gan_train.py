@@ -253,6 +253,17 @@ def export_run(
     kind = model_kind(trainer.cfg.kind)
     if not args.no_calibrate and kind.has_generator and kind.has_discriminator:
         _calibrate_export(args.export, held, trainer.data.info.get("heldout_source"))
+    if args.encoder_steps > 0 and "encoder" in kind.optional:
+        from training.cli.gan_encoder import add_encoder_to
+        from training.encoder import EncoderOptions
+
+        info = add_encoder_to(
+            args.export, EncoderOptions(steps=args.encoder_steps, seed=trainer.cfg.seed), log=False
+        )
+        print(
+            f"added an encoder to {args.export} ({info['steps']} steps, reconstruction MSE "
+            f"{info['pixel_mse']} on fresh samples): gan-project and POST /project start from it"
+        )
 
 
 def train(argv: list[str] | None = None) -> int:

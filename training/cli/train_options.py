@@ -65,6 +65,14 @@ def build_train_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not calibrate D on the exported checkpoint (gan-calibrate can later)",
     )
+    g.add_argument(
+        "--encoder-steps",
+        type=int,
+        default=1000,
+        help="train an encoder on G's samples for N steps and add it to the exported GAN "
+        "checkpoint, the start of a projection (gan-project, POST /project; 0: none; "
+        "gan-train-encoder can add or retrain one later)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("processes")
     g.add_argument(
