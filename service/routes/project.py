@@ -199,6 +199,7 @@ async def project_image(request: Request) -> Response:
             resolution=engine.resolution,
             channels=engine.channels,
             max_pixels=settings.max_image_pixels,
+            field=None,
         )
         if decode_inline([upload]):
             prepared = convert()

@@ -90,11 +90,18 @@ def preprocessing_report(resolution: int, channels: int, max_pixels: int) -> dic
 
 
 def _image_error(
-    index: int, upload: Upload | None, message: str, raw: bool
+    index: int, upload: Upload | None, message: str, raw: bool, field: str | None = FIELD
 ) -> RequestValidationError:
-    loc: list[str | int] = ["body"] if raw else ["body", FIELD, index]
+    """A refused upload; ``field=None``: a single-file field (``file`` of /project)."""
+    single = field is None
     name = f" ({upload.filename!r})" if upload is not None and upload.filename else ""
-    where = "the request body" if raw else f"{FIELD}[{index}]{name}"
+    if raw:
+        loc: list[str | int] = ["body"]
+        where = "the request body"
+    elif single:
+        loc, where = ["body", "file"], f"file{name}"
+    else:
+        loc, where = ["body", str(field), index], f"{field}[{index}]{name}"
     return RequestValidationError(
         [{"loc": loc, "msg": f"{where}: {message}", "type": "image_rejected"}]
     )
@@ -226,19 +233,26 @@ def _too_many(max_images: int) -> RequestValidationError:
 
 
 def prepare(
-    uploads: list[Upload], raw: bool, *, resolution: int, channels: int, max_pixels: int
+    uploads: list[Upload],
+    raw: bool,
+    *,
+    resolution: int,
+    channels: int,
+    max_pixels: int,
+    field: str | None = FIELD,
 ) -> list[Prepared]:
-    """Decode and convert every upload (runs in a worker thread: it is CPU work)."""
+    """Decode and convert every upload (runs in a worker thread: it is CPU work); errors name
+    ``field`` (None: the single ``file`` field of /project)."""
     out: list[Prepared] = []
     for up in uploads:
         try:
             decoded = decode_image(up.data, max_pixels=max_pixels)
         except ImageDecodeError as exc:
-            raise _image_error(up.index, up, str(exc), raw) from exc
+            raise _image_error(up.index, up, str(exc), raw, field) from exc
         try:
             pixels = to_model_pixels(decoded.image, resolution, channels)
         except ImageDecodeError as exc:
-            raise _image_error(up.index, up, str(exc), raw) from exc
+            raise _image_error(up.index, up, str(exc), raw, field) from exc
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
             raise _image_error(
                 up.index,
@@ -246,6 +260,7 @@ def prepare(
                 f"cannot convert this {decoded.format} image (mode {decoded.mode}): {exc}; "
                 f"re-save it as an 8-bit {ALLOWED_DESCRIPTION}",
                 raw,
+                field,
             ) from exc
         finally:
             decoded.image.close()
