@@ -1,4 +1,5 @@
-// The gan-serve page: generate, interpolate, score and the model card, on top of the public API.
+// The gan-serve page: generate, interpolate, score, project and the model card, on top of the
+// public API.
 // Everything the server says goes into the page as text (textContent), never as HTML. What the
 // page offers comes from GET /info: fields it does not know are not shown, and fields that a
 // later server may add (classes, generate.methods, kind, calibrated_probability) are picked up
@@ -14,6 +15,8 @@ let selectedButton = null;
 let selectedRecord = null;
 let animation = { url: null, still: null, playing: false }; // the path's GIF (an object URL)
 let scoreURLs = []; // object URLs of the shown uploads, revoked on the next score
+// The shown projection (POST /project's answer), its upload's object URL and the walk's GIF
+let projection = { data: null, name: "", uploadURL: null, walk: { url: null, still: null, playing: false } };
 let started = false;
 
 // ---------------------------------------------------------------------------------------------
@@ -249,6 +252,14 @@ function setupKind() {
   $("interpolate").hidden = !can.interpolate;
 }
 
+/** The header's link to each section that is shown, none to a hidden one. */
+function setupNav() {
+  for (const link of document.querySelectorAll('.top nav a[href^="#"]')) {
+    const section = document.getElementById(link.getAttribute("href").slice(1));
+    if (section) link.hidden = section.hidden;
+  }
+}
+
 function canInterpolate() {
   return !$("interpolate").hidden;
 }
@@ -361,6 +372,7 @@ function setup() {
   setupLabels();
   setupMethods();
   setupKind();
+  setupProject();
 
   const formats = info.preprocessing?.accepted_formats;
   $("score-hint").textContent = [
@@ -382,6 +394,7 @@ function setup() {
     .filter(Boolean)
     .join(" · ");
 
+  setupNav();
   renderCard();
   $("auth").hidden = true;
   $("app").hidden = false;
@@ -652,6 +665,7 @@ $("score-selected").addEventListener("click", () => {
 
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 const FRAME_MS = 140; // each frame of the path's GIF
+const WALK_STEPS = 16; // images on the walk from a projection (at most GAN_MAX_IMAGES)
 
 /** Show the GIF (playing) or its first frame (paused). */
 function showAnimation(play) {
@@ -825,6 +839,180 @@ for (const type of ["dragleave", "drop"]) {
 dropZone.addEventListener("drop", (event) => {
   event.preventDefault();
   scoreItems(filesToItems(event.dataTransfer?.files ?? []));
+});
+
+// ---------------------------------------------------------------------------------------------
+// project: an uploaded image -> the latent (and class) whose G(z) draws it, then a walk from it
+// ---------------------------------------------------------------------------------------------
+
+/** /info's `project` (null: this kind cannot project, e.g. an ebm) sets up the panel. */
+function setupProject() {
+  const project = info.project ?? null;
+  $("project").hidden = project === null;
+  if (project === null) return;
+  const steps = project.steps ?? {};
+  const max = isNumber(steps.max) ? steps.max : null;
+  const standard = isNumber(steps.default) ? steps.default : 200;
+  const input = $("project-steps");
+  if (max !== null) input.max = max;
+  // More than GAN_MAX_PROJECT_STEPS is a 422: the default never is.
+  if (!input.value) input.value = String(max === null ? standard : Math.min(standard, max));
+  $("project-steps-hint").textContent = [
+    max !== null ? `0 to ${max} steps of Adam on the latent` : "Steps of Adam on the latent",
+    project.encoder ? "from the encoder's guess" : "from random starts",
+  ].join(", ");
+  const classes = Array.isArray(info.classes) ? info.classes : [];
+  $("project-label-field").hidden = classes.length === 0;
+  const tried = isNumber(project.candidate_classes) ? `the ${project.candidate_classes} likeliest classes` : "the likely classes";
+  $("project-label").replaceChildren(
+    el("option", { value: "", text: `Search ${tried}` }),
+    ...classes.map((entry, i) => el("option", { value: String(i), text: className(entry) })),
+  );
+  const formats = info.preprocessing?.accepted_formats;
+  $("project-hint").textContent = [
+    Array.isArray(formats) ? formats.join(", ") : null,
+    "one image, converted as Score converts it",
+  ]
+    .filter(Boolean)
+    .join("; ");
+  $("walk-form").hidden = !canInterpolate();
+  $("walk-hint").textContent = classes.length ? "In that seed's own class (seed mod K)." : "";
+}
+
+/** "1.234 (higher than 56.7 % of held-out real images)": D's view of one image. */
+function discriminatorText(view) {
+  if (!view || !isNumber(view.logit)) return null;
+  const percentile = isNumber(view.realness_percentile)
+    ? ` (higher than ${view.realness_percentile.toFixed(1)} % of held-out real images)`
+    : "";
+  return `${view.logit.toFixed(3)}${percentile}`;
+}
+
+function renderProjection(data, file) {
+  if (projection.uploadURL) URL.revokeObjectURL(projection.uploadURL);
+  const uploadURL = URL.createObjectURL(file);
+  const size = info.resolution;
+  const scale = pixelScale(size) * 2;
+  const upload = $("project-upload");
+  upload.src = uploadURL;
+  upload.alt = `Uploaded image ${file.name}`;
+  const reconstruction = $("project-reconstruction");
+  reconstruction.src = `data:image/png;base64,${data.image}`;
+  reconstruction.alt =
+    `The generator's reconstruction of ${file.name}` + (data.class_name != null ? `, class ${data.class_name}` : "");
+  for (const img of [upload, reconstruction]) {
+    img.width = size * scale;
+    img.height = size * scale;
+  }
+  const start = data.start === "encoder" ? "from the encoder's guess" : "from random starts";
+  const facts = [
+    ["file", "File", file.name],
+    ["class", "Class found", data.label != null ? data.class_name ?? String(data.label) : null],
+    ["mse", "Pixel MSE", fmt(data.mse)],
+    ["distance", "Perceptual distance", isNumber(data.distance) ? `${fmt(data.distance)} (${data.distance_name})` : null],
+    ["upload", "D's logit, upload", discriminatorText(data.upload)],
+    ["reconstruction", "D's logit, reconstruction", discriminatorText(data.reconstruction)],
+    ["search", "Search", `${fmt(data.steps)} steps × ${fmt(data.restarts)} restarts ${start}`],
+    ["seconds", "Time", `${data.seconds.toFixed(2)} s`],
+  ].filter(([, , value]) => value != null);
+  $("project-facts").replaceChildren(
+    ...facts.flatMap(([key, name, value]) => [el("dt", { text: name }), el("dd", { text: value, "data-fact": key })]),
+  );
+  projection = { data, name: file.name, uploadURL, walk: projection.walk };
+  clearErrors($("walk-form"));
+  $("walk").hidden = true;
+  $("projection").hidden = false;
+}
+
+function projectFile(file) {
+  const form = $("project-form");
+  if (!file || form.getAttribute("aria-busy") === "true") return; // one projection at a time
+  busy(form, async () => {
+    const status = $("project-status");
+    const body = new FormData();
+    body.append("file", file, file.name);
+    const steps = numberFrom($("project-steps"), "steps");
+    if (steps !== undefined) body.append("steps", String(steps));
+    if (!$("project-label-field").hidden && $("project-label").value !== "") body.append("label", $("project-label").value);
+    $("project-file").disabled = true;
+    status.textContent = `Projecting ${file.name}…`;
+    try {
+      const data = await (await request("/project", { method: "POST", body })).json();
+      renderProjection(data, file);
+      status.textContent = "";
+    } catch (error) {
+      status.textContent = "";
+      throw error;
+    } finally {
+      $("project-file").disabled = false;
+    }
+  });
+}
+
+$("project-file").addEventListener("change", () => {
+  projectFile($("project-file").files[0]);
+  $("project-file").value = "";
+});
+
+const projectDrop = $("project-drop");
+for (const type of ["dragenter", "dragover"]) {
+  projectDrop.addEventListener(type, (event) => {
+    event.preventDefault();
+    projectDrop.classList.add("over");
+  });
+}
+for (const type of ["dragleave", "drop"]) {
+  projectDrop.addEventListener(type, () => projectDrop.classList.remove("over"));
+}
+projectDrop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  const files = event.dataTransfer?.files ?? [];
+  if (files.length > 1) {
+    clearErrors($("project-form"));
+    showError($("project-form"), new LocalError("file", "Drop one image: a projection is of one image."));
+    return;
+  }
+  projectFile(files[0]);
+});
+
+/** Show the walk's GIF (playing) or its first frame, the reconstruction (paused). */
+function showWalk(play) {
+  const walk = projection.walk;
+  if (!walk.url) return;
+  walk.playing = play;
+  $("walk-img").src = play ? walk.url : walk.still;
+  $("walk-toggle").textContent = play ? "Pause" : "Play";
+  $("walk-toggle").setAttribute("aria-pressed", play ? "false" : "true");
+}
+
+$("walk-toggle").addEventListener("click", () => showWalk(!projection.walk.playing));
+
+$("walk-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  busy(form, async () => {
+    const data = projection.data;
+    if (!data) return;
+    const toSeed = numberFrom($("walk-seed"), "interpolate.to_seed");
+    if (toSeed === undefined) throw new LocalError("interpolate.to_seed", "Enter a seed.");
+    const steps = Math.max(2, Math.min(WALK_STEPS, info.limits?.max_images ?? WALK_STEPS));
+    // From the projected latent in its class to the seed in the seed's own class (to_label
+    // left out: to_seed mod K).
+    const spec = { from_z: data.z, to_seed: toSeed, steps, frame_ms: FRAME_MS };
+    if (data.label != null) spec.from_label = data.label;
+    const gif = await request("/generate", { method: "POST", json: { interpolate: spec, format: "gif" } });
+    const url = URL.createObjectURL(await gif.blob());
+    if (projection.walk.url) URL.revokeObjectURL(projection.walk.url);
+    projection.walk = { url, still: $("project-reconstruction").src, playing: false };
+    const scale = pixelScale(info.resolution) * 2;
+    const img = $("walk-img");
+    img.width = info.resolution * scale;
+    img.height = info.resolution * scale;
+    img.alt = `Animation of ${steps} images on the path from the projection of ${projection.name} to seed ${toSeed}`;
+    $("walk-save").href = url;
+    $("walk").hidden = false;
+    showWalk(!reducedMotion.matches);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

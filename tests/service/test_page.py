@@ -558,6 +558,148 @@ def test_scoring_real_mnist_digits_shows_logit_and_percentile(
     assert not [e for e in tab.errors if "422" not in e]
 
 
+BUSY_WATCH = """() => {
+  window.__projectBusy = [];
+  const form = document.getElementById("project-form");
+  new MutationObserver(() => window.__projectBusy.push(
+    [form.getAttribute("aria-busy"), document.getElementById("project-status").textContent]
+  )).observe(form, { attributes: true, attributeFilter: ["aria-busy"] });
+}"""
+
+
+def test_projecting_an_image_shows_its_reconstruction_and_walks_to_a_seed(
+    tab: Tab, mnist_dir: Path, tmp_path: Path
+) -> None:
+    """Upload -> POST /project -> the upload beside G's reconstruction with the numbers; then
+    the walk from the projected latent (in its class) to a seed, as the server's GIF."""
+    from playwright.sync_api import expect
+
+    info = httpx.get(tab.origin + "/info").json()
+    digit = tmp_path / "mnist-test-3.png"
+    digit.write_bytes(_mnist_png(mnist_dir, 3))
+    page = open_settled(tab)
+    expect(page.locator("#project")).to_be_visible()
+    expect(page.locator('.top nav a[href="#project"]')).to_be_visible()
+    steps = info["project"]["steps"]
+    expect(page.locator("#project-steps")).to_have_value(str(min(steps["default"], steps["max"])))
+    expect(page.locator("#project-steps")).to_have_attribute("max", str(steps["max"]))
+    assert page.locator("#project-label-field").is_visible() == bool(info["classes"])
+    assert page.locator("#projection").is_hidden()
+
+    page.fill("#project-steps", "5")
+    page.evaluate(BUSY_WATCH)
+    with page.expect_response("**/project") as answer:
+        page.set_input_files("#project-file", str(digit))
+    response = answer.value
+    assert response.status == 200
+    sent = response.request.post_data_buffer or b""
+    assert b'name="steps"\r\n\r\n5\r\n' in sent and b'name="label"' not in sent
+    data = response.json()
+    assert data["steps"] == 5
+    reconstruction = page.locator("#project-reconstruction")
+    expect(reconstruction).to_have_attribute("src", f"data:image/png;base64,{data['image']}")
+    expect(page.locator("#projection")).to_be_visible()
+    for img in (reconstruction, page.locator("#project-upload")):
+        expect(img).to_have_js_property("complete", True)
+        assert img.evaluate("e => e.naturalWidth") == 28
+        assert img.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+        assert img.evaluate("e => e.getBoundingClientRect().width") == 168  # 28 px x 3 x 2
+    expect(page.locator("#project-upload")).to_have_attribute("src", re.compile("^blob:"))
+    # Busy while the request ran: aria-busy on the form and a status line, both gone after.
+    busy = page.evaluate("window.__projectBusy")
+    assert busy[0] == ["true", f"Projecting {digit.name}…"], busy
+    assert busy[-1][0] is None
+    expect(page.locator("#project-status")).to_have_text("")
+
+    def fact(key: str) -> str:
+        return page.locator(f'#project-facts dd[data-fact="{key}"]').inner_text()
+
+    assert fact("file") == digit.name
+    assert data["class_name"] is not None  # the bundled model is class-conditional
+    assert fact("class") == data["class_name"]
+    assert fact("mse") == f"{data['mse']:.3g}"
+    assert data["distance_name"] and data["distance"] is not None
+    assert fact("distance") == f"{data['distance']:.3g} ({data['distance_name']})"
+    for key in ("upload", "reconstruction"):
+        view = data[key]
+        assert fact(key) == (
+            f"{view['logit']:.3f} (higher than {view['realness_percentile']:.1f} % of held-out "
+            "real images)"
+        )
+    assert fact("seconds") == f"{data['seconds']:.2f} s"
+    start = "the encoder's guess" if data["start"] == "encoder" else "random starts"
+    assert fact("search") == f"5 steps × {data['restarts']} restarts from {start}"
+
+    # The walk: from z in the projection's class to seed 3 (in its own class), as a GIF.
+    expect(page.locator("#walk-seed")).to_have_value("1")
+    page.fill("#walk-seed", "3")
+    with page.expect_response(
+        lambda r: r.url.endswith("/generate") and r.request.method == "POST"
+    ) as walk:
+        page.click("#walk-button")
+    assert walk.value.request.post_data_json == {
+        "interpolate": {
+            "from_z": data["z"],
+            "to_seed": 3,
+            "steps": MAX_IMAGES,
+            "frame_ms": 140,
+            "from_label": data["label"],
+        },
+        "format": "gif",
+    }
+    assert walk.value.headers["content-type"] == "image/gif"
+    asked = walk.value.request.post_data_json
+    gif = Image.open(io.BytesIO(httpx.post(tab.origin + "/generate", json=asked).content))
+    assert gif.format == "GIF" and gif.n_frames == MAX_IMAGES
+    img = page.locator("#walk-img")
+    expect(img).to_have_attribute("src", re.compile("^blob:"))
+    page.wait_for_function("() => document.getElementById('walk-img').naturalWidth > 0")
+    assert img.evaluate("e => e.complete && e.naturalWidth") == 28
+    assert "seed 3" in (img.get_attribute("alt") or "")
+    expect(page.locator("#walk-save")).to_have_attribute("href", re.compile("^blob:"))
+    # Paused, the walk shows its first frame: the reconstruction.
+    page.click("#walk-toggle")
+    expect(page.locator("#walk-toggle")).to_have_text("Play")
+    expect(img).to_have_attribute("src", f"data:image/png;base64,{data['image']}")
+    assert tab.errors == [] and tab.csp_violations() == [] and tab.external == []
+
+
+def test_projection_errors_show_in_its_panel(tab: Tab) -> None:
+    from playwright.sync_api import expect
+
+    page = open_settled(tab)
+    # Not an image: the API's 422 (its detail) in the panel's error area.
+    page.set_input_files(
+        "#project-file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}]
+    )
+    error = page.locator('#project-form [data-error-for=""]')
+    expect(error).to_contain_text("notes.txt")
+    expect(page.locator("#project-status")).to_have_text("")
+    assert page.locator("#projection").is_hidden()
+    expect(page.locator("#project-file")).to_be_enabled()
+    # More steps than GAN_MAX_PROJECT_STEPS: a 422 next to the steps control.
+    cap = httpx.get(tab.origin + "/info").json()["project"]["steps"]["max"]
+    page.fill("#project-steps", str(cap + 1))
+    page.set_input_files(
+        "#project-file",
+        files=[
+            {"name": "digit.png", "mimeType": "image/png", "buffer": _png_of(np.zeros((28, 28)))}
+        ],
+    )
+    steps_error = page.locator('#project-form [data-error-for="steps"]')
+    expect(steps_error).to_contain_text("GAN_MAX_PROJECT_STEPS")
+    expect(page.locator("#project-steps")).to_have_attribute("aria-invalid", "true")
+    expect(error).to_have_text("")  # the earlier error is gone
+    assert not [e for e in tab.errors if "422" not in e]
+    assert tab.csp_violations() == []
+
+
+def _png_of(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_api_key_is_asked_for_once_and_kept_in_the_tab_only(
     browser: Browser, key_server: str
 ) -> None:
@@ -791,8 +933,8 @@ def test_page_works_with_a_checkpoint_that_records_less(browser: Browser, rgb_se
 def test_page_offers_only_what_the_model_kind_can_do(
     browser: Browser, tmp_path: Path, kind: str
 ) -> None:
-    """A vae has no D: no score panel; an ebm has no latents: no interpolation. Generating
-    works on both, with no errors."""
+    """A vae has no D: no score panel; an ebm has no latents: no interpolation and nothing to
+    project to (its /info "project" is null). Generating works on both, with no errors."""
     from playwright.sync_api import expect
 
     from gan.samplers import EBMSearch
@@ -804,11 +946,18 @@ def test_page_offers_only_what_the_model_kind_can_do(
             page = tab.open()
             expect(page.locator("#grid img")).to_have_count(16)
             expect(page.locator("#model-line")).to_contain_text(kind)
-            for section, hidden in (("#score", kind == "vae"), ("#interpolate", kind == "ebm")):
+            for section, hidden in (
+                ("#score", kind == "vae"),
+                ("#interpolate", kind == "ebm"),
+                ("#project", kind == "ebm"),  # /info "project": null
+            ):
+                link = page.locator(f'.top nav a[href="{section}"]')
                 if hidden:
                     expect(page.locator(section)).to_be_hidden()
+                    expect(link).to_be_hidden()
                 else:
                     expect(page.locator(section)).to_be_visible()
+                    expect(link).to_be_visible()
             assert tab.errors == [] and tab.csp_violations() == [] and tab.external == []
 
 
