@@ -668,11 +668,11 @@ def test_projection_errors_show_in_its_panel(tab: Tab) -> None:
     from playwright.sync_api import expect
 
     page = open_settled(tab)
-    # Not an image: the API's 422 (its detail) in the panel's error area.
+    # Not an image: the API's 422 (its detail names the `file` field) next to the file picker.
     page.set_input_files(
         "#project-file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}]
     )
-    error = page.locator('#project-form [data-error-for=""]')
+    error = page.locator('#project-form [data-error-for="file"]')
     expect(error).to_contain_text("notes.txt")
     expect(page.locator("#project-status")).to_have_text("")
     assert page.locator("#projection").is_hidden()
