@@ -39,8 +39,9 @@ from training.metrics.classifier import load_classifier  # noqa: E402
 from training.mnist import load_mnist  # noqa: E402
 
 #: name -> (use the encoder, perceptual weight)
-#: pixels: pixel MSE alone; d: plus the perceptual distance in D's features (weight 0.1, the
-#: default); enc-: started from the checkpoint's encoder (its top 3 classes), else every class.
+#: pixels: pixel MSE alone (the search's default); d: plus the perceptual distance in D's
+#: features (weight 0.1); enc-: started from the checkpoint's encoder (its top 3 classes), else
+#: every class.
 VARIANTS: dict[str, tuple[bool, float]] = {
     "pixels": (False, 0.0),
     "pixels+d": (False, 0.1),

@@ -125,8 +125,8 @@ PROJECT_REQUEST_BODY: dict[str, Any] = {
     summary="Project an image into the model's latent space",
     description="The upload is decoded and converted exactly as /score does, then projected "
     "(gan/projection.py): the checkpoint's encoder guesses a start where it has one, and "
-    "`steps` of Adam over z minimise pixel MSE plus a perceptual distance in D's own feature "
-    "maps, `restarts` starts per candidate class in one batch. A conditional model without "
+    "`steps` of Adam over z minimise pixel MSE (the perceptual distance in D's own feature "
+    "maps is reported beside it), `restarts` starts per candidate class in one batch. A conditional model without "
     "`label` is projected under its likely classes (the encoder's top 3, or every class) and "
     'the best is kept. `POST /generate {"z": [z], "label": label}` returns exactly the '
     "bytes of `image`. Fields may also come as query parameters with a raw image body. "

@@ -17,8 +17,8 @@ def build_project_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gan-project",
         description="Project images into a checkpoint's latent space (gan/projection.py): the "
-        "encoder's guess where the checkpoint has one, then Adam over z on pixel MSE plus a "
-        "perceptual distance in D's feature maps, several restarts (and, for a conditional "
+        "encoder's guess where the checkpoint has one, then Adam over z on pixel MSE (plus, "
+        "with --perceptual, a distance in D's feature maps), several restarts (and, for a conditional "
         "model without --label, several candidate classes) in one batch. Writes, per image, "
         "the reconstruction G(z) as NAME.projection.png, the original beside it as "
         "NAME.side-by-side.png, and every latent with its class, distances and D's scores in "
