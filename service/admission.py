@@ -34,7 +34,7 @@ import anyio
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.middleware import send_json, within
+from service.middleware import drain, send_json, within
 
 if TYPE_CHECKING:
     from service.batching import Arrival
@@ -197,6 +197,14 @@ class ModelRequestMiddleware:
             chunks = await self._read_announced(path, receive, limit, declared)
         except _Refused as refused:
             self._reject(path, refused.reason)
+            if refused.status in (413, 503):  # the client may still be sending: let it finish
+                await drain(
+                    scope,
+                    receive,
+                    chunk_timeout_s=self.body_timeout_s,
+                    deadline_s=self.body_deadline_s,
+                    declared=declared,
+                )
             headers = {"Connection": "close"}
             if refused.status == 503:
                 headers["Retry-After"] = str(self.retry_after_s)

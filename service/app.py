@@ -243,7 +243,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Acceptance-Rate",
             ],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=app_metrics, max_header_bytes=settings.max_header_bytes
+    )
     _add_security_scheme(app)
     return app
 

@@ -78,6 +78,7 @@ def _run_single(settings: Settings) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.protocols import protocol_class
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -85,7 +86,8 @@ def _run_single(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http=settings.http,
+        http=protocol_class(settings.http),
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # service.protocols
         loop=settings.loop,
         log_config=None,
         access_log=False,  # service.middleware writes the JSON access log
@@ -121,6 +123,7 @@ def _run_workers(settings: Settings) -> int:
 
     from gan.runs import resolve_checkpoint
     from service.inference import InferenceEngine, StartupError
+    from service.protocols import protocol_class
 
     # Workers that fail to start would be restarted forever: check the checkpoint once here.
     checkpoint, note = resolve_checkpoint(settings.checkpoint)
@@ -141,7 +144,8 @@ def _run_workers(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         lifespan="on",
-        http=settings.http,
+        http=protocol_class(settings.http),
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # service.protocols
         loop=settings.loop,
         log_config=None,
         access_log=False,

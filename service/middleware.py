@@ -58,6 +58,55 @@ else:  # pragma: no cover - Python 3.10
             return await receive()
 
 
+#: A refused body (413) is read and discarded up to this many bytes before the answer, so that
+#: a client still sending it is not reset before it reads the status (nginx's lingering close).
+#: Bodies declared larger are answered at once.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+#: The longest a refused body is drained for.
+DRAIN_MAX_S = 10.0
+
+
+def expects_continue(scope: Scope) -> bool:
+    """The client sent ``Expect: 100-continue``: it sends no body before the server reads."""
+    return any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope.get("headers", ()))
+
+
+async def drain(
+    scope: Scope,
+    receive: Receive,
+    *,
+    chunk_timeout_s: float,
+    deadline_s: float = DRAIN_MAX_S,
+    declared: int | None = None,
+    max_bytes: int = DRAIN_MAX_BYTES,
+) -> None:
+    """Read and discard the rest of a refused request body, within bounds.
+
+    Answering 413 and closing while the client is still sending makes the kernel reset the
+    connection, and most clients then report the reset instead of the status. Reading the rest
+    first (at most ``max_bytes``, ``deadline_s`` in all and ``chunk_timeout_s`` per chunk, and
+    never for a client waiting for ``100 Continue``) lets the answer arrive; nothing is kept.
+    """
+    if expects_continue(scope) or (declared is not None and declared > max_bytes):
+        return
+    loop = asyncio.get_running_loop()
+    end = loop.time() + min(deadline_s, DRAIN_MAX_S)
+    seen = 0
+    while True:
+        left = min(chunk_timeout_s, end - loop.time())
+        if left <= 0:
+            return
+        try:
+            message = await within(left, receive)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False) or seen > max_bytes:
+            return
+
+
 async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> None:
@@ -84,9 +133,32 @@ class RequestContextMiddleware:
     reported by that one-line message instead of a traceback.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, max_header_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_header_bytes = max_header_bytes
+
+    def _head_too_large(self, scope: Scope) -> bool:
+        """The request target and headers, as parsed, exceed ``max_header_bytes`` (the
+        protocol, service.protocols, has already bounded heads that arrive in pieces)."""
+        if self.max_header_bytes is None:
+            return False
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        for key, value in scope.get("headers", ()):
+            size += len(key) + len(value) + 4
+        return size > self.max_header_bytes
+
+    async def _refuse_head(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from service.protocols import DETAIL
+
+        await send_json(
+            send,
+            431,
+            {"detail": DETAIL.format(limit=self.max_header_bytes)},
+            {"Connection": "close"},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -129,8 +201,9 @@ class RequestContextMiddleware:
                 "path": scope.get("path"),
             },
         )
+        app = self._refuse_head if self._head_too_large(scope) else self.app
         try:
-            await self.app(scope, receive, send_wrapper)
+            await app(scope, receive, send_wrapper)
         except ClientDisconnect:
             status = status or 499  # nginx's "client closed request": nobody is listening
         except Exception:
@@ -237,6 +310,13 @@ class BodySizeLimitMiddleware:
                     return
                 if declared > self.max_body_bytes:
                     exc = self._too_large()
+                    await drain(
+                        scope,
+                        receive,
+                        chunk_timeout_s=self.body_timeout_s,
+                        deadline_s=self.body_deadline_s or DRAIN_MAX_S,
+                        declared=declared,
+                    )
                     await send_json(send, 413, {"detail": exc.detail}, {"Connection": "close"})
                     return
         received = 0

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         le=1024 * 1024 * 1024,
         description="Largest request body in bytes (counted while it is read); larger: 413.",
     )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers) in bytes; larger: 431, "
+        "as nginx and h11 refuse at 8-16 KB.",
+    )
     max_generate_body_bytes: int | None = Field(
         default=None,
         ge=1024,
