@@ -425,10 +425,20 @@ class ScoredImage(BaseModel):
     )
     label: int | None = Field(
         default=None,
-        description="Conditional models: the class scored (the one requested, else the class "
-        "D scores highest); null for unconditional models.",
+        description="Conditional models: the class scored: the one requested, else the class "
+        "the checkpoint's encoder reads (class_source); null for unconditional models, and "
+        "without a label on a checkpoint with no encoder (D is no classifier: logit is then "
+        "its highest over the classes).",
     )
     class_name: str | None = Field(default=None, description="That class's name.")
+    class_source: Literal["request", "encoder"] | None = Field(
+        default=None,
+        description="Where label came from: the request's ?label=, or the encoder's reading.",
+    )
+    class_probability: float | None = Field(
+        default=None,
+        description="The encoder's probability for label (class_source encoder).",
+    )
     class_logits: list[float] | None = Field(
         default=None,
         description="Conditional models scored without a label: D's logit for the image paired "

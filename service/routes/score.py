@@ -327,7 +327,8 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
     "checkpoint has a calibration, the calibrated probability that the image came from the "
     "training data rather than from this G. For a class-conditional "
     "model, ?label= picks the class to score; without it each image is scored with every class "
-    "and the best-scoring class is reported. Example: "
+    "(class_logits) and, where the checkpoint has an encoder, as the class the encoder reads "
+    "(D is no classifier). Example: "
     "`curl -s -F files=@digit.png http://127.0.0.1:8000/score`.",
     **protected(
         requestBody=SCORE_REQUEST_BODY,
@@ -339,7 +340,8 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
                 "schema": {"type": "string"},
                 "description": "Class-conditional models only: score each image as this class "
                 "(index or name, see GET /info 'classes'). Left out: D scores each image paired "
-                "with every class and reports the best one and all logits.",
+                "with every class (class_logits), and the image is scored as the class the "
+                "checkpoint's encoder reads; without an encoder no class is reported.",
             }
         ],
     ),
@@ -407,6 +409,7 @@ async def score(request: Request) -> Response:
             prepared = await anyio.to_thread.run_sync(convert, limiter=limiter)
         batch = torch.from_numpy(np.stack([p.pixels for p in prepared]))  # uint8 [B, C, R, R]
         per_class: list[list[float]] | None = None
+        class_probs: list[float] | None = None
         if not classes:
             logits = (await engine.score(batch, arrival=arrival)).tolist()
             labels: list[int | None] = [None] * len(prepared)
@@ -419,9 +422,15 @@ async def score(request: Request) -> Response:
             y = torch.arange(k).repeat(len(prepared))
             table = await engine.score(batch.repeat_interleave(k, 0), y, arrival=arrival)
             per_class = table.view(len(prepared), k).tolist()
-            best = [max(range(k), key=row.__getitem__) for row in per_class]
-            logits = [row[c] for row, c in zip(per_class, best, strict=True)]
-            labels = list(best)
+            if engine.can_classify:  # the encoder reads the class; D scores the pair
+                probs = await engine.classify(batch)
+                read = probs.argmax(1).tolist()
+                class_probs = [float(probs[i, c]) for i, c in enumerate(read)]
+                logits = [row[c] for row, c in zip(per_class, read, strict=True)]
+                labels = list(read)
+            else:  # D is no classifier: no class, its highest logit over the classes
+                logits = [max(row) for row in per_class]
+                labels = [None] * len(prepared)
     rs = engine.real_scores
     cal = engine.calibration
     notes: list[str] = []
@@ -429,6 +438,13 @@ async def score(request: Request) -> Response:
         notes.append(
             "this checkpoint stores no real_scores (D's logits on held-out real images), so "
             "realness_percentile is null"
+        )
+    if per_class is not None and class_probs is None:
+        notes.append(
+            "no label was given and this checkpoint has no encoder to read the class with "
+            "(gan-train-encoder adds one): D is no classifier, so no class is reported and "
+            "logit is D's highest over the classes (class_logits has each); give ?label= to "
+            "score an image as a class"
         )
     if cal is None:
         notes.append(
@@ -450,6 +466,8 @@ async def score(request: Request) -> Response:
             realness_percentile=None if rs is None else rs.percentile(logit),
             label=c,
             class_name=None if c is None else classes[c],
+            class_source=None if c is None else "request" if label is not None else "encoder",
+            class_probability=None if class_probs is None else class_probs[i],
             class_logits=None if per_class is None else per_class[i],
         )
         for i, (p, logit, c) in enumerate(zip(prepared, logits, labels, strict=True))

@@ -771,6 +771,12 @@ function renderScores(data, items) {
     scoreURLs.push(url);
     const name = result.filename ?? item.name;
     const lines = [el("p", { class: "score-name", text: name })];
+    if (result.class_name != null) {
+      const read = result.class_source === "encoder"
+        ? `Read as ${result.class_name} by the encoder (${(100 * result.class_probability).toFixed(0)} %), scored as that class`
+        : `Scored as class ${result.class_name}`;
+      lines.push(el("p", { class: "score-class", text: read }));
+    }
     lines.push(el("p", { class: "score-logit", text: `D's logit: ${result.logit.toFixed(3)}` }));
     if (isNumber(result.calibrated_probability)) {
       lines.push(

@@ -197,5 +197,6 @@ def test_worker_processes_refuse_large_heads_too(ckpt_dir: Path) -> None:
             assert r.status_code == 431
             assert "4096 bytes" in r.json()["detail"]
         assert httpx.get(base + "/health", headers={"x-ok": "e" * 3000}).status_code == 200
+        assert proc.stop() == 0  # SIGTERM: the parent stops its workers (a kill would orphan them)
     finally:
         proc.kill()

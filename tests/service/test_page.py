@@ -431,8 +431,12 @@ def test_curl_command_returns_the_same_bytes_and_the_image_can_be_scored(tab: Ta
     expect(result).to_have_count(1)
     expect(result).to_contain_text("seed-79.png")
     api = httpx.post(tab.origin + "/score", files={"files": ("x.png", shown, "image/png")})
-    expect(result.locator(".score-logit")).to_have_text(
-        f"D's logit: {api.json()['results'][0]['logit']:.3f}"
+    scored = api.json()["results"][0]
+    expect(result.locator(".score-logit")).to_have_text(f"D's logit: {scored['logit']:.3f}")
+    # The bundled model has an encoder: the class it reads is shown (seed 79 is drawn as a 9).
+    assert scored["class_source"] == "encoder"
+    expect(result.locator(".score-class")).to_contain_text(
+        f"Read as {scored['class_name']} by the encoder"
     )
     assert tab.errors == []
 
