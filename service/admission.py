@@ -102,6 +102,17 @@ def generate_body_limit(settings: Settings, z_dim: int) -> BodyLimit:
     return BodyLimit(size, how, "send fewer or shorter z rows, or fewer digits per number")
 
 
+def _model_in(scope: Scope) -> str | None:
+    """The ``model`` query parameter, if any (the JSON body's is not read yet)."""
+    query = scope.get("query_string", b"")
+    if b"model=" not in query:
+        return None
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query.decode("latin-1")).get("model")
+    return values[0] if values else None
+
+
 class _Refused(Exception):
     """A body that will not be read to the end: answer ``status`` and close the connection."""
 
@@ -126,7 +137,7 @@ class ModelRequestMiddleware:
         buffer_bytes: int,
         retry_after_s: int = 1,
         metrics: Metrics | None = None,
-        announce: Callable[[str], AbstractContextManager[Arrival | None]] | None = None,
+        announce: Callable[[str, str | None], AbstractContextManager[Arrival | None]] | None = None,
     ) -> None:
         self.app = app
         self.announce = announce
@@ -194,7 +205,7 @@ class ModelRequestMiddleware:
         try:
             if declared is not None and declared > limit.max_bytes:
                 raise _Refused(413, limit.detail())
-            chunks = await self._read_announced(path, receive, limit, declared)
+            chunks = await self._read_announced(path, receive, limit, declared, _model_in(scope))
         except _Refused as refused:
             self._reject(path, refused.reason)
             if refused.status in (413, 503):  # the client may still be sending: let it finish
@@ -219,19 +230,27 @@ class ModelRequestMiddleware:
         try:
             await self._run(scope, chunks, receive, send)
         finally:
+            # The engines the route leased (service.deps.engine_of): the response is sent.
+            for release in scope["state"].pop("leases", ()):
+                release()
             self.in_progress -= 1
             if self.metrics is not None:
                 self.metrics.in_progress.set(self.in_progress)
 
     async def _read_announced(
-        self, path: str, receive: Receive, limit: BodyLimit, declared: int | None
+        self,
+        path: str,
+        receive: Receive,
+        limit: BodyLimit,
+        declared: int | None,
+        model: str | None = None,
     ) -> list[bytes]:
         """:meth:`_read_body`, announced to the batch worker (``announce``) for at most
         :data:`ANNOUNCE_FOR_S`: requests on their way share a forward pass with those queued.
         The route announces itself again at once (no await in between)."""
         if self.announce is None:
             return await self._read_body(receive, limit, declared)
-        with self.announce(path) as arrival:
+        with self.announce(path, model) as arrival:
             if arrival is None:
                 return await self._read_body(receive, limit, declared)
             timer = asyncio.get_running_loop().call_later(ANNOUNCE_FOR_S, arrival.settle)

@@ -1,17 +1,21 @@
 """The FastAPI application: :func:`create_app` wires settings, middleware, routes and lifespan.
 
-The models load once, in the lifespan, into an :class:`~service.inference.InferenceEngine`
-kept on ``app.state.engine``; routes reach it through :func:`service.deps.get_engine`. A
+The models load once, in the lifespan, each into an :class:`~service.inference.InferenceEngine`
+of a :class:`~service.registry.ModelRegistry` kept on ``app.state.models`` (the default model's
+engine also on ``app.state.engine``); routes reach them through :mod:`service.deps`. A
 checkpoint that cannot be served stops start-up with one line naming the file and the problem
 (``app.state.startup_error``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,7 +24,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from gan.runs import resolve_checkpoint
 from service.admission import BodyLimits, ModelRequestMiddleware, generate_body_limit
 from service.auth import ApiKeyMiddleware, protected_routes
 from service.batching import Arrival, QueueFull, QueueTimeout
@@ -28,8 +31,9 @@ from service.deps import BEARER_SCHEME, BEARER_SCHEME_SPEC
 from service.inference import BatchingOptions, InferenceEngine, StartupError
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from service.routes import docs, generate, health, info, metrics, page, project, score
-from service.settings import Settings
+from service.registry import ModelRegistry, Slot
+from service.routes import docs, generate, health, info, metrics, models, page, project, score
+from service.settings import ModelSpec, Settings
 
 logger = logging.getLogger("service")
 
@@ -113,66 +117,99 @@ async def _queue_timeout_handler(request: Request, exc: Exception) -> JSONRespon
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the ``GAN_`` environment variables."""
     settings = settings if settings is not None else Settings()
-    routers = (health, info, generate, score, project, page, docs)
+    routers = (health, info, models, generate, score, project, page, docs)
     endpoints = tuple(e for module in routers for e in module.ENDPOINTS)
     model_paths = tuple(e.path for e in endpoints)
     app_metrics = Metrics(model_routes=model_paths)
     body_limits = BodyLimits(settings.max_body_bytes)
     model_of = {e.path: e.queue for e in endpoints}
 
-    def arriving(path: str) -> AbstractContextManager[Arrival | None]:
-        """A model request whose body is on its way, for the batch worker (GAN_MAX_DELAY_MS)."""
-        engine: InferenceEngine | None = app.state.engine
+    def arriving(path: str, model: str | None = None) -> AbstractContextManager[Arrival | None]:
+        """A model request whose body is on its way, for the batch worker (GAN_MAX_DELAY_MS)
+        of the model it names in its query (else the default's; a guess it may not use)."""
+        registry: ModelRegistry | None = app.state.models
         kind = model_of.get(path)
-        return nullcontext() if engine is None or kind is None else engine.arriving(kind)
+        if registry is None or kind is None or (model and model not in registry.slots):
+            return nullcontext()
+        return registry.slot(model).engine.arriving(kind)
+
+    batching = BatchingOptions(
+        max_batch=settings.max_batch,
+        max_delay_ms=settings.max_delay_ms,
+        queue_size=settings.queue_size,
+        timeout_s=settings.request_timeout_s,
+    )
+
+    def load_engine(spec: ModelSpec, folder: Path) -> InferenceEngine:
+        return InferenceEngine.load(
+            folder,
+            device=settings.device,
+            torch_threads=settings.torch_threads,
+            interop_threads=settings.torch_interop_threads,
+            batching=batching,
+            metrics=app_metrics.for_model(spec.name),
+        )
+
+    def on_swap(slot: Slot) -> None:
+        """A model was loaded or swapped: its metrics line, the /generate body limit, and
+        ``app.state.engine`` (the default model's engine)."""
+        registry: ModelRegistry = app.state.models
+        e = slot.engine
+        app_metrics.set_model(
+            slot.name, e.info.model_id, e.info.step, e.info.checkpoint_hash, e.device, slot.default
+        )
+        largest = max(s.engine.z_dim for s in registry.slots.values())
+        body_limits.set(generate.ENDPOINTS[0].path, generate_body_limit(settings, largest))
+        if slot.default:
+            app.state.engine = e
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.startup_error = None
-        checkpoint, note = resolve_checkpoint(settings.checkpoint)
-        if note:
-            logger.info(note, extra={"checkpoint": str(checkpoint)})
         try:
-            engine = InferenceEngine.load(
-                checkpoint,
-                device=settings.device,
-                torch_threads=settings.torch_threads,
-                interop_threads=settings.torch_interop_threads,
-                batching=BatchingOptions(
-                    max_batch=settings.max_batch,
-                    max_delay_ms=settings.max_delay_ms,
-                    queue_size=settings.queue_size,
-                    timeout_s=settings.request_timeout_s,
-                ),
-                metrics=app_metrics,
+            registry = await anyio.to_thread.run_sync(
+                ModelRegistry.load, settings.model_specs(), load_engine
             )
         except StartupError as exc:
             app.state.startup_error = str(exc)
             raise
-        app.state.engine = engine
-        body_limits.set(generate.ENDPOINTS[0].path, generate_body_limit(settings, engine.z_dim))
+        app.state.models = registry
+        registry.on_swap = on_swap
+        for slot in registry.slots.values():
+            on_swap(slot)
+            logger.info(
+                "model loaded",
+                extra={
+                    "model_name": slot.name,
+                    "default": slot.default,
+                    "model_id": slot.engine.info.model_id,
+                    "step": slot.engine.info.step,
+                    "checkpoint_hash": slot.engine.info.checkpoint_hash,
+                    "checkpoint": str(slot.checkpoint),
+                    "device": slot.engine.device,
+                },
+            )
         previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(previous_switch_interval, GIL_SWITCH_INTERVAL_S))
-        app_metrics.set_model(
-            engine.info.model_id, engine.info.step, engine.info.checkpoint_hash, engine.device
-        )
         app.state.image_limiter = anyio.CapacityLimiter(IMAGE_CONVERSION_THREADS)
-        logger.info(
-            "model loaded",
-            extra={
-                "model_id": engine.info.model_id,
-                "step": engine.info.step,
-                "checkpoint_hash": engine.info.checkpoint_hash,
-                "checkpoint": str(checkpoint),
-                "device": engine.device,
-            },
-        )
+        watcher: asyncio.Task[None] | None = None
+        if settings.watch_s > 0:
+
+            def counted(name: str, ok: bool) -> None:
+                app_metrics.reloads.labels(name, "ok" if ok else "refused").inc()
+
+            watcher = asyncio.create_task(registry.watch(settings.watch_s, counted))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             app.state.engine = None
+            app.state.models = None
             app_metrics.clear_model()
-            engine.close()
+            await registry.aclose()
             sys.setswitchinterval(previous_switch_interval)
 
     app = FastAPI(
@@ -186,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = None
+    app.state.models = None
     app.state.startup_error = None
     app.state.metrics = app_metrics
     app.state.body_limits = body_limits

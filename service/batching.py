@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import torch
 
     from gan.classmix import Classes
-    from service.metrics import Metrics
+    from service.metrics import ModelMetrics
 
 logger = logging.getLogger("service")
 
@@ -152,7 +152,7 @@ class BatchScheduler:
         max_delay_s: float = 0.005,
         queue_size: int = 64,
         timeout_s: float = 30.0,
-        metrics: Metrics | None = None,
+        metrics: ModelMetrics | None = None,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_delay_s < 0 or timeout_s <= 0:
             raise ValueError("max_batch and queue_size >= 1, max_delay_s >= 0, timeout_s > 0")

@@ -34,7 +34,21 @@ def _parser() -> argparse.ArgumentParser:
         "/health, /ready; docs at /docs). Every option can also be set by its GAN_ environment "
         "variable, e.g. GAN_CHECKPOINT, GAN_PORT; see docs/api.md for the full list.",
     )
-    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (GAN_CHECKPOINT)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="[NAME=]DIR",
+        action="append",
+        help="checkpoint directory or training run folder (GAN_CHECKPOINT); repeat as "
+        "NAME=DIR to serve several models, the first the default (GAN_CHECKPOINTS)",
+    )
+    p.add_argument(
+        "--watch",
+        metavar="S",
+        type=float,
+        dest="watch_s",
+        help="reload a model when a new checkpoint appears at its path, polling every S "
+        "seconds (GAN_WATCH_S; default off)",
+    )
     p.add_argument("--host", metavar="H", help="interface to bind (GAN_HOST, default 127.0.0.1)")
     p.add_argument("--port", metavar="P", type=int, help="TCP port (GAN_PORT, default 8000)")
     p.add_argument(
@@ -125,18 +139,23 @@ def _run_workers(settings: Settings) -> int:
     from service.inference import InferenceEngine, StartupError
     from service.protocols import protocol_class
 
-    # Workers that fail to start would be restarted forever: check the checkpoint once here.
-    checkpoint, note = resolve_checkpoint(settings.checkpoint)
-    if note:
-        print(f"{PROG}: {note}", file=sys.stderr)
-    try:
-        InferenceEngine.load(checkpoint, device=settings.device, torch_threads=1).close()
-    except StartupError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    # Worker processes read their settings from the environment.
-    os.environ["GAN_CHECKPOINT"] = str(checkpoint)
+    # Workers that fail to start would be restarted forever: check every checkpoint once here.
+    specs = settings.model_specs()
+    for spec in specs:
+        checkpoint, note = resolve_checkpoint(spec.path)
+        if note:
+            print(f"{PROG}: {note}", file=sys.stderr)
+        try:
+            InferenceEngine.load(checkpoint, device=settings.device, torch_threads=1).close()
+        except StartupError as exc:
+            prefix = f"model {spec.name!r}: " if len(specs) > 1 else ""
+            print(f"{PROG}: error: {prefix}{exc}", file=sys.stderr)
+            return 1
+    # Worker processes read their settings from the environment (each resolves the paths
+    # itself, so that a reload in a worker reads the path again).
+    os.environ["GAN_CHECKPOINTS"] = ",".join(f"{s.name}={s.path}" for s in specs)
     os.environ["GAN_LOG_LEVEL"] = settings.log_level
+    os.environ["GAN_WATCH_S"] = str(settings.watch_s)
     uvicorn.run(
         "service.app:create_app_from_env",
         factory=True,
@@ -159,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {
         key: value for key, value in vars(args).items() if value is not None
     }
+    given = overrides.pop("checkpoint", None)
+    if given is not None:  # one bare DIR: GAN_CHECKPOINT's place; else the model list
+        if len(given) == 1 and "=" not in given[0]:
+            overrides["checkpoint"] = given[0]
+            overrides["checkpoints"] = []
+        else:
+            overrides["checkpoints"] = given
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from service.inference import InferenceEngine
+from service.registry import ModelRegistry, Slot, UnknownModel
 from service.settings import Settings
 
 BEARER_SCHEME = "HTTPBearer"
@@ -36,21 +37,43 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def engine_of(request: Request) -> InferenceEngine:
-    """The loaded engine, or 503 with Retry-After before the models load / while stopping."""
-    engine: InferenceEngine | None = getattr(request.app.state, "engine", None)
-    if engine is None:
+def registry_of(request: Request) -> ModelRegistry:
+    """The served models, or 503 with Retry-After before they load / while stopping."""
+    registry: ModelRegistry | None = getattr(request.app.state, "models", None)
+    if registry is None:
         raise HTTPException(
             503,
             "the model is not loaded yet (or the server is shutting down); retry when GET /ready "
             "returns 200",
             headers={"Retry-After": "1"},
         )
+    return registry
+
+
+def slot_of(request: Request, model: str | None = None) -> Slot:
+    """``model``'s slot (None: the default), without holding its engine; 404 if unknown."""
+    try:
+        return registry_of(request).slot(model)
+    except UnknownModel as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def engine_of(request: Request, model: str | None = None) -> InferenceEngine:
+    """``model``'s engine (None: the default) for a model route, held until the response is
+    sent (service.admission releases it), so a reload never closes it under the request; 404
+    for an unknown model, 503 before the models load."""
+    registry = registry_of(request)
+    try:
+        engine, release = registry.lease(model)
+    except UnknownModel as exc:
+        raise HTTPException(404, str(exc)) from None
+    request.scope.setdefault("state", {}).setdefault("leases", []).append(release)
     return engine
 
 
 async def get_engine(request: Request) -> InferenceEngine:
-    return engine_of(request)
+    """The default model's engine, not held (for routes that only read its description)."""
+    return slot_of(request).engine
 
 
 def protected(**openapi_extra: Any) -> dict[str, Any]:

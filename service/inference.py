@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from gan.samplers.dispatch import Models
     from gan.samplers.results import GuidedResult
     from gan.samplers.steps import Forward, Steps
-    from service.metrics import Metrics
+    from service.metrics import ModelMetrics
 
 logger = logging.getLogger("service")
 
@@ -145,7 +145,7 @@ class InferenceEngine:
         *,
         device: str = "cpu",
         batching: BatchingOptions | None = None,
-        metrics: Metrics | None = None,
+        metrics: ModelMetrics | None = None,
         torch_threads: int = 0,
     ) -> None:
         self.checkpoint = checkpoint
@@ -187,7 +187,7 @@ class InferenceEngine:
         torch_threads: int = 0,
         interop_threads: int = 0,
         batching: BatchingOptions | None = None,
-        metrics: Metrics | None = None,
+        metrics: ModelMetrics | None = None,
     ) -> InferenceEngine:
         """Load, validate and warm up a checkpoint; raise :class:`StartupError` on any problem."""
         import torch

@@ -10,16 +10,22 @@ Names (all prefixed ``gan_``):
 * ``http_requests_total{route,method,status}`` and ``http_request_duration_seconds{...}``:
   every HTTP request, by route template (``unmatched`` for unknown paths);
 * ``requests_in_progress``: /generate and /score requests admitted (GAN_QUEUE_SIZE bounds it);
-* ``queue_depth{model}`` / ``queue_images{model}``: requests and images waiting for a forward;
-* ``batch_size{model}``, ``inference_seconds{model}``: each batched forward pass (``model``:
+* ``queue_depth{model_name,model}`` / ``queue_images{model_name,model}``: requests and images
+  waiting for a forward;
+* ``batch_size{model_name,model}``, ``inference_seconds{model_name,model}``: each batched
+  forward pass (``model_name``: the served model's name, ``GET /models``; ``model``:
   ``generator``, ``discriminator``, or ``gradient`` for a chunk of a gradient method's images);
-* ``queue_wait_seconds{model}``: from a request's enqueue to its first forward starting;
+* ``queue_wait_seconds{model_name,model}``: from a request's enqueue to its first forward;
 * ``rejected_requests_total{route,reason}``: 503 (``queue_full``, ``body_buffer_full``), 504
   (``timeout``) and 408 (``body_timeout``);
-* ``model_info{model_id,step,checkpoint_hash,device}``: 1 for the served model.
+* ``model_info{model_name,model_id,step,checkpoint_hash,device,default}``: 1 for each served
+  model (a reload replaces its line);
+* ``model_reloads_total{model_name,outcome}``: reloads by ``ok`` / ``refused``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -92,33 +98,33 @@ class Metrics:
         self.queue_depth = Gauge(
             "gan_queue_depth",
             "Requests with images waiting for a forward pass.",
-            ["model"],
+            ["model_name", "model"],
             registry=r,
         )
         self.queue_images = Gauge(
             "gan_queue_images",
             "Images waiting for a forward pass.",
-            ["model"],
+            ["model_name", "model"],
             registry=r,
         )
         self.batch_size = Histogram(
             "gan_batch_size",
             "Images per batched forward pass.",
-            ["model"],
+            ["model_name", "model"],
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "gan_inference_seconds",
             "Duration of one batched forward pass (incl. batch assembly and output conversion).",
-            ["model"],
+            ["model_name", "model"],
             buckets=INFERENCE_BUCKETS,
             registry=r,
         )
         self.queue_wait = Histogram(
             "gan_queue_wait_seconds",
             "Time from a request's enqueue to the start of its first forward pass.",
-            ["model"],
+            ["model_name", "model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -132,20 +138,67 @@ class Metrics:
         )
         self.model_info = Gauge(
             "gan_model_info",
-            "The served model (value 1).",
-            ["model_id", "step", "checkpoint_hash", "device"],
+            "The served models (value 1 each).",
+            ["model_name", "model_id", "step", "checkpoint_hash", "device", "default"],
             registry=r,
         )
-        for model in MODELS:  # present from the start, at 0
-            self.queue_depth.labels(model)
-            self.queue_images.labels(model)
+        self._info_labels: dict[str, tuple[str, ...]] = {}
+        self.reloads = Counter(
+            "gan_model_reloads",
+            "Model reloads (POST /models/NAME/reload, GAN_WATCH_S) by outcome: ok, refused.",
+            ["model_name", "outcome"],
+            registry=r,
+        )
         for route in model_routes:
             for reason in REJECTION_REASONS:
                 self.rejected.labels(route, reason)
 
-    def set_model(self, model_id: str, step: int, checkpoint_hash: str, device: str) -> None:
-        self.model_info.clear()
-        self.model_info.labels(model_id, str(step), checkpoint_hash, device).set(1)
+    def for_model(self, name: str) -> ModelMetrics:
+        """The per-model collectors with ``model_name`` bound (what one engine writes)."""
+        for model in MODELS:  # present from the start, at 0
+            self.queue_depth.labels(name, model)
+            self.queue_images.labels(name, model)
+        for outcome in ("ok", "refused"):
+            self.reloads.labels(name, outcome)
+        return ModelMetrics(self, name)
 
-    def clear_model(self) -> None:
-        self.model_info.clear()
+    def set_model(
+        self, name: str, model_id: str, step: int, checkpoint_hash: str, device: str, default: bool
+    ) -> None:
+        """``name``'s line of model_info (any earlier one of that name goes)."""
+        self.clear_model(name)
+        labels = (name, model_id, str(step), checkpoint_hash, device, str(default).lower())
+        self.model_info.labels(*labels).set(1)
+        self._info_labels[name] = labels
+
+    def clear_model(self, name: str | None = None) -> None:
+        """Drop ``name``'s model_info line (every line without a name)."""
+        if name is None:
+            self.model_info.clear()
+            self._info_labels.clear()
+        elif name in self._info_labels:
+            self.model_info.remove(*self._info_labels.pop(name))
+
+
+class _Bound:
+    """A labelled collector with its first label (``model_name``) given."""
+
+    def __init__(self, metric: Any, name: str) -> None:
+        self.metric = metric
+        self.name = name
+
+    def labels(self, *values: str) -> Any:
+        return self.metric.labels(self.name, *values)
+
+
+class ModelMetrics:
+    """What :class:`service.batching.BatchScheduler` writes for one served model: the queue
+    and forward-pass collectors of :class:`Metrics` with ``model_name`` bound."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self.queue_depth = _Bound(metrics.queue_depth, name)
+        self.queue_images = _Bound(metrics.queue_images, name)
+        self.batch_size = _Bound(metrics.batch_size, name)
+        self.inference = _Bound(metrics.inference, name)
+        self.queue_wait = _Bound(metrics.queue_wait, name)

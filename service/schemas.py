@@ -17,6 +17,7 @@ Seed = Annotated[
     int, Field(ge=0, lt=SEED_LIMIT, description=f"Integer in [0, 2**53) = [0, {SEED_LIMIT}).")
 ]
 LatentValue = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
+ModelName = Annotated[str, Field(min_length=1, max_length=64, examples=["mnist"])]
 
 EXAMPLE_MODEL: JsonDict = {
     "model_id": "mnist-dcgan-28px-step20000-3f2a9c1b",
@@ -208,6 +209,10 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: ModelName | None = Field(
+        default=None,
+        description="Which served model (GET /models); left out: the default model.",
+    )
     n: int = Field(
         default=1,
         ge=1,
@@ -520,6 +525,12 @@ class ReadyResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     model: ModelRef
+    model_name: str = Field(
+        default="default", description="The served model's name (`model` in requests)."
+    )
+    models: list[str] = Field(
+        default_factory=list, description="Every served model's name, the default first."
+    )
     kind: str = Field(
         default="gan",
         description="What the checkpoint holds: gan (G and D), vae or ae (an auto-encoder's "
@@ -695,3 +706,43 @@ class ProjectResponse(BaseModel):
     upload: DiscriminatorView
     reconstruction: DiscriminatorView
     preprocessing: dict[str, Any]
+
+
+class ModelEntry(BaseModel):
+    """One served model (GET /models)."""
+
+    name: str = Field(description="What requests give as `model`.")
+    default: bool = Field(description="Requests that name no model get this one.")
+    model_id: str
+    step: int
+    checkpoint_hash: str
+    kind: str
+    conditional: bool
+    classes: list[str]
+    resolution: int
+    channels: int
+    z_dim: int
+    path: str = Field(description="The configured path (GAN_CHECKPOINTS); reloads read it.")
+    checkpoint: str = Field(description="The checkpoint folder loaded from it.")
+    loaded_at: float = Field(description="Unix time of the last load or swap.")
+    reloads: int = Field(description="Swaps since start-up.")
+    last_reload_error: str | None = Field(
+        description="Why the last reload was refused (null after a good one)."
+    )
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelEntry]
+    default: str
+
+
+class ReloadResponse(BaseModel):
+    """A reload: the checkpoint now at the model's path, verified and swapped in."""
+
+    name: str
+    old_model_id: str
+    new_model_id: str
+    swapped: bool = Field(
+        description="false when the path holds the checkpoint already served (same hash)."
+    )
+    seconds: float

@@ -7,6 +7,8 @@ docs/api.md has the same table for users; keep the two in step.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,47 @@ def default_checkpoint_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "checkpoints" / "mnist"
 
 
+#: A served model's name: what requests give as ``model`` (and the metrics' ``model_name``).
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the service: its name and the checkpoint (or run folder) path."""
+
+    name: str
+    path: Path
+
+
+def parse_model_specs(entries: list[str]) -> list[ModelSpec]:
+    """``NAME=PATH`` or a bare ``PATH`` (named after its folder; a run folder's or a
+    ``checkpoints/best``-style path's run name) each; ValueError on a bad name."""
+    specs = []
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            path = entry
+            folder = Path(path.rstrip("/"))
+            parts = folder.parts
+            run_checkpoint = folder.name in ("best", "latest") or folder.name.startswith("step-")
+            if (
+                len(parts) >= 3 and parts[-2] == "checkpoints" and run_checkpoint
+            ):  # RUN/checkpoints/best
+                name = parts[-3]
+            else:
+                name = folder.name or "default"
+        name = name.strip()
+        if not MODEL_NAME.match(name):
+            raise ValueError(
+                f"model name {name!r} (from {entry!r}) must be 1-64 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        if not path.strip():
+            raise ValueError(f"{entry!r} names no checkpoint path (give NAME=PATH)")
+        specs.append(ModelSpec(name, Path(path.strip())))
+    return specs
+
+
 class Settings(BaseSettings):
     """All run-time options of the service (see docs/api.md for the user-facing table)."""
 
@@ -35,6 +78,20 @@ class Settings(BaseSettings):
     checkpoint: Path = Field(
         default_factory=default_checkpoint_dir,
         description="Checkpoint directory to serve (config.json + generator/discriminator weights).",
+    )
+    checkpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several models in one service: comma-separated NAME=PATH (or a bare PATH, "
+        "named after its folder); the first is the default, the one every request that names "
+        "no model gets. Set, it replaces GAN_CHECKPOINT.",
+    )
+    watch_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="Poll every model's path this often (seconds) and reload a model when a "
+        "new, complete checkpoint is there (0: off; POST /models/NAME/reload reloads on "
+        "demand).",
     )
     host: str = Field(default="127.0.0.1", min_length=1, description="Interface to bind.")
     port: int = Field(
@@ -248,6 +305,28 @@ class Settings(BaseSettings):
             if not key.isascii() or not key.isprintable() or " " in key:
                 raise ValueError("must be printable ASCII without spaces (it travels in a header)")
         return value
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _split_checkpoints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _check_checkpoints(cls, value: list[str]) -> list[str]:
+        names = [spec.name for spec in parse_model_specs(value)]  # raises on a bad name
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"model names must differ: {', '.join(duplicates)} twice (give NAME=PATH)"
+            )
+        return value
+
+    def model_specs(self) -> list[ModelSpec]:
+        """The models to serve, the default first: GAN_CHECKPOINTS, else GAN_CHECKPOINT."""
+        return parse_model_specs(self.checkpoints or [str(self.checkpoint)])
 
     @field_validator("cors_origins", mode="before")
     @classmethod

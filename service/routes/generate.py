@@ -228,7 +228,7 @@ async def generate(
 
     from gan.classmix import ClassMix
 
-    engine, caps = engine_of(request), Caps.of(request.app.state.settings)
+    engine, caps = engine_of(request, req.model), Caps.of(request.app.state.settings)
     plan = plan_request(req, z_dim=engine.z_dim, max_images=caps.max_images)
     options = plan_method(
         req,

@@ -10,7 +10,7 @@ from gan.dataset_info import portable_dataset_info
 from gan.kinds import ModelKind
 from gan.latents import SEED_LIMIT, TRUNCATION_MAX, TRUNCATION_MIN, TRUNCATION_MODE
 from gan.samplers import METHODS, kind_refusal
-from service.deps import EngineDep, SettingsDep, protected
+from service.deps import SettingsDep, protected, registry_of, slot_of
 from service.inference import InferenceEngine
 from service.routes import ModelEndpoint
 from service.routes.score import preprocessing_report
@@ -74,17 +74,21 @@ def methods_info(settings: Settings, calibrated: bool, kind: str = "gan") -> lis
     summary="Model, training record, limits and preprocessing",
     description="Everything a client needs to call /generate and /score: z_dim, resolution, "
     "channels, limits, the image preprocessing, the truncation mode, the sampling methods with "
-    "their options and caps (generate.methods) and D's calibration. Needs the API key when "
-    "the server has one. Example: `curl -s http://127.0.0.1:8000/info`.",
+    "their options and caps (generate.methods) and D's calibration, for the default model or "
+    "`?model=NAME` (GET /models). Needs the API key when the server has one. Example: `curl -s http://127.0.0.1:8000/info`.",
     responses={401: {"model": ErrorResponse, "description": "API key missing or wrong"}},
 )
-async def info(engine: EngineDep, settings: SettingsDep, request: Request) -> InfoResponse:
+async def info(settings: SettingsDep, request: Request, model: str | None = None) -> InfoResponse:
+    slot = slot_of(request, model)
+    engine = slot.engine
     cfg = engine.config
     rs = cfg.real_scores
     calibration = engine.calibration
     declared = engine.model_kind
     return InfoResponse(
         model=ModelRef.model_validate(engine.info.as_dict()),
+        model_name=slot.name,
+        models=registry_of(request).names,
         kind=declared.name,
         capabilities=declared.capabilities(),
         architecture=engine.model_config.to_dict(),

@@ -28,7 +28,7 @@ ENDPOINTS = (ModelEndpoint("/project", GRADIENT, {"X-Model-Id": {"schema": {"typ
 
 FIELD = "file"
 #: Form fields (or query parameters) besides the file.
-PARAMS = ("label", "steps", "restarts", "seed")
+PARAMS = ("label", "steps", "restarts", "seed", "model")
 JSON = "application/json"
 
 
@@ -111,6 +111,10 @@ PROJECT_REQUEST_BODY: dict[str, Any] = {
                     "steps": {"type": "integer", "description": "Adam steps on z."},
                     "restarts": {"type": "integer", "description": "Starts per class."},
                     "seed": {"type": "integer", "description": "Seed of the random restarts."},
+                    "model": {
+                        "type": "string",
+                        "description": "Which served model (GET /models); left out: the default.",
+                    },
                 },
             }
         },
@@ -149,7 +153,9 @@ async def project_image(request: Request) -> Response:
 
     from gan.sampling import LabelError, resolve_label
 
-    engine, settings = engine_of(request), request.app.state.settings
+    settings = request.app.state.settings
+    upload, params = await _read(request)
+    engine = engine_of(request, params.get("model") or None)
     declared = engine.model_kind
     if declared.projection == "none" or not declared.has_generator:
         raise _invalid(
@@ -161,7 +167,6 @@ async def project_image(request: Request) -> Response:
         )
     classes = engine.config.classes
     with engine.arriving(GRADIENT) as arrival:
-        upload, params = await _read(request)
         label: int | None = None
         if params.get("label") not in (None, ""):
             if not classes:

@@ -342,7 +342,14 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
                 "(index or name, see GET /info 'classes'). Left out: D scores each image paired "
                 "with every class (class_logits), and the image is scored as the class the "
                 "checkpoint's encoder reads; without an encoder no class is reported.",
-            }
+            },
+            {
+                "name": "model",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Which served model (GET /models); left out: the default.",
+            },
         ],
     ),
     responses={
@@ -373,7 +380,8 @@ SCORE_REQUEST_BODY: dict[str, Any] = {
 async def score(request: Request) -> Response:
     import torch
 
-    engine, settings = engine_of(request), request.app.state.settings
+    model = request.query_params.get("model") or None
+    engine, settings = engine_of(request, model), request.app.state.settings
     if not engine.model_kind.can_score:
         raise RequestValidationError(
             [

@@ -224,7 +224,7 @@ def test_a_body_on_its_way_is_announced_to_the_batch_worker_briefly() -> None:
     log: list[str] = []
 
     @contextmanager
-    def announce(path: str) -> Iterator[FakeArrival]:
+    def announce(path: str, model: str | None = None) -> Iterator[FakeArrival]:
         log.append(f"announced {path}")
         arrival = FakeArrival(log, path)
         try:

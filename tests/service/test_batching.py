@@ -36,7 +36,7 @@ def engine_factory(ckpt_dir: Path) -> Iterator[Callable[..., InferenceEngine]]:
 
     def factory(**batching: Any) -> InferenceEngine:
         engine = InferenceEngine.load(
-            ckpt_dir, batching=BatchingOptions(**batching), metrics=Metrics()
+            ckpt_dir, batching=BatchingOptions(**batching), metrics=Metrics().for_model("tiny")
         )
         engines.append(engine)
         return engine
@@ -76,6 +76,8 @@ def block_forward(engine: InferenceEngine, kind: str) -> tuple[threading.Event, 
 
 
 def sample(client: TestClient, name: str, **labels: str) -> float:
+    if "model" in labels:  # a network's samples: of the served model, "tiny"
+        labels.setdefault("model_name", "tiny")
     value = client.app.state.metrics.registry.get_sample_value(name, labels)  # type: ignore[attr-defined]
     return 0.0 if value is None else float(value)
 
@@ -383,6 +385,8 @@ def test_metrics_move_when_requests_are_served(make_client: ClientFactory) -> No
         sample(
             client,
             "gan_model_info",
+            model_name="tiny",
+            default="true",
             model_id=info["model_id"],
             step=str(info["step"]),
             checkpoint_hash=info["checkpoint_hash"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -47,12 +48,16 @@ async def closed_loop(
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text output (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    key = f"{name}{{{want}}}" if labels else name
+    """The value of one sample in Prometheus text output (0 when absent): the first whose
+    labels include ``labels`` (so a model's samples match without its ``model_name``)."""
     for line in text.splitlines():
-        if line.startswith(key + " "):
-            return float(line.rsplit(" ", 1)[1])
+        head, _, value = line.rpartition(" ")
+        sample_name, brace, rest = head.partition("{")
+        if sample_name != name or (bool(labels) and not brace):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
     return 0.0
 
 

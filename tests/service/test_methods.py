@@ -374,8 +374,9 @@ def test_openapi_documents_each_methods_options(calibrated: TestClient) -> None:
 
 
 def test_concurrent_method_requests_give_what_each_gives_alone(calibrated_dir: Path) -> None:
+    metrics = Metrics()
     engine = InferenceEngine.load(
-        calibrated_dir, batching=BatchingOptions(max_batch=5), metrics=Metrics()
+        calibrated_dir, batching=BatchingOptions(max_batch=5), metrics=metrics.for_model("m")
     )
     jobs = [
         ("drs", [1, 2, 3]),
@@ -399,12 +400,13 @@ def test_concurrent_method_requests_give_what_each_gives_alone(calibrated_dir: P
             for seed, image in zip(seeds, got, strict=True):
                 alone = asyncio.run(run(method, [seed]))[0]
                 assert (alone.int() - image.int()).abs().max() <= 1, (method, seed)
-        assert engine.metrics is not None
         # The gradient jobs went through the scheduler: 5 images in chunks of at most 5.
-        count = engine.metrics.registry.get_sample_value(
-            "gan_batch_size_count", {"model": GRADIENT}
+        count = metrics.registry.get_sample_value(
+            "gan_batch_size_count", {"model_name": "m", "model": GRADIENT}
         )
-        total = engine.metrics.registry.get_sample_value("gan_batch_size_sum", {"model": GRADIENT})
+        total = metrics.registry.get_sample_value(
+            "gan_batch_size_sum", {"model_name": "m", "model": GRADIENT}
+        )
         assert count is not None and total is not None and total >= 5 and count >= 2
     finally:
         engine.close()
