@@ -71,8 +71,20 @@ function describe(status, detail, retryAfter) {
   }
 }
 
+// The served model the page talks to (GET /models); null: the server's default.
+let model = null;
+
+export function setModel(name) {
+  model = name;
+}
+
+export function currentModel() {
+  return model;
+}
+
 /**
- * Call the API. `json` is sent as a JSON body, `body` (e.g. FormData) as is.
+ * Call the API. `json` is sent as a JSON body, `body` (e.g. FormData) as is. With a model
+ * picked, a JSON body names it as `model` (POST /generate), every other request as `?model=`.
  * Resolves to the Response when it is 2xx, rejects with ApiError otherwise.
  */
 export async function request(path, { method = "GET", json, body } = {}) {
@@ -80,6 +92,10 @@ export async function request(path, { method = "GET", json, body } = {}) {
   const key = storedKey();
   if (key) headers.set("Authorization", `Bearer ${key}`);
   const init = { method, headers, cache: "no-store" };
+  if (model !== null && path !== "/models") {
+    if (json !== undefined) json = { ...json, model };
+    else path += `${path.includes("?") ? "&" : "?"}model=${encodeURIComponent(model)}`;
+  }
   if (json !== undefined) {
     headers.set("Content-Type", "application/json");
     init.body = JSON.stringify(json);

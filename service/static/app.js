@@ -5,7 +5,17 @@
 // later server may add (classes, generate.methods, kind, calibrated_probability) are picked up
 // when present.
 
-import { ApiError, forgetKey, getJSON, postJSON, request, storeKey, storedKey } from "./api.js";
+import {
+  ApiError,
+  currentModel,
+  forgetKey,
+  getJSON,
+  postJSON,
+  request,
+  setModel,
+  storeKey,
+  storedKey,
+} from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -419,6 +429,7 @@ async function start() {
     askForKey();
     return;
   }
+  await setupModels();
   setup();
   if (!started) {
     started = true;
@@ -426,6 +437,33 @@ async function start() {
     if (canInterpolate()) $("interpolate-form").requestSubmit();
   }
 }
+
+/** The model picker: shown when the server serves several models (GET /models). */
+async function setupModels() {
+  let listing;
+  try {
+    listing = await getJSON("/models");
+  } catch {
+    $("model-pick").hidden = true;
+    return;
+  }
+  const picker = $("model-picker");
+  picker.dataset.default = listing.default;
+  picker.replaceChildren(
+    ...listing.models.map((m) =>
+      el("option", { value: m.name, text: `${m.name}${m.default ? " (default)" : ""} · ${m.model_id}` }),
+    ),
+  );
+  picker.value = currentModel() ?? listing.default;
+  $("model-pick").hidden = listing.models.length < 2;
+}
+
+$("model-picker").addEventListener("change", () => {
+  const picker = $("model-picker");
+  setModel(picker.value === picker.dataset.default ? null : picker.value);
+  started = false; // draw the new model's grid and path
+  start();
+});
 
 // ---------------------------------------------------------------------------------------------
 // generate
@@ -572,13 +610,18 @@ function reproduceBody(record) {
   return body;
 }
 
+/** reproduceBody, naming the picked model when it is not the server's default. */
+function withModel(body) {
+  return currentModel() === null ? body : { ...body, model: currentModel() };
+}
+
 function curlCommand(record) {
   let name = record.seed != null ? `seed-${record.seed}.png` : "image.png";
   if (mixesClasses(record) && record.path) name = "path.json";
   const lines = [`curl -s -X POST ${shellQuote(`${location.origin}/generate`)}`];
   if (keyRequired()) lines.push('-H "Authorization: Bearer $GAN_API_KEY"');
   lines.push("-H 'Content-Type: application/json'");
-  lines.push(`-d ${shellQuote(jsonText(reproduceBody(record)))}`);
+  lines.push(`-d ${shellQuote(jsonText(withModel(reproduceBody(record))))}`);
   lines.push(`-o ${name}`);
   return lines.join(" \\\n     ");
 }

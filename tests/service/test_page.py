@@ -991,3 +991,42 @@ def test_redoc_renders_with_no_network(tab: Tab) -> None:
     assert tab.external == []
     assert set(tab.csp_violations()) <= {f"img-src {REDOC_LOGO}"}
     assert [e for e in tab.errors if REDOC_LOGO not in e] == []
+
+
+@pytest.fixture(scope="module")
+def multi_server(browser: Browser, ckpt_dir: Path) -> Iterator[str]:
+    """Two models: the bundled one (the default) and a tiny one."""
+    yield from _serve(
+        ["--checkpoint", f"mnist={BUNDLED}", "--checkpoint", f"tiny={ckpt_dir}"],
+        {"GAN_MAX_IMAGES": str(MAX_IMAGES)},
+    )
+
+
+def test_model_picker_switches_every_panel_to_the_picked_model(
+    browser: Browser, multi_server: str, server: str
+) -> None:
+    from playwright.sync_api import expect
+
+    for tab in _tab(browser, multi_server):
+        page = open_settled(tab)
+        picker = page.locator("#model-picker")
+        expect(picker).to_be_visible()
+        expect(picker.locator("option")).to_have_count(2)
+        expect(picker).to_have_value("mnist")
+        tiny = httpx.get(multi_server + "/info", params={"model": "tiny"}).json()
+        picker.select_option("tiny")
+        expect(page.locator("#model-line")).to_contain_text(tiny["model"]["model_id"])
+        expect(page.locator("#grid img").first).to_have_attribute("data-seed", re.compile(r"\d+"))
+        generate(page, 5, 2)
+        shown = data_url_bytes(page.locator("#grid img").first.get_attribute("src") or "")
+        page.locator("#grid .thumb").first.click()
+        url, body = parse_curl(page.inner_text("#detail-curl"))
+        assert body["model"] == "tiny"
+        assert httpx.post(url, json=body).content == shown
+        alone = httpx.post(multi_server + "/generate", json={"seed": 5, "model": "tiny"})
+        assert alone.content == shown
+        assert tab.errors == []
+    # A single-model server shows no picker.
+    for tab in _tab(browser, server):
+        page = open_settled(tab)
+        expect(page.locator("#model-pick")).to_be_hidden()
