@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     timeout_s=settings.request_timeout_s,
                 ),
                 metrics=app_metrics,
+                runtime=settings.engine,
             )
         except StartupError as exc:
             app.state.startup_error = str(exc)

@@ -130,7 +130,9 @@ def _run_workers(settings: Settings) -> int:
     if note:
         print(f"{PROG}: {note}", file=sys.stderr)
     try:
-        InferenceEngine.load(checkpoint, device=settings.device, torch_threads=1).close()
+        InferenceEngine.load(
+            checkpoint, device=settings.device, torch_threads=1, runtime=settings.engine
+        ).close()
     except StartupError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
