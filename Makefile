@@ -80,7 +80,7 @@ bench-three-ways: install-dev
 bench-peers: install-dev
 	$(BIN)/python bench/serve_load.py --peers bentoml,torchserve
 
-## bench-serve-variants: HTTP stacks (h11/httptools, asyncio/uvloop) and 2 workers, side by side
+## bench-serve-variants: HTTP stacks (h11/httptools, asyncio/uvloop), 2 workers and the onnxruntime engine, side by side
 bench-serve-variants: install-dev
 	$(BIN)/python bench/serve_variants.py
 

@@ -1,4 +1,4 @@
-"""gan-serve under different HTTP stacks and worker counts, measured side by side.
+"""gan-serve under different HTTP stacks, worker counts and engines, measured side by side.
 
 Each variant is the real ``gan-serve`` process with the default settings except the ones named:
 
@@ -7,7 +7,10 @@ Each variant is the real ``gan-serve`` process with the default settings except 
 * ``httptools+asyncio`` and ``h11+uvloop``: one of the two C parts at a time;
 * ``auto``: the default, which picks httptools and uvloop;
 * ``auto+2workers``: the default stack with ``GAN_WORKERS=2`` (two processes, each with its own
-  models and batcher, sharing the port).
+  models and batcher, sharing the port);
+* ``auto+onnxruntime``: the default stack with ``GAN_ENGINE=onnxruntime`` (plain G and D forwards
+  in onnxruntime sessions instead of torch; needs ``pip install -e '.[onnx]'``). Against ``auto``,
+  the torch engine: ``--variants auto,auto+onnxruntime --baseline auto``.
 
 All variants run at once (an idle one costs next to nothing) and take turns: every round drives
 each scenario on each variant, in an order rotated per round, with the same closed-loop client
@@ -15,7 +18,8 @@ as ``bench/serve_load.py`` (both use ``bench/loadkit.py``). Printed: req/s and p
 medians over the rounds, each variant's ratio to ``h11+asyncio`` (median of the per-round
 ratios), and peak RSS (summed over a variant's processes).
 
-    python bench/serve_variants.py                      # 3 rounds of 3 s per cell, ~5 min
+    python bench/serve_variants.py                      # 3 rounds of 3 s per cell, ~6 min
+    python bench/serve_variants.py --variants auto,auto+onnxruntime --baseline auto  # engines
     python bench/serve_variants.py --rounds 1 --seconds 1 --variants auto,h11+asyncio  # smoke
 """
 
@@ -54,6 +58,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "h11+uvloop": {"GAN_HTTP": "h11", "GAN_LOOP": "uvloop"},
     "auto": {},
     "auto+2workers": {"GAN_WORKERS": "2"},
+    "auto+onnxruntime": {"GAN_ENGINE": "onnxruntime"},
 }
 BASELINE = "h11+asyncio"
 
@@ -68,14 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(VARIANTS),
         help=f"comma-separated subset of: {', '.join(VARIANTS)} (all)",
     )
+    p.add_argument(
+        "--baseline",
+        default=BASELINE,
+        choices=list(VARIANTS),
+        help=f"the variant the ratios are to, run even if not listed ({BASELINE})",
+    )
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     args = p.parse_args(argv)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
         p.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    if BASELINE not in names:
-        names.insert(0, BASELINE)
+    baseline = args.baseline
+    if baseline not in names:
+        names.insert(0, baseline)
+    onnx = [n for n in names if VARIANTS[n].get("GAN_ENGINE") == "onnxruntime"]
+    if onnx:
+        import importlib.util
+
+        missing = [
+            m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            p.error(f"{', '.join(onnx)} need {', '.join(missing)}: pip install -e '.[onnx]'")
 
     started = time.perf_counter()
     info = machine()
@@ -104,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         key = (name, sc.scenario, sc.concurrency)
         return [r for r in results if (r.server, r.scenario, r.concurrency) == key]
 
-    print(f"\nmedians over {args.rounds} round(s): req/s (p99 ms); ratio to {BASELINE} in []")
+    print(f"\nmedians over {args.rounds} round(s): req/s (p99 ms); ratio to {baseline} in []")
     table: dict[str, dict[str, dict[str, float]]] = {}
     for sc in scenarios:
         label = f"{sc.scenario} c={sc.concurrency}"
-        base = cells(BASELINE, sc)
+        base = cells(baseline, sc)
         row = []
         for name in names:
             rs = cells(name, sc)
@@ -128,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "machine": info,
             "variants": {n: VARIANTS[n] for n in names},
+            "baseline": baseline,
             "seconds": args.seconds,
             "rounds": args.rounds,
             "table": table,

@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interop_threads=settings.torch_interop_threads,
             batching=batching,
             metrics=app_metrics.for_model(spec.name),
+            runtime=settings.engine,
         )
 
     def on_swap(slot: Slot) -> None:

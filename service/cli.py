@@ -146,7 +146,9 @@ def _run_workers(settings: Settings) -> int:
         if note:
             print(f"{PROG}: {note}", file=sys.stderr)
         try:
-            InferenceEngine.load(checkpoint, device=settings.device, torch_threads=1).close()
+            InferenceEngine.load(
+                checkpoint, device=settings.device, torch_threads=1, runtime=settings.engine
+            ).close()
         except StartupError as exc:
             prefix = f"model {spec.name!r}: " if len(specs) > 1 else ""
             print(f"{PROG}: error: {prefix}{exc}", file=sys.stderr)

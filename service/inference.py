@@ -9,6 +9,8 @@ Contract:
 
 * ``await engine.generate(z)``: float32 ``[B, z_dim]`` -> uint8 ``[B, C, R, R]`` on the CPU.
 * ``await engine.score(x)``: uint8 ``[B, C, R, R]`` -> float32 logits ``[B]`` on the CPU.
+* G and D forwards run in torch, or (``GAN_ENGINE=onnxruntime``, :mod:`service.onnx_engine`)
+  in onnxruntime sessions exported at start-up; gradient jobs always run in torch.
 * Results for one row never depend on the other rows: G and D run in eval mode (BatchNorm uses
   its running statistics), and latents are drawn per image before they reach the engine.
 * A checkpoint without G (kind ebm) or D (vae, ae) has ``has_generator`` /
@@ -157,6 +159,11 @@ class InferenceEngine:
         self.calibration: Calibration | None = checkpoint.config.calibration
         self._generator = checkpoint.generator
         self._discriminator = checkpoint.discriminator
+        # What plain forwards (generate, score) run: the torch networks, or the onnxruntime
+        # sessions of GAN_ENGINE=onnxruntime (use_forwards); gradient jobs keep the networks.
+        self.runtime = "torch"
+        self._g_forward = checkpoint.generator
+        self._d_forward = checkpoint.discriminator
         self.batching = batching if batching is not None else BatchingOptions()
         self.metrics = metrics
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
@@ -188,8 +195,12 @@ class InferenceEngine:
         interop_threads: int = 0,
         batching: BatchingOptions | None = None,
         metrics: ModelMetrics | None = None,
+        runtime: str = "torch",
     ) -> InferenceEngine:
-        """Load, validate and warm up a checkpoint; raise :class:`StartupError` on any problem."""
+        """Load, validate and warm up a checkpoint; raise :class:`StartupError` on any problem.
+
+        ``runtime`` (GAN_ENGINE): ``torch``, or ``onnxruntime`` to run plain G and D forwards
+        through onnxruntime sessions (:mod:`service.onnx_engine`)."""
         import torch
 
         from gan.checkpoint import CheckpointError, load_checkpoint
@@ -203,6 +214,12 @@ class InferenceEngine:
         if dev.type == "mps" and not torch.backends.mps.is_available():
             raise StartupError(f"GAN_DEVICE={device!r}, but MPS is not available here; use cpu")
         configure_torch_threads(torch_threads, interop_threads)
+        if runtime not in ("torch", "onnxruntime"):
+            raise StartupError(f"GAN_ENGINE={runtime!r}: use torch or onnxruntime")
+        if runtime == "onnxruntime":  # fail fast, before the checkpoint is read
+            from service.onnx_engine import check_onnxruntime_installed
+
+            check_onnxruntime_installed()
         try:
             ckpt = load_checkpoint(path, device=dev)
         except CheckpointError as exc:
@@ -213,6 +230,10 @@ class InferenceEngine:
             ckpt, device=str(dev), batching=batching, metrics=metrics, torch_threads=torch_threads
         )
         try:
+            if runtime == "onnxruntime":
+                from service.onnx_engine import use_onnxruntime
+
+                use_onnxruntime(engine, torch_threads)
             engine._check_consistency()
         except StartupError:
             engine.close()
@@ -261,6 +282,18 @@ class InferenceEngine:
             if self.has_discriminator:
                 self._score_sync(images, y)
             logger.debug("warm-up at batch %d took %.3f s", n, time.perf_counter() - started)
+
+    def use_forwards(
+        self, generator: torch.nn.Module | None, discriminator: torch.nn.Module | None, runtime: str
+    ) -> None:
+        """Run plain forwards (``generate``, ``score`` and the forward-only methods' passes)
+        through these modules (None: keep the network's own) from now on; gradient jobs, the
+        encoder and ``models()`` keep the checkpoint's torch networks."""
+        if generator is not None:
+            self._g_forward = generator
+        if discriminator is not None:
+            self._d_forward = discriminator
+        self.runtime = runtime
 
     # -- properties --------------------------------------------------------------------------
 
@@ -331,16 +364,16 @@ class InferenceEngine:
     def _generate_sync(self, z: torch.Tensor, labels: Classes | None = None) -> torch.Tensor:
         from gan.sampling import generate
 
-        if self._generator is None:
+        if self._g_forward is None:
             raise ValueError(f"this {self.kind} checkpoint has no generator")
-        return generate(self._generator, z, labels, chunk=max(1, int(z.shape[0])))
+        return generate(self._g_forward, z, labels, chunk=max(1, int(z.shape[0])))
 
     def _score_sync(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         from gan.sampling import score
 
-        if self._discriminator is None:
+        if self._d_forward is None:
             raise ValueError(f"this {self.kind} checkpoint has no discriminator")
-        return score(self._discriminator, x, labels, chunk=max(1, int(x.shape[0])))
+        return score(self._d_forward, x, labels, chunk=max(1, int(x.shape[0])))
 
     def _labels_for(self, labels: Classes | None, rows: int) -> Classes | None:
         """Check that a conditional model gets one class (or class mix) per row and an

@@ -118,11 +118,19 @@ class Settings(BaseSettings):
         min_length=1,
         description="torch device for inference, e.g. cpu, cuda, cuda:1.",
     )
+    engine: Literal["torch", "onnxruntime"] = Field(
+        default="torch",
+        description="What runs plain G and D forwards (/generate, /score, drs and mh): torch, "
+        "or onnxruntime (needs pip install gan-serve[onnx]; CPU only), with G and D exported to "
+        "ONNX in memory at start-up. Gradient work (langevin, pixel_ascent, an ebm's sampling, "
+        "/project) stays on torch.",
+    )
     torch_threads: int = Field(
         default=1,
         ge=0,
         le=256,
-        description="torch intra-op threads per worker; 0 keeps torch's default (one per core). "
+        description="torch intra-op threads per worker (onnxruntime's too with "
+        "GAN_ENGINE=onnxruntime); 0 keeps torch's default (one per core). "
         "1 leaves the other cores to HTTP, decoding and PNG encoding: on 2 cores it served more "
         "requests per second than 2, for the bundled model and a 4x wider one "
         "(docs/benchmarks.md).",
