@@ -229,3 +229,12 @@ def test_new_checkpoints_record_the_data_not_the_trainers_paths() -> None:
     assert cfg["dataset"] == PORTABLE_RECORD
     assert "/home/alice" not in json.dumps(cfg) and "private" not in json.dumps(cfg)
     assert portable_dataset_info({"name": "mnist", "path": "/"}) == {"name": "mnist"}
+
+
+def test_bundled_checkpoints_record_no_machine_paths() -> None:
+    """Issue 19: the bundled config.json recorded the trainer's dataset path."""
+    root = Path(__file__).resolve().parents[2] / "checkpoints"
+    for config in sorted(root.glob("*/config.json")):
+        dataset = json.loads(config.read_text())["dataset"]
+        assert dataset == portable_dataset_info(dataset), config
+        assert "/work/" not in json.dumps(dataset) and "/home/" not in json.dumps(dataset), config
