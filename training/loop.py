@@ -204,7 +204,8 @@ class Trainer:
         )
         self.out = Path(out_dir)
         self.evaluator = evaluator
-        self.metric_name = metric_name
+        # An evaluator may name its metric (a folder run's: training.metrics.anyfeatures).
+        self.metric_name = getattr(evaluator, "metric_name", metric_name)
         self.progress = progress
         self.step = 0
 

@@ -237,3 +237,40 @@ def test_unconditional_models_refuse_labels(
         == 2
     )
     assert "unconditional" in capsys.readouterr().err
+
+
+def test_folder_runs_pick_best_by_the_random_cnn_fid(tmp_path: Path) -> None:
+    """Issue 19: a folder run has a quality number, FID in training.metrics.anyfeatures'
+    feature space, logged at every evaluation, and `best` is the checkpoint it ranks first."""
+    import json
+
+    from training.metrics.anyfeatures import FolderQuickFID
+
+    _write_folder(tmp_path / "shapes", {"discs": 30, "squares": 30})
+    run = tmp_path / "run"
+    args = [
+        "--data", "folder", "--data-dir", str(tmp_path / "shapes"),
+        "--cache-dir", str(tmp_path / "cache"), "--resolution", "28", "--channels", "3",
+        "--steps", "6", "--batch-size", "8", "--z-dim", "8", "--g-width", "4", "--d-width", "4",
+        "--eval-every", "2", "--checkpoint-every", "2", "--eval-samples", "64",
+        "--out", str(run), "--encoder-steps", "0", "--no-progress",
+    ]  # fmt: skip
+    assert train_main(args) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    scored = [
+        (r["fid_anyfeatures_quick"], r["step"]) for r in records if "fid_anyfeatures_quick" in r
+    ]
+    assert len(scored) >= 3 and all(v > 0 for v, _ in scored)
+    best = load_checkpoint(run / "checkpoints" / "best")
+    assert best.step == min(scored)[1]
+    # The metric itself: a set scores near 0 against itself, far from noise.
+    from training.data import load_training_data
+
+    data, _ = load_training_data(
+        "folder", tmp_path / "shapes", 28, 3, cache_dir=tmp_path / "cache", seed=0, progress=False
+    )
+    quick = FolderQuickFID(data.images)
+    noise = torch.randint(0, 256, (60, 3, 28, 28), dtype=torch.uint8)
+    from training.metrics.anyfeatures import as_uint8
+
+    assert quick(as_uint8(data.images)) < 0.2 * quick(noise)

@@ -87,9 +87,17 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def make_evaluator(
-    kind: str, disabled: bool, data_dir: Path | None
+    kind: str, disabled: bool, data_dir: Path | None, data: Any = None
 ) -> Callable[[Any], float] | None:
-    if disabled or kind != "mnist":
+    """The quick metric that picks ``best``: FID in the MNIST classifier's features for MNIST,
+    in the fixed random CNN's (training.metrics.anyfeatures) for a folder of images."""
+    if disabled:
+        return None
+    if kind == "folder" and data is not None and len(data) >= 2:
+        from training.metrics.anyfeatures import FolderQuickFID
+
+        return FolderQuickFID(data.images)
+    if kind != "mnist":
         return None
     from training.metrics.classifier import default_classifier_dir
     from training.metrics.evaluator import Evaluator

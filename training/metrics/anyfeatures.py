@@ -95,3 +95,32 @@ def compare(
         "precision": precision,
         "recall": recall,
     }
+
+
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels from a dataset's images (uint8 already, or model range [-1, 1])."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class FolderQuickFID:
+    """The quick FID of a folder run, what picks its ``best`` checkpoint: FID in this feature
+    space between the samples and up to ``n`` training images (a seeded subset, features
+    computed once). Against training images rather than the few held out, so that its noise
+    is low enough to rank checkpoints; ``gan-eval``'s memorisation check guards against a G
+    that copies them."""
+
+    metric_name = "fid_anyfeatures_quick"
+
+    def __init__(self, images: torch.Tensor, n: int = 2000, seed: int = 0) -> None:
+        self.net = RandomFeatures()
+        gen = torch.Generator().manual_seed(seed)
+        chosen = torch.randperm(len(images), generator=gen)[: min(n, len(images))]
+        with torch.inference_mode():
+            self.real = self.net.features(as_uint8(images[chosen]))
+        self.num_real = len(chosen)
+
+    def __call__(self, images_uint8: torch.Tensor) -> float:
+        with torch.inference_mode():
+            return fid_from_features(self.real, self.net.features(images_uint8))
