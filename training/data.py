@@ -18,6 +18,7 @@ The loaders' names stay importable from here (``from training.data import load_m
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -197,4 +198,43 @@ def load_training_data(
         return data, test
     data, held = split_heldout(data, HELDOUT_FRACTION, seed)
     data.info["heldout_source"] = f"{len(held)} images held out of the folder (seeded split)"
+    return data, held
+
+
+def reload_run_folder(
+    config: Any,
+    checkpoint: str | os.PathLike[str],
+    data_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> tuple[ImageData, ImageData]:
+    """A folder run's (training images, held-out images), read again as its training read
+    them (the checkpoint config's resolution, channels, ``--limit`` and seed: the same seeded
+    held-out split); :class:`TrainingError` when ``data_dir`` holds other images (their
+    fingerprint differs from the one ``config`` records), whose held-out share would then
+    hold training images."""
+    from training.config import TrainingError
+
+    recorded = config.dataset
+    limit = recorded.get("limit") if isinstance(recorded.get("limit"), int) else None
+    seed = config.seed if config.seed is not None else int(config.training.get("seed", 0))
+    mc = config.model
+    data, held = load_training_data(
+        "folder",
+        data_dir,
+        mc.resolution,
+        mc.channels,
+        cache_dir=cache_dir,
+        limit=limit,
+        seed=seed,
+        progress=progress,
+    )
+    want = recorded.get("fingerprint")
+    if want and data.info.get("fingerprint") != want:
+        raise TrainingError(
+            f"the images in {data_dir} are not the ones {checkpoint} was trained on (their "
+            "fingerprint differs), so its held-out share would hold training images; point "
+            "--data-dir at the original folder"
+        )
     return data, held

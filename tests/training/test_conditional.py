@@ -274,3 +274,51 @@ def test_folder_runs_pick_best_by_the_random_cnn_fid(tmp_path: Path) -> None:
     from training.metrics.anyfeatures import as_uint8
 
     assert quick(as_uint8(data.images)) < 0.2 * quick(noise)
+
+
+def test_gan_eval_measures_a_folder_run_beside_real_vs_real(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19: gan-eval reports FID, KID, precision/recall in the random-CNN space beside the
+    real-vs-real baseline, and the memorisation check, for a checkpoint trained on a folder."""
+    import json
+
+    from training.cli import eval_main
+
+    rng = np.random.default_rng(0)
+    for name in ("discs", "squares"):  # 100 images: 5 held out
+        (tmp_path / "shapes" / name).mkdir(parents=True)
+        for i in range(50):
+            arr = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
+            arr[4:16, 4:16] = 200 if name == "squares" else 90
+            Image.fromarray(arr).save(tmp_path / "shapes" / name / f"{i}.png")
+    run, export = tmp_path / "run", tmp_path / "export"
+    args = [
+        "--data", "folder", "--data-dir", str(tmp_path / "shapes"),
+        "--resolution", "28", "--channels", "3", "--steps", "3", "--batch-size", "8",
+        "--z-dim", "8", "--g-width", "4", "--d-width", "4", "--out", str(run),
+        "--encoder-steps", "0", "--export", str(export), "--no-progress",
+    ]  # fmt: skip
+    assert train_main(args) == 0
+    capsys.readouterr()
+    out = tmp_path / "eval.json"
+    argv = ["--checkpoint", str(export), "--data-dir", str(tmp_path / "shapes"), "--num", "64"]
+    assert eval_main([*argv, "--json", str(out), "--memorisation", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "real vs real" in text and "FID" in text and "memorisation (pixels)" in text
+    result = json.loads(out.read_text())
+    assert result["feature_space"].startswith("random-cnn-")
+    assert result["num_heldout"] >= 2 and result["num_compared"] == min(64, result["num_heldout"])
+    # 3 steps of training draw noise: far from the real images, which are close to each other.
+    assert result["metrics"]["fid"] > 2 * result["real_vs_real"]["fid"]
+    assert result["metrics"]["precision"] <= result["real_vs_real"]["precision"]
+    mem = result["memorisation"]
+    assert mem["num_generated"] == 32 and mem["pixels"]["ratio"] > 0
+    assert Path(mem["closest_pairs_png"]).is_file()
+    # Without the folder, or with another folder: one error line, exit 2.
+    assert eval_main(["--checkpoint", str(export)]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    _write_folder(tmp_path / "other", {"discs": 20, "squares": 20})
+    assert eval_main(["--checkpoint", str(export), "--data-dir", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fingerprint" in err

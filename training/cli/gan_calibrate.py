@@ -61,7 +61,7 @@ def calibrate(argv: list[str] | None = None) -> int:
 
     from gan.checkpoint import read_checkpoint_config
     from gan.latents import SEED_LIMIT
-    from training.data import load_dataset, load_training_data
+    from training.data import load_dataset, reload_run_folder
     from training.export import MIN_CALIBRATION_IMAGES, calibrate_checkpoint
 
     args = build_calibrate_parser().parse_args(argv)
@@ -102,26 +102,9 @@ def calibrate(argv: list[str] | None = None) -> int:
             raise UserError(
                 "--data folder needs --data-dir: the folder the checkpoint was trained on"
             )
-        recorded = config.dataset
-        limit = recorded.get("limit") if isinstance(recorded.get("limit"), int) else None
-        seed = config.seed if config.seed is not None else int(config.training.get("seed", 0))
-        data, held = load_training_data(
-            "folder",
-            args.data_dir,
-            mc.resolution,
-            mc.channels,
-            cache_dir=args.cache_dir,
-            limit=limit,
-            seed=seed,
-            progress=progress,
+        _, held = reload_run_folder(
+            config, args.checkpoint, args.data_dir, cache_dir=args.cache_dir, progress=progress
         )
-        want = recorded.get("fingerprint")
-        if want and data.info.get("fingerprint") != want:
-            raise UserError(
-                f"the images in {args.data_dir} are not the ones {args.checkpoint} was trained on "
-                "(their fingerprint differs), so its held-out share would hold training images; "
-                "point --data-dir at the original folder"
-            )
         source = f"{len(held)} images held out of the folder {args.data_dir.name} (seeded split)"
     entry = calibrate_checkpoint(
         args.checkpoint,

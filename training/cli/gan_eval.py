@@ -7,6 +7,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from training.cli.common import CliParser, run_command
 from training.cli.methods import add_method_arguments, method_options
@@ -128,7 +129,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from gan.checkpoint import read_checkpoint_config, update_config
-    from gan.io import write_json_atomic
     from gan.samplers import METHODS, calibration_missing, check_kind
     from training.metrics.evaluator import Evaluator, check_dataset
     from training.metrics.metrics import EvalError
@@ -153,6 +153,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"sampling; --method {args.method} measures a sampler on top (keep those with --json)"
         )
     config = read_checkpoint_config(args.checkpoint)
+    if _is_folder_run(config.dataset) and not args.allow_non_mnist:
+        return _evaluate_folder(args, pairs)
     check_dataset(config, args.checkpoint, args.allow_non_mnist)
     check_kind(config.kind, args.method, options)  # e.g. drs on a vae: refused before loading
     if METHODS[args.method].needs_calibration and config.calibration is None:
@@ -169,12 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         pairs_png=pairs if args.memorisation > 0 else None,
     )
     print(format_report(result))
-    if args.json is not None:
-        try:
-            write_json_atomic(args.json, result)
-        except OSError as exc:
-            raise EvalError(f"cannot write {args.json}: {exc}") from exc
-        print(f"wrote {args.json}")
+    _write_json(args.json, result)
     if args.write:
         try:
             update_config(args.checkpoint, {"metrics": metrics_for_config(result)})
@@ -185,6 +182,51 @@ def _evaluate(args: argparse.Namespace) -> int:
             "config.json changed: the weight files, their SHA-256 hashes and the checkpoint "
             "hash are unchanged)"
         )
+    return 0
+
+
+def _write_json(path: Path | None, result: dict[str, Any]) -> None:
+    """--json: the full result, written atomically."""
+    from gan.io import write_json_atomic
+    from training.metrics.metrics import EvalError
+
+    if path is None:
+        return
+    try:
+        write_json_atomic(path, result)
+    except OSError as exc:
+        raise EvalError(f"cannot write {path}: {exc}") from exc
+    print(f"wrote {path}")
+
+
+def _is_folder_run(dataset: dict[str, Any]) -> bool:
+    """A checkpoint trained on a folder of images (its record has the folder's fingerprint)."""
+    return dataset.get("name") != "mnist" and "fingerprint" in dataset
+
+
+def _evaluate_folder(args: argparse.Namespace, pairs: Path | None) -> int:
+    """gan-eval of a folder run: training.metrics.folder_eval (needs --data-dir)."""
+    from training.metrics.folder_eval import evaluate_folder_checkpoint, format_folder_report
+    from training.metrics.metrics import EvalError
+
+    if args.data_dir is None:
+        raise EvalError(
+            f"{args.checkpoint} was trained on a folder of images: give that folder as "
+            "--data-dir to measure it against its images (or --allow-non-mnist for the MNIST "
+            "classifier's metrics anyway)"
+        )
+    if args.method != "plain" or args.write:
+        raise EvalError("a folder run's evaluation takes neither --method nor --write yet")
+    result = evaluate_folder_checkpoint(
+        args.checkpoint,
+        args.data_dir,
+        num_samples=args.num,
+        seed=args.seed,
+        memorisation_n=args.memorisation,
+        pairs_png=pairs if args.memorisation > 0 else None,
+    )
+    print(format_folder_report(result))
+    _write_json(args.json, result)
     return 0
 
 

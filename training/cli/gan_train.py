@@ -182,9 +182,7 @@ def build_trainer(
     main = penv is None or penv.is_main
     trainer_class = DistributedTrainer if penv is not None else Trainer
     source = plan.source
-    evaluator = make_evaluator(
-        source["data"], args.no_eval or not main, source["data_dir"], data
-    )
+    evaluator = make_evaluator(source["data"], args.no_eval or not main, source["data_dir"], data)
     if plan.resume_from is not None:
         trainer = resume_trainer(
             plan.resume_from,
