@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,61 @@ def rate_line(rate: float, steps_left: int, budget_s: float, total_steps: int) -
             f"{steps_left} steps left (all {total_steps} would take ~{minutes(total_steps)} min)"
         )
     return line + " (training steps alone; grids and checkpoints add to it)"
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """A run measured on the project's 2-core CPU, for what a new run may expect."""
+
+    resolution: int
+    channels: int
+    what: str
+    steps: int
+    result: str
+
+
+#: Measured runs (docs/training.md), the default recipe; what gan-train quotes at start.
+REFERENCE_RUNS = (
+    ReferenceRun(
+        28,
+        1,
+        "MNIST, 60,000 digits (the bundled model)",
+        6000,
+        "its best checkpoint (FID 3.10 in the MNIST classifier's space, 99 % of digits read "
+        "as their class)",
+    ),
+    ReferenceRun(
+        28,
+        3,
+        "Stacked MNIST, 60,000 RGB images",
+        5859,
+        "all 1,000 modes but smeared digits (18 % readable)",
+    ),
+    ReferenceRun(
+        32,
+        3,
+        "380 synthetic discs and squares, --augment diff",
+        1735,
+        "blobs, 13.5 % clean shapes: not yet usable",
+    ),
+)
+
+
+def reference_line(resolution: int, channels: int, rate: float) -> str | None:
+    """What a measured run of the nearest size reached, and how long its steps take at this
+    run's ``rate``; None when none is near (resolution within 8 px, same channels)."""
+    near = [
+        r for r in REFERENCE_RUNS if r.channels == channels and abs(r.resolution - resolution) <= 8
+    ]
+    if not near or rate <= 0:
+        return None
+    ref = min(near, key=lambda r: abs(r.resolution - resolution))
+    minutes = ref.steps / rate / 60
+    shown = f"{minutes:.0f}" if minutes >= 10 else f"{minutes:.1f}"
+    return (
+        f"for reference, measured here: {ref.what} at {ref.resolution} px reached {ref.result} "
+        f"after {ref.steps:,} steps (~{shown} min at this rate; docs/training.md)"
+    )
 
 
 def conditional_model(mc: ModelConfig, data: ImageData) -> ModelConfig:
@@ -553,6 +608,9 @@ class Trainer:
         if not self.is_main:
             return
         lines = [rate_line(rate, steps_left, budget, self.cfg.steps)]
+        reference = reference_line(self.mc.resolution, self.mc.channels, rate)
+        if reference is not None:
+            lines.append(reference)
         if auto:
             every = {name: self.cadence[name] for name in auto}
             lines.append(

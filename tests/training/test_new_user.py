@@ -120,6 +120,7 @@ def test_gan_train_summarises_the_data_and_the_rate(
     assert "data: 11 training images (folder" in err and "1 held out" in err
     assert "docs/training.md" in err
     assert "it/s: 12 steps take ~" in err
+    assert "for reference, measured here:" in err
 
 
 def test_a_folder_file_that_warns_is_one_line(
@@ -150,3 +151,17 @@ def test_a_bad_resolution_is_one_error_line(
     assert train_main(["--resolution", "48", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: argument --resolution: invalid choice: 48")
+
+
+def test_gan_train_quotes_the_nearest_measured_run() -> None:
+    """Issue 19 #1: at start gan-train says what a measured run of that size reached, and how
+    long its steps would take at the rate just measured."""
+    from training.loop import REFERENCE_RUNS, reference_line
+
+    mnist = reference_line(28, 1, rate=10.0)
+    assert mnist is not None and "MNIST" in mnist and "6,000 steps" in mnist
+    assert "~10 min at this rate" in mnist  # 6,000 steps at 10 it/s
+    folder = reference_line(32, 3, rate=5.0)
+    assert folder is not None and "discs and squares" in folder and "not yet usable" in folder
+    assert reference_line(128, 3, rate=5.0) is None  # nothing measured near 128 px
+    assert all(r.steps > 0 for r in REFERENCE_RUNS)
