@@ -56,6 +56,8 @@ Generate images with a trained GAN generator and score images with its discrimin
   uploaded images.
 * `POST /project`: an uploaded image -> the latent (and class) whose G(z) draws it, with the
   reconstruction, its distances and D's scores of both.
+* `GET /models`, `POST /models/{name}/reload`: the served models (requests pick one with
+  `model`), and swapping a new checkpoint in without a failed request.
 * `GET /health`, `GET /ready`, `GET /info`, `GET /metrics` (Prometheus).
 * `GET /`: a web page that uses these endpoints (generate, interpolate, score, model card).
 
