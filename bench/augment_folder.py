@@ -195,6 +195,8 @@ def main() -> int:
         images = sample(g, t.mc.z_dim, seed=0, n=args.num)
         save_grid(images[:64], args.out / f"{name}-samples.png", nrow=8)
         rows[name] = {"steps": t.step, **read_all(images)}
+        if t.ada is not None:  # ADA's state at the end: a controller too slow leaves p near 0
+            rows[name]["ada_p"], rows[name]["ada_rt"] = t.ada.p, t.ada.r_t
         print(f"{name}: {rows[name]}", flush=True)
 
     lines = [
