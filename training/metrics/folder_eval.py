@@ -60,7 +60,7 @@ def evaluate_folder_checkpoint(
         ck.generator,
         mc.z_dim,
         seed=seed,
-        n=max(num_samples, n_cmp),
+        n=num_samples,
         num_classes=len(cfg.classes),
     )
     net = RandomFeatures()
