@@ -99,12 +99,15 @@ def read_shape(img: np.ndarray) -> str:
     return "malformed"
 
 
-def read_all(images: torch.Tensor) -> dict[str, Any]:
+def read_all(images: torch.Tensor, asked: list[int] | None = None) -> dict[str, Any]:
+    """The reader's counts over ``images``; ``asked`` (a conditional model's requested class
+    index per image, into :data:`CLASSES`) adds the share of images that are a clean shape *of
+    the requested class*."""
     kinds = [read_shape(im) for im in images.numpy()]
     n = len(kinds)
     discs, squares = kinds.count("disc"), kinds.count("square")
     clean = discs + squares
-    return {
+    row: dict[str, Any] = {
         "n": n,
         "clean_share": clean / n,
         "discs": discs,
@@ -113,6 +116,10 @@ def read_all(images: torch.Tensor) -> dict[str, Any]:
         "square_share_of_clean": squares / clean if clean else None,
         "coverage": (2 * min(discs, squares) / clean) if clean else 0.0,  # 1: 50/50, 0: one shape
     }
+    if asked is not None:
+        right = sum(k + "s" == CLASSES[c] for k, c in zip(kinds, asked, strict=True))
+        row["as_asked_share"] = right / n
+    return row
 
 
 #: name -> training options over the defaults: the same folder and seconds for each.
@@ -126,6 +133,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "slow-ada": {"recipe": "dcgan", "augment": "ada", **_SLOW},
     "r3gan-ada": {"recipe": "r3gan", "augment": "ada"},
     "r3gan-diff": {"recipe": "r3gan", "augment": "diff"},
+    # Class-conditional (the folder's sub-folders as classes; README's folder command).
+    "cond-plain": {"recipe": "dcgan", "augment": "none", "conditional": True},
+    "cond-diff": {"recipe": "dcgan", "augment": "diff", "conditional": True},
+    "cond-ada": {"recipe": "dcgan", "augment": "ada", "conditional": True},
+    # Recipe candidates for folders.
+    "diff-lr2": {"recipe": "dcgan", "augment": "diff", "lr_g": 2e-4, "lr_d": 2e-4},
+    "diff-b32": {"recipe": "dcgan", "augment": "diff", "batch_size": 32},
+    "diff-hinge": {"recipe": "dcgan", "augment": "diff", "loss": "hinge"},
+    "diff-r1": {"recipe": "dcgan", "augment": "diff", "r1_gamma": 1.0},
+    "diff-noema": {"recipe": "dcgan", "augment": "diff", "ema_decay": 0.0},
+    "rpgan-diff": {"recipe": "dcgan", "augment": "diff", "loss": "rpgan", "r1_gamma": 1.0},
 }
 
 
@@ -192,9 +210,13 @@ def main() -> int:
     rows: dict[str, Any] = {"real": real}
     for name, t in trainers.items():
         g = t.export_generator()
-        images = sample(g, t.mc.z_dim, seed=0, n=args.num)
+        k = t.mc.num_classes
+        images = sample(g, t.mc.z_dim, seed=0, n=args.num, num_classes=k)
         save_grid(images[:64], args.out / f"{name}-samples.png", nrow=8)
-        rows[name] = {"steps": t.step, **read_all(images)}
+        # A conditional model draws class s mod K for image seed s (gan.sampling.class_labels);
+        # the folder's classes are its sub-folders in sorted order, as CLASSES.
+        asked = [s % k for s in range(args.num)] if k else None
+        rows[name] = {"steps": t.step, **read_all(images, asked)}
         if t.ada is not None:  # ADA's state at the end: a controller too slow leaves p near 0
             rows[name]["ada_p"], rows[name]["ada_rt"] = t.ada.p, t.ada.r_t
         print(f"{name}: {rows[name]}", flush=True)
@@ -204,14 +226,17 @@ def main() -> int:
         f"training steps per model interleaved in {args.slice:.0f} s turns ({args.threads} torch "
         f"threads, wall {wall / 60:.0f} min); {args.num} samples read per model.",
         "",
-        "| images | iterations | clean shapes | squares among clean (data: 50 %) | coverage |",
-        "|---|---|---|---|---|",
+        "| images | iterations | clean shapes | squares among clean (data: 50 %) | coverage "
+        "| the class asked for | ADA p, r_t |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        sq = r["square_share_of_clean"]
+        sq, asked = r["square_share_of_clean"], r.get("as_asked_share")
+        ada = f"{r['ada_p']:.2f}, {r['ada_rt']:.2f}" if "ada_p" in r else "–"
         lines.append(
             f"| {name} | {r.get('steps', '–')} | {100 * r['clean_share']:.1f} % | "
-            f"{'–' if sq is None else f'{100 * sq:.1f} %'} | {r['coverage']:.2f} |"
+            f"{'–' if sq is None else f'{100 * sq:.1f} %'} | {r['coverage']:.2f} | "
+            f"{'–' if asked is None else f'{100 * asked:.1f} %'} | {ada} |"
         )
     table = "\n".join(lines)
     print("\n" + table)

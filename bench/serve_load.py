@@ -173,14 +173,20 @@ def unconditional_stand_in(checkpoint: Path, tmpdir: Path) -> tuple[Path, str | 
 
 
 # ------------------------------------------------------------------------------------------
-# Peers: the same checkpoint served by BentoML and TorchServe (--peers)
+# Peers: the same checkpoint served by BentoML, TorchServe, LitServe and Ray Serve (--peers)
 # ------------------------------------------------------------------------------------------
 
 PEERS_DIR = ROOT / "bench" / "peers"
-PEERS = ("bentoml", "torchserve")
+PEERS = ("bentoml", "torchserve", "litserve", "rayserve")
 #: The peer run's req/s targets, gan-serve / peer, per scenario.
-PEER_TARGETS = {"bentoml": 1.5, "torchserve": 1.0}
-READY_PATHS = {"gan-serve": "/ready", "bentoml": "/readyz", "torchserve": "/ping"}
+PEER_TARGETS = {"bentoml": 1.5, "torchserve": 1.0, "litserve": 1.0, "rayserve": 1.0}
+READY_PATHS = {
+    "gan-serve": "/ready",
+    "bentoml": "/readyz",
+    "torchserve": "/ping",
+    "litserve": "/health",
+    "rayserve": "/-/healthz",
+}
 
 
 def peers_venv() -> Path:
@@ -219,6 +225,30 @@ def bentoml_server(checkpoint: Path, logdir: Path, threads: int) -> Server:
     argv = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:GanPeer"]
     argv += ["--working-dir", str(PEERS_DIR), "--host", HOST, "--port", str(port)]
     return Server("bentoml", argv, env, logdir, port, process_tree=True)
+
+
+def litserve_server(checkpoint: Path, logdir: Path, threads: int) -> Server:
+    """bench/peers/litserve_service.py: a LitServer with one LitAPI per endpoint."""
+    venv = peers_venv() / "litserve"
+    port = free_port()
+    env = _peer_env(checkpoint, threads, venv)
+    argv = [str(venv / "bin" / "python"), str(PEERS_DIR / "litserve_service.py")]
+    argv += ["--host", HOST, "--port", str(port)]
+    return Server("litserve", argv, env, logdir, port, cwd=PEERS_DIR, process_tree=True)
+
+
+def rayserve_server(checkpoint: Path, logdir: Path, threads: int) -> Server:
+    """bench/peers/rayserve_service.py: a local Ray cluster, one Serve deployment."""
+    venv = peers_venv() / "rayserve"
+    port = free_port()
+    env = _peer_env(checkpoint, threads, venv)
+    # Ray's session folder (logs, sockets) inside the benchmark's temporary folder; no usage
+    # reports (there is no network here anyway).
+    env["RAY_TMPDIR"] = str(logdir / "ray")
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    argv = [str(venv / "bin" / "python"), str(PEERS_DIR / "rayserve_service.py")]
+    argv += ["--host", HOST, "--port", str(port)]
+    return Server("rayserve", argv, env, logdir, port, cwd=PEERS_DIR, process_tree=True)
 
 
 def torchserve_server(checkpoint: Path, logdir: Path, threads: int) -> Server:
@@ -378,10 +408,17 @@ def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
             + ", ".join(peers)
             + f" ({threads} torch thread(s), batches of <= 64, 2 ms delay); "
             f"{args.rounds} round(s) of {args.seconds:g} s per cell, order rotated per round"
+            + ("" if args.no_pause else "; the servers not under load paused (SIGSTOP)")
         )
-        makers = {"bentoml": bentoml_server, "torchserve": torchserve_server}
+        makers = {
+            "bentoml": bentoml_server,
+            "torchserve": torchserve_server,
+            "litserve": litserve_server,
+            "rayserve": rayserve_server,
+        }
         servers: dict[str, Server] = {}
-        # All servers run at once (idle ones cost next to nothing) and take turns.
+        # All servers are started at once and take turns; the ones not under load are paused
+        # (SIGSTOP) unless --no-pause: LitServe and Ray Serve poll while idle.
         gan = gan_serve("gan-serve", checkpoint, tmpdir, settings_env)
         servers["gan-serve"] = stack.enter_context(running(gan, READY_PATHS["gan-serve"]))
         for name in peers:
@@ -399,7 +436,9 @@ def peer_comparison(args: argparse.Namespace, peers: list[str]) -> int:
         for name in peers:
             same[name] = equivalence(ours, outputs_of(servers[name], specs))
             print(f"answers of {name} vs gan-serve: {same[name]}")
-        results = rotated_rounds(servers, scenarios, args.rounds, args.seconds)
+        results = rotated_rounds(
+            servers, scenarios, args.rounds, args.seconds, pause_others=not args.no_pause
+        )
         rss = {name: servers[name].peak_rss_mb() for name in names}
         rss_parts = {name: servers[name].rss_by_process() for name in names}
         for srv in servers.values():
@@ -606,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         metavar="LIST",
         help="instead of the default run: compare gan-serve with these peers serving the same "
-        "checkpoint (comma-separated: bentoml,torchserve), --rounds rounds of --seconds per cell",
+        "checkpoint (comma-separated: bentoml,torchserve,litserve,rayserve), --rounds rounds of --seconds per cell",
     )
     p.add_argument(
         "--rss-baseline-mb",
@@ -614,6 +653,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="with --peers: check that gan-serve's peak RSS stays at or below this (MB; 0: "
         "report only). Take it from a peer run of the code before a change.",
+    )
+    p.add_argument(
+        "--no-pause",
+        action="store_true",
+        help="with --peers: leave the servers not under load running (by default they are "
+        "paused with SIGSTOP while another one is measured: LitServe and Ray Serve poll while idle)",
     )
     p.add_argument(
         "--peers-setup",

@@ -42,6 +42,7 @@ from common import (
     BENTOML_MAX_LATENCY_MS,
     MAX_BATCH,
     PeerModel,
+    check_generate,
     configure_torch,
     images_png,
     inline_generate,
@@ -113,10 +114,10 @@ class GanPeer:
     ) -> Annotated[bytes, ContentType("image/png")]:
         """One PNG (format png, n = 1) or a grid of n images (format grid)."""
         m = self.model
-        if not 1 <= n <= MAX_BATCH:
-            raise bentoml.exceptions.InvalidArgument(f"n must be 1..{MAX_BATCH}")
-        if format not in ("png", "grid") or (format == "png" and n != 1):
-            raise bentoml.exceptions.InvalidArgument("format: png (exactly one image) or grid")
+        try:
+            check_generate(n, format)
+        except ValueError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
         inline = inline_generate(n, m.resolution)
         if inline:
             z = latents(seed, n, m.z_dim)

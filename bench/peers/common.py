@@ -59,6 +59,26 @@ SEED_LIMIT = 2**53
 MAX_IMAGE_PIXELS = 4_194_304
 
 
+def generate_request(body: Any) -> tuple[int, int, str]:
+    """``(seed, n, format)`` of a ``/generate`` JSON body, checked as every peer checks it:
+    ``n`` in 1..MAX_BATCH, ``format`` png (exactly one image) or grid; ValueError otherwise
+    (each peer turns it into its own 400)."""
+    try:
+        seed, n, fmt = int(body.get("seed", 0)), int(body.get("n", 1)), str(body["format"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bad request: {exc!r}") from exc
+    check_generate(n, fmt)
+    return seed, n, fmt
+
+
+def check_generate(n: int, fmt: str) -> None:
+    """ValueError unless ``n`` is in 1..MAX_BATCH and ``fmt`` is png (n = 1) or grid."""
+    if not 1 <= n <= MAX_BATCH:
+        raise ValueError(f"n must be 1..{MAX_BATCH}")
+    if fmt not in ("png", "grid") or (fmt == "png" and n != 1):
+        raise ValueError("format: png (exactly one image) or grid")
+
+
 def configure_torch() -> int:
     """gan-serve's thread settings: 1 intra-op and 1 inter-op thread unless told otherwise."""
     import torch

@@ -3,6 +3,8 @@
 #
 #   $PEERS_VENV/bentoml      bentoml (+ torch, numpy, pillow, safetensors)
 #   $PEERS_VENV/torchserve   torchserve + torch-model-archiver (+ the same)
+#   $PEERS_VENV/litserve     litserve (+ the same)
+#   $PEERS_VENV/rayserve     ray[serve] (+ the same)
 #
 # PEERS_VENV defaults to bench/.peers-venv (git-ignored). torch is installed FIRST with
 # TORCH_SPEC (default torch==2.13.0, the same build as the project's .venv; pip takes the CPU
@@ -10,7 +12,7 @@
 # different (CUDA) torch. TorchServe's frontend is Java: a JDK >= 11 must answer `java -version`;
 # if none does, openjdk-17-jre-headless is installed from Debian (as root).
 #
-# Usage: bash bench/peers/setup.sh [bentoml] [torchserve]   (no argument: both)
+# Usage: bash bench/peers/setup.sh [bentoml] [torchserve] [litserve] [rayserve]   (none: all)
 # Re-running it is cheap: an environment whose stamp file matches the pinned versions is kept.
 set -euo pipefail
 
@@ -22,6 +24,10 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 BENTOML_SPEC="${BENTOML_SPEC:-bentoml==1.4.40}"
 # TorchServe 0.12's worker imports yaml without declaring it (ModuleNotFoundError otherwise).
 TORCHSERVE_SPEC="${TORCHSERVE_SPEC:-torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml}"
+# python-multipart: what FastAPI needs to parse the /score form (litserve does not declare it).
+LITSERVE_SPEC="${LITSERVE_SPEC:-litserve==0.2.19 python-multipart}"
+# ray[serve] brings FastAPI, uvicorn and aiohttp; python-multipart parses the /score upload.
+RAYSERVE_SPEC="${RAYSERVE_SPEC:-ray[serve]==2.60.0 python-multipart}"
 # What our checkpoint loader and preprocessing import (gan.checkpoint, gan.preprocess).
 COMMON_SPEC="numpy safetensors pillow"
 
@@ -72,7 +78,7 @@ ensure_java() {
 
 peers=("$@")
 if [[ ${#peers[@]} -eq 0 ]]; then
-    peers=(bentoml torchserve)
+    peers=(bentoml torchserve litserve rayserve)
 fi
 mkdir -p "$PEERS_VENV"
 for peer in "${peers[@]}"; do
@@ -86,8 +92,16 @@ for peer in "${peers[@]}"; do
             # shellcheck disable=SC2086
             make_venv torchserve $TORCHSERVE_SPEC
             ;;
+        litserve)
+            # shellcheck disable=SC2086
+            make_venv litserve $LITSERVE_SPEC
+            ;;
+        rayserve)
+            # shellcheck disable=SC2086
+            make_venv rayserve $RAYSERVE_SPEC
+            ;;
         *)
-            say "unknown peer '$peer' (known: bentoml, torchserve)"
+            say "unknown peer '$peer' (known: bentoml, torchserve, litserve, rayserve)"
             exit 2
             ;;
     esac

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from common import (
-    MAX_BATCH,
     PeerModel,
+    check_generate,
     configure_torch,
     decode_pixels,
     images_png,
@@ -79,8 +79,7 @@ class GanHandler:
                 raise ValueError('send JSON {"seed": S, "n": N, "format": "png" | "grid"}')
             n = int(body.get("n", 1))
             fmt = str(body.get("format", "png" if n == 1 else "grid"))
-            if not 1 <= n <= MAX_BATCH or fmt not in ("png", "grid") or (fmt == "png" and n != 1):
-                raise ValueError(f"n must be 1..{MAX_BATCH}; format png (n = 1) or grid")
+            check_generate(n, fmt)
             asks.append((int(body.get("seed", 0)), n, fmt))
         z = torch.cat([latents(seed, n, model.z_dim) for seed, n, _ in asks])
         images = model.generate(z)
