@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.checkpoint import CheckpointError, load_checkpoint, save_with_discriminator
+from gan.checkpoint import load_checkpoint, save_with_discriminator
 from gan.errors import UserError
 from gan.latents import image_seeds
 from gan.models import ModelConfig, to_model_range
@@ -187,7 +187,7 @@ def refit_discriminator(
             fake_logits = d(fake) if fake_y is None else d(fake, fake_y)
             loss = logistic_loss(real_logits, fake_logits)
             if not torch.isfinite(loss):
-                raise CheckpointError(
+                raise RefitError(
                     f"the refit diverged at step {k + 1} (loss {loss.item()}): use a lower --refit-lr"
                 )
             opt.zero_grad(set_to_none=True)

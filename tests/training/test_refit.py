@@ -121,6 +121,46 @@ def test_refit_progress_is_shown_unless_quiet(
     assert "refit D" not in quiet.err and "refitting" not in quiet.out
 
 
+def test_refit_of_a_folder_checkpoint_trains_on_its_training_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(200):
+        pixels = (torch.rand(28, 28, generator=gen) * 255).byte().numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    source = make_checkpoint(tmp_path / "src", width=4, dataset="folder")
+    out = tmp_path / "refit"
+    args = [
+        "--checkpoint",
+        str(source),
+        "--data",
+        "folder",
+        "--data-dir",
+        str(folder),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--num",
+        "50",
+        "--refit",
+        "3",
+        "--refit-batch",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert calibrate_main(args) == 0, capsys.readouterr().err
+    cfg = read_checkpoint_config(out)
+    assert cfg.refit is not None and cfg.refit.batch == 16
+    assert cfg.refit.raw["trained_on"] == "the 190 training images of the folder shapes"
+    assert cfg.refit.raw["heldout_real_images"] == 10  # the 5 % training held out
+    assert cfg.calibration is not None and cfg.calibration.num_real == 10
+
+
 @pytest.mark.parametrize(
     ("change", "phrase"),
     [
