@@ -341,3 +341,62 @@ class Calibration:
             if isinstance(self.raw.get(key), str):
                 out[key] = self.raw[key]
         return out
+
+
+@dataclass(frozen=True)
+class Refit:
+    """How the discriminator was refit (``config.json`` ``refit``, written by ``gan-calibrate
+    --refit``): after training, a copy of the source checkpoint's D was trained on for
+    ``steps`` Adam steps (learning rate ``lr``, ``batch`` reals and as many fresh samples of
+    the frozen G per step) with the logistic loss, whose optimum is the log density ratio that
+    DRS and MH read; G (and an encoder) are the source's, byte for byte. ``heldout_bce_before``
+    and ``heldout_bce_after`` are the logistic loss (nats, equal priors) of the source's D and
+    of the refit D on held-out reals against fresh samples: lower is a better ratio estimate.
+    ``raw`` is the whole entry as stored."""
+
+    steps: int
+    lr: float
+    batch: int
+    source_model_id: str
+    heldout_bce_before: float
+    heldout_bce_after: float
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_config(cls, data: Any, where: str) -> Refit | None:
+        """Validate a ``refit`` entry (absent or None: a D as training left it)."""
+        if data is None:
+            return None
+
+        def bad(problem: str) -> CheckpointError:
+            return CheckpointError(f"{where}: 'refit' {problem}")
+
+        if not isinstance(data, dict):
+            raise bad(f"must be an object or null, got {type(data).__name__}")
+        counts = {}
+        for key in ("steps", "batch"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(f"'{key}' must be a positive integer, got {value!r}")
+            counts[key] = value
+        lr = _number(data.get("lr"))
+        if lr is None or lr <= 0:
+            raise bad(f"'lr' must be a positive number, got {data.get('lr')!r}")
+        losses = {}
+        for key in ("heldout_bce_before", "heldout_bce_after"):
+            value = _number(data.get(key))
+            if value is None or value < 0:
+                raise bad(f"'{key}' must be a non-negative number, got {data.get(key)!r}")
+            losses[key] = value
+        source = data.get("source_model_id")
+        if not isinstance(source, str) or not source:
+            raise bad(f"'source_model_id' must be the source checkpoint's model id, got {source!r}")
+        return cls(
+            steps=counts["steps"],
+            lr=lr,
+            batch=counts["batch"],
+            source_model_id=source,
+            heldout_bce_before=losses["heldout_bce_before"],
+            heldout_bce_after=losses["heldout_bce_after"],
+            raw=data,
+        )

@@ -5,8 +5,8 @@ A checkpoint is a directory::
     config.json                 self-description: format version, model config, normalisation,
                                 dataset, step, seed, training options, metrics, D's scores on
                                 held-out real images (quantiles), the calibration of D's logit
-                                with DRS's pilot statistics (optional), SHA-256 of every weight
-                                file
+                                with DRS's pilot statistics (optional), how D was refit after
+                                training (optional: ``refit``), SHA-256 of every weight file
     generator.safetensors       generator weights (the EMA copy when training used EMA); the
                                 decoder of an auto-encoder; absent for kind ebm
     discriminator.safetensors   discriminator weights; absent for kinds vae and ae
@@ -26,8 +26,9 @@ temporary directory next to its final place and renamed into it, so a crash mid-
 leaves a half-written checkpoint where a good one was.
 
 Reading validates everything once, here: the format version, the model config, the
-``real_scores`` quantiles and the ``calibration`` (their types, :class:`~gan.calibration.
-RealScores` and :class:`~gan.calibration.Calibration`, live in :mod:`gan.calibration`), every
+``real_scores`` quantiles, the ``calibration`` and the ``refit`` record (their types,
+:class:`~gan.calibration.RealScores`, :class:`~gan.calibration.Calibration` and
+:class:`~gan.calibration.Refit`, live in :mod:`gan.calibration`), every
 tensor's name, shape and finiteness and the file hashes. A loaded :class:`Checkpoint` carries a
 typed :class:`CheckpointConfig`; nobody else parses ``config.json``. The training state's tree
 (:func:`~gan.train_state.flatten_state`, :func:`~gan.train_state.load_train_state`) is
@@ -53,6 +54,7 @@ from torch import nn
 
 from gan.calibration import Calibration as Calibration
 from gan.calibration import RealScores as RealScores
+from gan.calibration import Refit as Refit
 from gan.dataset_info import portable_dataset_info
 from gan.errors import CheckpointError as CheckpointError
 from gan.errors import UserError
@@ -145,6 +147,7 @@ class CheckpointConfig:
     raw: dict[str, Any] = field(repr=False, compare=False)
     kind: str = "gan"  # gan, vae, ae or ebm (gan/models.py MODEL_KINDS)
     ebm: EBMSearch | None = None  # kind ebm: the Langevin search it samples with
+    refit: Refit | None = None  # how D was refit after training (gan-calibrate --refit)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], where: str) -> CheckpointConfig:
@@ -216,6 +219,7 @@ class CheckpointConfig:
             raw=cfg,
             kind=kind,
             ebm=ebm,
+            refit=Refit.from_config(cfg.get("refit"), where),
         )
 
     @property
@@ -363,6 +367,55 @@ def copy_checkpoint(
             if (source / name).is_file():
                 _link_or_copy(source / name, tmp / name)
     return final
+
+
+def save_with_discriminator(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    discriminator: nn.Module,
+    updates: dict[str, Any],
+) -> dict[str, Any]:
+    """Atomically write a new GAN checkpoint at ``path``: the ``source`` checkpoint's G (and
+    its encoder, if any) byte for byte (hard links where possible), ``discriminator``'s weights
+    in place of its D, and the source's ``config.json`` with ``updates`` merged in (each key
+    replaced whole) and the new file hashes and checkpoint hash (so a new model id: D changed).
+    The source's training state is left out (its optimiser moments belong to the old D). The
+    new config is validated before anything is renamed into place; a failure leaves no folder
+    at ``path`` (or the one there before). Returns the written config."""
+    src, final = Path(source), Path(path)
+    cfg = read_checkpoint_config(src)
+    if cfg.kind != DEFAULT_KIND:
+        raise CheckpointError(
+            f"{src} is a {cfg.kind} checkpoint: only a GAN's discriminator (beside its G) can be "
+            "replaced"
+        )
+    raw = {k: v for k, v in cfg.raw.items() if k not in ("files", "checkpoint_hash")}
+    raw.update(updates)
+    kept = [n for n in (GENERATOR_FILE, ENCODER_FILE) if n in cfg.file_hashes]
+    state = _state_dict_cpu(discriminator)
+    try:
+        with atomic_directory(final) as tmp:
+            files: dict[str, dict[str, str]] = {}
+            for name in kept:
+                _link_or_copy(src / name, tmp / name)
+                files[name] = {"sha256": sha256_file(tmp / name)}
+                if files[name]["sha256"] != cfg.file_hashes[name]:
+                    raise CheckpointError(
+                        f"{src / name}: SHA-256 does not match the one recorded in "
+                        f"{CONFIG_FILE}; the source checkpoint is corrupted"
+                    )
+            save_file(state, str(tmp / DISCRIMINATOR_FILE))
+            files[DISCRIMINATOR_FILE] = {"sha256": sha256_file(tmp / DISCRIMINATOR_FILE)}
+            raw["files"] = {n: files[n] for n in WEIGHT_FILES if n in files}
+            raw["checkpoint_hash"] = checkpoint_hash_from_files(raw["files"])
+            CheckpointConfig.from_dict(raw, str(final / CONFIG_FILE))  # never write a bad one
+            (tmp / CONFIG_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(
+            f"cannot write checkpoint {final}: {type(exc).__name__}: {exc} (the source "
+            f"checkpoint {src} is intact)"
+        ) from exc
+    return raw
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

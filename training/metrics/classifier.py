@@ -327,11 +327,14 @@ def train_classifier(
     min_accuracy: float = 0.99,
     command: str | None = None,
     progress: bool = True,
+    arch: ClassifierArch | None = None,
 ) -> dict[str, Any]:
     """Train :class:`MnistCNN` on MNIST train, measure it on MNIST test, write ``out_dir``.
 
-    The directory is written atomically (temporary directory + rename) and only when the test
-    accuracy reaches ``min_accuracy``. Returns the written config.json contents.
+    ``arch`` (default :class:`ClassifierArch`'s) other than the shipped one makes a second,
+    independent feature space (``bench/d_refit.py``). The directory is written atomically
+    (temporary directory + rename) and only when the test accuracy reaches ``min_accuracy``.
+    Returns the written config.json contents.
     """
     if epochs < 1:
         raise ClassifierError(f"epochs must be >= 1, got {epochs}")
@@ -342,7 +345,7 @@ def train_classifier(
     assert train.labels is not None and test.labels is not None
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    arch = ClassifierArch()
+    arch = arch or ClassifierArch()
     model = MnistCNN(arch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(train) / batch_size)

@@ -18,6 +18,7 @@ from training.metrics.classifier import (
     ENV_CLASSIFIER_DIR,
     WEIGHTS_FILE,
     Classifier,
+    ClassifierArch,
     ClassifierError,
     default_classifier_dir,
     load_classifier,
@@ -177,6 +178,16 @@ def test_train_classifier_writes_a_loadable_directory(tiny_mnist: Path, tmp_path
     assert loaded.config == cfg
     assert loaded.config["seed"] == 3 and loaded.config["training"]["command"] == "x"
     assert 0.0 <= loaded.test_accuracy <= 1.0
+
+
+def test_train_classifier_takes_another_architecture(tiny_mnist: Path, tmp_path: Path) -> None:
+    """A second, independent feature space (bench/d_refit.py): other widths and features."""
+    arch = ClassifierArch(widths=(8, 16, 24), feature_dim=32, dropout=0.1)
+    out = tmp_path / "other"
+    train_classifier(tiny_mnist, out, epochs=1, seed=1, min_accuracy=0.0, progress=False, arch=arch)
+    loaded = load_classifier(out)
+    assert loaded.model.arch == arch and loaded.feature_dim == 32
+    assert loaded.features(torch.zeros(3, 1, 28, 28, dtype=torch.uint8)).shape == (3, 32)
 
 
 def test_train_classifier_refuses_to_write_below_min_accuracy(
