@@ -76,9 +76,9 @@ bench-d-guided: install-dev
 bench-three-ways: install-dev
 	$(BIN)/python bench/three_ways.py --out runs/three-ways
 
-## bench-peers: gan-serve vs BentoML and TorchServe on the same checkpoint (installs them first)
+## bench-peers: gan-serve vs BentoML, TorchServe, LitServe and Ray Serve on the same checkpoint (installs them first)
 bench-peers: install-dev
-	$(BIN)/python bench/serve_load.py --peers bentoml,torchserve
+	$(BIN)/python bench/serve_load.py --peers bentoml,torchserve,litserve,rayserve
 
 ## bench-serve-variants: HTTP stacks (h11/httptools, asyncio/uvloop), 2 workers and the onnxruntime engine, side by side
 bench-serve-variants: install-dev
