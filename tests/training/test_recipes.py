@@ -289,3 +289,15 @@ def test_configs_without_the_schedule_fields_load_and_train_as_before(tmp_path: 
     assert trainer.objective.loss.r1_gamma == 1.0
     assert trainer.apply_schedules() == {}
     assert not any("lr_factor" in r or "gamma" in r for r in _log(tmp_path / "old"))
+
+
+def test_a_time_budget_run_says_which_steps_end_the_schedules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The schedules run to --steps (their horizon, also under --time-budget); when the budget
+    holds fewer, the run says which --steps would end them with it."""
+    cfg = _small_cfg(steps=10**6, time_budget_s=0.5, sample_every=10**6)
+    Trainer(cfg, _data(64), tmp_path / "budget", progress=False).fit()
+    err = capsys.readouterr().err
+    assert "--lr-schedule, --gamma-schedule, --beta2-schedule run to --steps 1000000" in err
+    assert "give --steps" in err
