@@ -27,7 +27,7 @@ from torch import nn
 from gan.classmix import Classes, embed_classes
 from gan.errors import UserError
 from gan.kinds import kinds_with
-from gan.r3gan import R3Discriminator, R3Generator
+from gan.r3gan import BLOCKS_PER_STAGE, EXPANSION, R3Discriminator, R3Generator
 
 SUPPORTED_RESOLUTIONS = (28, 32, 64)
 #: The kinds with a generator (a decoder counts), a discriminator and an encoder (declared in
@@ -47,6 +47,11 @@ NORMALISATION: dict[str, Any] = {
 }
 
 
+#: The fields of :class:`ModelConfig` that shape ``arch="r3gan"`` alone, with their defaults
+#: (the network as it was before they existed).
+R3GAN_ONLY: dict[str, int] = {"blocks_per_stage": BLOCKS_PER_STAGE, "expansion": EXPANSION}
+
+
 class ConfigError(UserError, ValueError):
     """Raised when a :class:`ModelConfig` describes an unsupported network."""
 
@@ -62,6 +67,11 @@ class ModelConfig:
     d_width: int = 64  # channels of D's first block; later blocks double it
     arch: str = "dcgan"
     num_classes: int = 0  # 0: unconditional; K: G and D take a class index in 0..K-1
+    # arch "r3gan" only (gan/r3gan.py): residual blocks per stage and the inverted bottleneck's
+    # expansion. Written to config.json only when they differ from these defaults, so that the
+    # configs of every other model (and of checkpoints written before them) stay as they were.
+    blocks_per_stage: int = BLOCKS_PER_STAGE
+    expansion: int = EXPANSION
 
     def __post_init__(self) -> None:
         if self.resolution not in SUPPORTED_RESOLUTIONS:
@@ -80,6 +90,15 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 4096:
                 raise ConfigError(f"{name} must be an integer in 1..4096, got {value!r}")
+        for name in R3GAN_ONLY:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
+                raise ConfigError(f"{name} must be an integer in 1..16, got {value!r}")
+            if self.arch != "r3gan" and value != R3GAN_ONLY[name]:
+                raise ConfigError(
+                    f"{name} applies to arch 'r3gan' only (this model is {self.arch!r}); leave "
+                    f"it at {R3GAN_ONLY[name]}"
+                )
         k = self.num_classes
         if isinstance(k, bool) or not isinstance(k, int) or not (k == 0 or 2 <= k <= 10_000):
             raise ConfigError(f"num_classes must be 0 (unconditional) or 2..10000, got {k!r}")
@@ -101,7 +120,13 @@ class ModelConfig:
         return self.resolution // (2**self.num_upsamples)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON; the r3gan-only ones only where they differ from their defaults
+        (a config written before them reads back equal, and is written as it was)."""
+        d = asdict(self)
+        for name, default in R3GAN_ONLY.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

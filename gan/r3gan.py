@@ -3,8 +3,9 @@
 After Huang et al. 2025, "The GAN is dead; long live the GAN! A Modern GAN Baseline" (arXiv
 2501.05441), scaled down for 28-64 px images on a CPU:
 
-* every stage is two residual blocks ``x + conv1x1(act(gconv3x3(act(conv1x1(x)))))``: an
-  inverted bottleneck (expanded ``EXPANSION`` times) with a grouped 3x3 convolution (groups of
+* every stage is ``ModelConfig.blocks_per_stage`` residual blocks (two by default)
+  ``x + conv1x1(act(gconv3x3(act(conv1x1(x)))))``: an inverted bottleneck (expanded
+  ``ModelConfig.expansion`` times, two by default) with a grouped 3x3 convolution (groups of
   ``GROUP_WIDTH`` channels), LeakyReLU(0.2), no normalisation of any kind, so D's logit for an
   image never depends on the rest of its batch;
 * stages are joined by transition layers: in G a 1x1 convolution then bilinear upsampling, in
@@ -21,7 +22,8 @@ After Huang et al. 2025, "The GAN is dead; long live the GAN! A Modern GAN Basel
 
 Widths follow the DCGAN networks of the same :class:`~gan.models.ModelConfig`: ``g_width`` is
 the channels of G's highest-resolution stage and doubles towards the smallest one (at most
-once); ``d_width`` likewise for D.
+once); ``d_width`` likewise for D. Width, ``blocks_per_stage`` and ``expansion`` are the knobs of
+the network's cost (``--recipe r3gan-small`` turns all three down for a CPU).
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ from gan.classmix import Classes, embed_classes
 if TYPE_CHECKING:
     from gan.models import ModelConfig
 
-#: Channels of a residual block's inner layer, per input channel.
+#: Channels of a residual block's inner layer, per input channel (ModelConfig.expansion's
+#: default).
 EXPANSION = 2
 #: Channels per group of the grouped 3x3 convolution.
 GROUP_WIDTH = 16
-#: Residual blocks per stage.
+#: Residual blocks per stage (ModelConfig.blocks_per_stage's default).
 BLOCKS_PER_STAGE = 2
 #: Slope of the LeakyReLU.
 SLOPE = 0.2
@@ -67,9 +70,9 @@ def _he(layer: nn.Conv2d | nn.Linear, scale: float = 1.0) -> None:
 class ResidualBlock(nn.Module):
     """[B, C, H, W] -> [B, C, H, W]: ``x + branch(x)``, an inverted bottleneck."""
 
-    def __init__(self, channels: int, total_blocks: int) -> None:
+    def __init__(self, channels: int, total_blocks: int, expansion: int = EXPANSION) -> None:
         super().__init__()
-        inner = channels * EXPANSION
+        inner = channels * expansion
         groups = max(1, inner // GROUP_WIDTH)
         while inner % groups:
             groups -= 1
@@ -89,8 +92,10 @@ class ResidualBlock(nn.Module):
         return x + self.project(h)
 
 
-def _stage(channels: int, total_blocks: int) -> nn.Sequential:
-    return nn.Sequential(*(ResidualBlock(channels, total_blocks) for _ in range(BLOCKS_PER_STAGE)))
+def _stage(channels: int, cfg: ModelConfig, total_blocks: int) -> nn.Sequential:
+    return nn.Sequential(
+        *(ResidualBlock(channels, total_blocks, cfg.expansion) for _ in range(cfg.blocks_per_stage))
+    )
 
 
 class R3Generator(nn.Module):
@@ -101,7 +106,7 @@ class R3Generator(nn.Module):
         self.cfg = cfg
         stages = cfg.num_upsamples + 1
         widths = stage_widths(cfg.g_width, stages)
-        total = stages * BLOCKS_PER_STAGE
+        total = stages * cfg.blocks_per_stage
         self.s0, self.top = cfg.base_size, widths[0]
         # [B] -> [B, z_dim]
         self.embed = nn.Embedding(cfg.num_classes, cfg.z_dim) if cfg.conditional else None
@@ -109,7 +114,7 @@ class R3Generator(nn.Module):
         # [B, z_in] -> [B, top * s0 * s0], reshaped to [B, top, s0, s0]
         self.basis = nn.Linear(z_in, widths[0] * self.s0 * self.s0)
         _he(self.basis)
-        self.stages = nn.ModuleList(_stage(w, total) for w in widths)
+        self.stages = nn.ModuleList(_stage(w, cfg, total) for w in widths)
         # [B, w_i, s, s] -> [B, w_i+1, s, s] (then upsampled to 2s)
         transitions = [nn.Conv2d(a, b, 1) for a, b in itertools.pairwise(widths)]
         for t in transitions:
@@ -144,11 +149,11 @@ class R3Discriminator(nn.Module):
         self.cfg = cfg
         stages = cfg.num_upsamples + 1
         widths = stage_widths(cfg.d_width, stages)[::-1]  # largest feature map first
-        total = stages * BLOCKS_PER_STAGE
+        total = stages * cfg.blocks_per_stage
         # [B, C, R, R] -> [B, w_0, R, R]
         self.from_image = nn.Conv2d(cfg.channels, widths[0], 1)
         _he(self.from_image, 1.0 / GAIN)
-        self.stages = nn.ModuleList(_stage(w, total) for w in widths)
+        self.stages = nn.ModuleList(_stage(w, cfg, total) for w in widths)
         # [B, w_i, s/2, s/2] -> [B, w_i+1, s/2, s/2] (after pooling)
         transitions = [nn.Conv2d(a, b, 1) for a, b in itertools.pairwise(widths)]
         for t in transitions:

@@ -40,20 +40,40 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
 #: alone is a vae, as it always was).
 MODES = ("gan", "ae", "ebm", *(k for k in MODEL_KINDS if k not in ("gan", "ae", "ebm")))
 AE_KINDS = ("vae", "plain")
+#: ``--lr-schedule``, ``--gamma-schedule``, ``--beta2-schedule`` (training/schedules.py).
+SCHEDULES = ("constant", "cosine")
+_R3GAN: dict[str, Any] = {
+    "arch": "r3gan",
+    "loss": "rpgan",
+    "beta1": 0.0,
+    "beta2": 0.99,
+    "lr_g": 2e-4,
+    "lr_d": 2e-4,
+    "r1_gamma": 0.1,
+    "r1_every": 1,
+    # R3GAN's schedules (brownvc/R3GAN train.py): lr 2e-4 -> 5e-5, gamma to a tenth, beta2
+    # 0.9 -> 0.99, all cosine; the ratios are the fields' defaults. The EMA is StyleGAN2-ADA's
+    # half-life for batch 64 (batch * 10 / 32 kimg) with its ramp-up of 0.05.
+    "lr_schedule": "cosine",
+    "gamma_schedule": "cosine",
+    "beta2_schedule": "cosine",
+    "ema_kimg": 20.0,
+    "ema_rampup": 0.05,
+}
 #: ``--recipe``: named sets of defaults. ``dcgan`` is the default configuration as it stands;
 #: ``r3gan`` the R3GAN baseline (Huang et al. 2025): its residual networks, the relativistic
-#: pairing loss with R1 and R2, Adam with beta1 = 0. Options given explicitly still win.
+#: pairing loss with R1 and R2, Adam with beta1 = 0, its cosine schedules and a half-life EMA;
+#: ``r3gan-small`` the same at a CPU's size (one block per stage, no expansion, width 32).
+#: Options given explicitly still win.
 RECIPES: dict[str, dict[str, Any]] = {
     "dcgan": {},
-    "r3gan": {
-        "arch": "r3gan",
-        "loss": "rpgan",
-        "beta1": 0.0,
-        "beta2": 0.99,
-        "lr_g": 2e-4,
-        "lr_d": 2e-4,
-        "r1_gamma": 0.1,
-        "r1_every": 1,
+    "r3gan": _R3GAN,
+    "r3gan-small": {
+        **_R3GAN,
+        "g_width": 32,
+        "d_width": 32,
+        "blocks_per_stage": 1,
+        "expansion": 1,
     },
 }
 #: ``--augment``: none, DiffAugment or ADA (a bare ``--augment`` is diff, as it always was).
@@ -110,9 +130,12 @@ class TrainConfig:
     d_steps: int = _opt(1, "D updates per G update")
     recipe: str = _opt(
         "dcgan",
-        "a named set of defaults: dcgan (the options' own defaults) or r3gan (--arch r3gan "
+        "a named set of defaults: dcgan (the options' own defaults); r3gan (--arch r3gan "
         "--loss rpgan --beta1 0 --beta2 0.99 --lr-g 2e-4 --lr-d 2e-4 --r1-gamma 0.1 "
-        "--r1-every 1); options given explicitly override it",
+        "--r1-every 1 --lr-schedule cosine --gamma-schedule cosine --beta2-schedule cosine "
+        "--ema-kimg 20 --ema-rampup 0.05); or r3gan-small (r3gan with --g-width 32 --d-width 32 "
+        "--blocks-per-stage 1 --expansion 1, sized for a CPU); options given explicitly "
+        "override it",
         choices=tuple(RECIPES),
     )
     loss: str = _opt("nonsat", "GAN objective (training/losses.py)", choices=tuple(LOSSES))
@@ -124,9 +147,50 @@ class TrainConfig:
     # The penalty is (gamma / 2) * E||grad D(x)||^2 on real images; 0 disables it.
     r1_gamma: float = _opt(0.0, "R1 weight on real images (0: off)")
     r1_every: int = _opt(4, "lazy R1 interval: apply R1 every k D steps, scaled by k")
-    ema_decay: float = _opt(0.999, "EMA of G (0: off, export the raw G)")
+    ema_decay: float = _opt(
+        0.999, "EMA of G (0: off, export the raw G, unless --ema-kimg is given)"
+    )
     # The decay ramps as min(ema_decay, (1 + t) / (ema_warmup + t)).
     ema_warmup: int = _opt(100, "EMA warm-up steps")
+    # The schedules (training/schedules.py): cosine from step 0 to --steps, the horizon.
+    lr_schedule: str = _opt(
+        "constant",
+        "learning-rate schedule: constant, or cosine from --lr-g / --lr-d at step 0 to "
+        "--lr-min-ratio times them at --steps (under --time-budget too: set --steps to what "
+        "the budget holds, which gan-train prints after its first steps, for the decay to end "
+        "with the budget)",
+        choices=SCHEDULES,
+    )
+    lr_min_ratio: float = _opt(
+        0.25, "--lr-schedule cosine: the final learning rate as a share of the first, in [0, 1]"
+    )
+    gamma_schedule: str = _opt(
+        "constant",
+        "schedule of the R1 (and rpgan's R2) weight: constant, or cosine from --r1-gamma at "
+        "step 0 to --gamma-min-ratio times it at --steps",
+        choices=SCHEDULES,
+    )
+    gamma_min_ratio: float = _opt(
+        0.1, "--gamma-schedule cosine: the final gamma as a share of --r1-gamma, in [0, 1]"
+    )
+    beta2_schedule: str = _opt(
+        "constant",
+        "schedule of Adam's beta2: constant (--beta2), or cosine from --beta2-start at step 0 "
+        "to --beta2 at --steps (R3GAN ramps it from 0.9 to 0.99)",
+        choices=SCHEDULES,
+    )
+    beta2_start: float = _opt(0.9, "--beta2-schedule cosine: beta2 at step 0, in [0, 1)")
+    ema_kimg: float = _opt(
+        0.0,
+        "EMA half-life in thousands of images (StyleGAN2-ADA, R3GAN): each step of B images "
+        "decays the EMA by 0.5 ** (B / half-life); > 0 replaces --ema-decay and --ema-warmup "
+        "(0: off, the --ema-decay ramp)",
+    )
+    ema_rampup: float = _opt(
+        0.05,
+        "--ema-kimg: the half-life is at most this times the images trained on so far, so the "
+        "EMA follows G early in a run (0: no ramp-up)",
+    )
     seed: int = _opt(0, "seed of initialisation, data order and latents")
     threads: int = _opt(0, "torch threads (0: torch default)")
     channels_last: bool = _opt(True, "disable channels_last tensors", negate=True)
@@ -209,17 +273,40 @@ class TrainConfig:
                 raise TrainingError(
                     f"{_flag_of(name)} must be a positive number, got {getattr(self, name)}"
                 )
-        for name in ("beta1", "beta2", "ema_decay"):
+        for name in ("beta1", "beta2", "ema_decay", "beta2_start"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise TrainingError(
                     f"{_flag_of(name)} must be in [0, 1), got {getattr(self, name)}"
                 )
         self._check_mode()
+        self._check_schedules()
         for name in ("r1_gamma", "time_budget_s"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise TrainingError(
                     f"{_flag_of(name)} must be a number >= 0 (0: off), got {getattr(self, name)}"
                 )
+
+    def _check_schedules(self) -> None:
+        """The options of training/schedules.py."""
+        for name in ("lr_schedule", "gamma_schedule", "beta2_schedule"):
+            if getattr(self, name) not in SCHEDULES:
+                raise TrainingError(
+                    f"{_flag_of(name)} must be one of {', '.join(SCHEDULES)}, got "
+                    f"{getattr(self, name)!r}"
+                )
+        for name in ("lr_min_ratio", "gamma_min_ratio"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise TrainingError(f"{_flag_of(name)} must be in [0, 1], got {value!r}")
+        for name in ("ema_kimg", "ema_rampup"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise TrainingError(f"{_flag_of(name)} must be a number >= 0, got {value!r}")
+
+    @property
+    def ema_on(self) -> bool:
+        """Whether the run keeps an EMA copy of G (--ema-decay > 0 or --ema-kimg > 0)."""
+        return self.ema_decay > 0 or self.ema_kimg > 0
 
     def _check_mode(self) -> None:
         """The options of --mode ae and --mode ebm."""
@@ -299,6 +386,13 @@ _MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "g_width": {"help": "channels of G's last hidden block; earlier blocks double it"},
     "d_width": {"help": "channels of D's first block; later blocks double it"},
     "arch": {"help": "network family (gan/models.py)", "choices": ARCHITECTURES},
+    "blocks_per_stage": {
+        "help": "--arch r3gan: residual blocks per resolution (fewer: a cheaper network)"
+    },
+    "expansion": {
+        "help": "--arch r3gan: a residual block's inner channels per channel (its inverted "
+        "bottleneck; 1: no expansion, a cheaper network)"
+    },
 }
 
 

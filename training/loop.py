@@ -42,10 +42,12 @@ from training.augment import AdaptiveAugment, diff_augment
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles
+from training.losses import GANLoss
 from training.objectives import objective_for
 from training.objectives.base import with_memory_format
 from training.plots import image_chw, write_loss_curve
 from training.runtime import Batches, configure_torch, resolve_device, resolve_precision
+from training.schedules import beta2_at, ema_decay_at, gamma_at, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -285,9 +287,7 @@ class Trainer:
         self.train_networks: dict[str, nn.Module] = dict(self.networks)
         self.world_size = 1  # processes training together; the global batch is batch_size x this
         self.is_main = True  # only the main process writes the run folder
-        self.g_ema = (
-            copy.deepcopy(self.g).eval() if "g" in self.networks and cfg.ema_decay > 0 else None
-        )
+        self.g_ema = copy.deepcopy(self.g).eval() if "g" in self.networks and cfg.ema_on else None
         for p in self.g_ema.parameters() if self.g_ema is not None else []:
             p.requires_grad_(False)
         labels = data.labels if self.mc.conditional else None
@@ -309,6 +309,12 @@ class Trainer:
         self.data_source: dict[str, Any] = {}
         self.tb: Any = None  # TensorBoard SummaryWriter while fit() runs with --tensorboard
         self.objective.setup()
+        # The learning rates the objective set up (per optimiser, per parameter group): what
+        # --lr-schedule's factor multiplies; a resumed run's optimisers then load later ones.
+        self.base_lrs: dict[str, list[float]] = {
+            name: [float(group["lr"]) for group in opt.param_groups]
+            for name, opt in self.objective.optimisers.items()
+        }
 
     @property
     def g(self) -> nn.Module:
@@ -416,20 +422,46 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def train_step(self) -> dict[str, float]:
-        """One iteration of the objective, then the EMA step of G; the statistics."""
+        """The schedules' values for this step, one iteration of the objective, then the EMA
+        step of G; the statistics."""
+        scheduled = self.apply_schedules()
         stats = self.objective.step()
         self.update_ema()
         self.step += 1
-        return check_finite(stats, self.step, self.objective.hint)
+        return check_finite({**stats, **scheduled}, self.step, self.objective.hint)
+
+    def apply_schedules(self) -> dict[str, float]:
+        """Set the learning rates, beta2 and gamma of step ``self.step`` (training/schedules.py)
+        where their schedule is not constant; what was set, for the log. The optimisers'
+        first learning rates (``base_lrs``) are what the factor multiplies. Nothing is touched
+        with constant schedules, so such runs train exactly as before the schedules existed."""
+        cfg, t = self.cfg, self.step
+        values: dict[str, float] = {}
+        if cfg.lr_schedule != "constant":
+            factor = lr_factor(cfg, t)
+            for name, opt in self.objective.optimisers.items():
+                for group, base in zip(opt.param_groups, self.base_lrs[name], strict=True):
+                    group["lr"] = base * factor
+            values["lr_factor"] = factor
+        if cfg.beta2_schedule != "constant":
+            beta2 = beta2_at(cfg, t)
+            for opt in self.objective.optimisers.values():
+                for group in opt.param_groups:
+                    group["betas"] = (group["betas"][0], beta2)
+            values["beta2"] = beta2
+        loss = getattr(self.objective, "loss", None)  # a GAN's (training/losses.py)
+        if cfg.gamma_schedule != "constant" and isinstance(loss, GANLoss):
+            loss.r1_gamma = gamma_at(cfg, t)
+            values["gamma"] = loss.r1_gamma
+        return values
 
     def update_ema(self) -> None:
         """One EMA step of G after its update at step t: decay min(ema_decay, (1 + t) /
-        (ema_warmup + t)), the ramp of config.py (a constant decay with --ema-warmup 0)."""
+        (ema_warmup + t)), the ramp of config.py (a constant decay with --ema-warmup 0), or with
+        --ema-kimg the half-life in images (training/schedules.py), the global batch per step."""
         if self.g_ema is not None:
-            t, cfg = self.step, self.cfg
-            ema_update(
-                self.g_ema, self.g, min(cfg.ema_decay, (1.0 + t) / max(1, cfg.ema_warmup + t))
-            )
+            batch = self.cfg.batch_size * self.world_size
+            ema_update(self.g_ema, self.g, ema_decay_at(self.cfg, self.step, batch))
 
     # ---- export, evaluation, checkpoints ----------------------------------------------------
 
@@ -611,6 +643,16 @@ class Trainer:
         reference = reference_line(self.mc.resolution, self.mc.channels, rate)
         if reference is not None:
             lines.append(reference)
+        scheduled = [
+            _flag_name(name)
+            for name in ("lr_schedule", "gamma_schedule", "beta2_schedule")
+            if getattr(self.cfg, name) != "constant"
+        ]
+        if scheduled and budget > 0 and expected < steps_left:
+            lines.append(
+                f"{', '.join(scheduled)} run to --steps {self.cfg.steps}, past what the budget "
+                f"holds: give --steps {probe.start_step + expected} for them to end with it"
+            )
         if auto:
             every = {name: self.cadence[name] for name in auto}
             lines.append(

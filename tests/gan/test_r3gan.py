@@ -6,12 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan.models import SUPPORTED_CHANNELS, SUPPORTED_RESOLUTIONS, ModelConfig, build_models
+from gan.models import (
+    SUPPORTED_CHANNELS,
+    SUPPORTED_RESOLUTIONS,
+    ConfigError,
+    ModelConfig,
+    build_models,
+)
 from gan.r3gan import R3Discriminator, R3Generator, ResidualBlock
 from training.losses import build_loss, gradient_penalty
 
 
-def _cfg(resolution: int = 28, channels: int = 1, num_classes: int = 0) -> ModelConfig:
+def _cfg(resolution: int = 28, channels: int = 1, num_classes: int = 0, **kw: int) -> ModelConfig:
     return ModelConfig(
         resolution=resolution,
         channels=channels,
@@ -20,6 +26,7 @@ def _cfg(resolution: int = 28, channels: int = 1, num_classes: int = 0) -> Model
         d_width=16,
         arch="r3gan",
         num_classes=num_classes,
+        **kw,
     )
 
 
@@ -45,6 +52,70 @@ def test_shapes_and_gradients_at_every_size(
     # no normalisation layer anywhere
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in g.modules())
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules())
+
+
+@pytest.mark.parametrize("resolution", SUPPORTED_RESOLUTIONS)
+@pytest.mark.parametrize("channels", SUPPORTED_CHANNELS)
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_the_small_network_shapes_and_gradients_at_every_size(
+    resolution: int, channels: int, num_classes: int
+) -> None:
+    """--recipe r3gan-small's networks (width 32, one block per stage, no expansion), with R1
+    on D and G trained through D as rpgan does."""
+    cfg = _cfg(resolution, channels, num_classes, blocks_per_stage=1, expansion=1)
+    cfg = ModelConfig.from_dict({**cfg.to_dict(), "g_width": 32, "d_width": 32})
+    g, d = build_models(cfg, seed=0)
+    for net in (g, d):
+        blocks = [m for m in net.modules() if isinstance(m, ResidualBlock)]
+        assert len(blocks) == cfg.num_upsamples + 1  # one per stage
+        assert all(b.expand.out_channels == b.expand.in_channels for b in blocks)
+    z = torch.randn(4, cfg.z_dim)
+    y = torch.tensor([0, 1, 2, 0]) if num_classes else None
+    x = g(z, y)
+    assert x.shape == (4, channels, resolution, resolution)
+    assert d(x, y).shape == (4,)
+    loss = build_loss("rpgan", r1_gamma=0.1, r1_every=1)
+    real = torch.rand(4, channels, resolution, resolution) * 2 - 1
+    d_loss, stats = loss.d_objective(d, real, x.detach(), 0, y, y)
+    d_loss.backward()
+    assert stats["r1"] >= 0 and stats["r2"] >= 0
+    loss.g_objective(d, x, y, real, y).backward()
+    for net in (g, d):
+        grads = [p.grad for p in net.parameters()]
+        assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+
+def test_blocks_and_expansion_are_r3gan_knobs_that_old_configs_leave_as_they_were() -> None:
+    default = _cfg(32, 3)
+    assert (default.blocks_per_stage, default.expansion) == (2, 2)
+    # configs written before the knobs lack them, and are written without them
+    assert "blocks_per_stage" not in default.to_dict() and "expansion" not in default.to_dict()
+    assert ModelConfig.from_dict(default.to_dict()) == default
+    g, d = build_models(default, seed=0)
+    blocks = [m for m in d.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 2 * 4 and blocks[0].expand.out_channels == 2 * 16
+    # the default network is the one of before the knobs: the same tensors and initial weights
+    # (measured on the code before them, seed 0, conditional on 3 classes)
+    g, d = build_models(_cfg(32, 3, 3), seed=0)
+    for net, tensors, numel, abs_sum in (
+        (g, 59, 111891, 8750.370385847946),
+        (d, 61, 95649, 5678.214731002935),
+    ):
+        sd = net.state_dict()
+        assert (len(sd), sum(v.numel() for v in sd.values())) == (tensors, numel)
+        assert float(sum(v.double().abs().sum() for v in sd.values())) == pytest.approx(
+            abs_sum, rel=1e-6
+        )
+    small = _cfg(32, 3, blocks_per_stage=1, expansion=1)
+    assert small.to_dict()["blocks_per_stage"] == 1 and small.to_dict()["expansion"] == 1
+    assert ModelConfig.from_dict(small.to_dict()) == small
+    assert sum(p.numel() for p in build_models(small)[1].parameters()) < sum(
+        p.numel() for p in build_models(default)[1].parameters()
+    )
+    with pytest.raises(ConfigError, match="blocks_per_stage applies to arch 'r3gan' only"):
+        ModelConfig(arch="dcgan", blocks_per_stage=1)
+    with pytest.raises(ConfigError, match="expansion must be an integer"):
+        _cfg(expansion=0)
 
 
 def test_blocks_start_as_the_identity_and_outputs_stay_small() -> None:
