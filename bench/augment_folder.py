@@ -144,6 +144,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "diff-r1": {"recipe": "dcgan", "augment": "diff", "r1_gamma": 1.0},
     "diff-noema": {"recipe": "dcgan", "augment": "diff", "ema_decay": 0.0},
     "rpgan-diff": {"recipe": "dcgan", "augment": "diff", "loss": "rpgan", "r1_gamma": 1.0},
+    "diff-w32": {"recipe": "dcgan", "augment": "diff", "g_width": 32, "d_width": 32},
+    "cond-diff-w32": {
+        "recipe": "dcgan",
+        "augment": "diff",
+        "conditional": True,
+        "g_width": 32,
+        "d_width": 32,
+    },
+    "r3gan-small-diff": {"recipe": "r3gan-small", "augment": "diff"},
+    "r3gan-small-ada": {"recipe": "r3gan-small", "augment": "ada"},
 }
 
 
