@@ -326,7 +326,7 @@ def scatter(
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     x, y = real["classifier"]["fid"], real["anyfeatures"]["fid"]
     ax.scatter([x], [y], color="tab:green", marker="*", s=140, zorder=3)
-    ax.annotate("real vs real", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.annotate("real vs real", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FID, MNIST classifier features (gan-eval)")
