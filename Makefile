@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev serve sample test lint typecheck bench-train bench-augment bench-stacked bench-serve bench-serve-variants bench-peers bench-d-guided bench-three-ways bench-ddp docker-test docker-lb-test clean
+.PHONY: install install-dev serve sample test lint typecheck bench-train bench-augment bench-stacked bench-serve bench-serve-variants bench-peers bench-d-guided bench-three-ways bench-agreement bench-ddp docker-test docker-lb-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-augment: install-dev
 ## bench-stacked: Stacked MNIST mode coverage (1,000 modes; dcgan and slow, 15 min each)
 bench-stacked: install-dev
 	$(BIN)/python bench/stacked_mnist.py
+
+## bench-agreement: does the folder feature space rank MNIST runs as the classifier does? (~10 min)
+bench-agreement: install-dev
+	$(BIN)/python bench/feature_agreement.py
 
 bench-serve: install-dev
 	$(BIN)/python bench/serve_load.py

@@ -8,7 +8,8 @@ compare (Naeem et al. 2020 found randomly initialised embeddings usable for fide
 diversity metrics), cost nothing to obtain, and are the same on every machine for every user.
 Trustworthy enough only if validated: ``tests/training/metrics/test_anyfeatures.py`` checks, on
 held-out real images, that blur, noise and a dropped class each rank monotonically worse, and
-``bench/`` compares its ranking of runs with the MNIST classifier's.
+``bench/feature_agreement.py`` compares its ranking of MNIST runs with the MNIST
+classifier's.
 
 Images of any size and channel count are resized to 32x32 (bilinear, antialiased) and gray is
 replicated to RGB; the features of an image are the spatial means and standard deviations of
