@@ -152,6 +152,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "g_width": 32,
         "d_width": 32,
     },
+    "cond-ada-w32": {
+        "recipe": "dcgan",
+        "augment": "ada",
+        "conditional": True,
+        "g_width": 32,
+        "d_width": 32,
+    },
+    "cond-diff-w16": {
+        "recipe": "dcgan",
+        "augment": "diff",
+        "conditional": True,
+        "g_width": 16,
+        "d_width": 16,
+    },
     "r3gan-small-diff": {"recipe": "r3gan-small", "augment": "diff"},
     "r3gan-small-ada": {"recipe": "r3gan-small", "augment": "ada"},
 }

@@ -565,6 +565,13 @@ class InfoResponse(BaseModel):
         "was fitted on), needed by the drs and mh methods and by /score's "
         "calibrated_probability; null when the checkpoint has none.",
     )
+    refit: dict[str, Any] | None = Field(
+        default=None,
+        description="When D was refit after training with G frozen (gan-calibrate --refit; "
+        "docs/d-guided.md): its steps, learning rate and batch, the source checkpoint's model "
+        "id, and D's held-out logistic loss before and after (lower: a better density-ratio "
+        "estimate for drs and mh); null for a D as training left it.",
+    )
     limits: dict[str, Any]
     preprocessing: dict[str, Any]
     project: dict[str, Any] | None = Field(

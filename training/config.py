@@ -76,6 +76,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "expansion": 1,
     },
 }
+#: Defaults of a new run on an image folder (``--data folder``) with fewer training images than
+#: FOLDER_DEFAULTS_MAX_IMAGES, for every option neither given on the command line nor set by the
+#: run's recipe: what measured best on small folders at equal CPU time (docs/training.md,
+#: "Small folders"; bench/augment_folder.py). gan-train says which it applied.
+FOLDER_DEFAULTS: dict[str, Any] = {"augment": "diff"}
+FOLDER_DEFAULTS_MAX_IMAGES = 10_000
 #: ``--augment``: none, DiffAugment or ADA (a bare ``--augment`` is diff, as it always was).
 AUGMENTS = ("none", "diff", "ada")
 
@@ -453,6 +459,26 @@ def option_names(names: list[str]) -> str:
     """Field names as the command-line options a user typed, for messages."""
     meta = {f.name: dict(f.metadata) for f in fields(TrainConfig)}
     return ", ".join(_flag(n, meta.get(n, {})) for n in names)
+
+
+def folder_defaults(
+    cfg: TrainConfig, given: set[str], images: int
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """``cfg`` with :data:`FOLDER_DEFAULTS` applied to the options not in ``given`` (the ones
+    typed) nor set by ``cfg.recipe``, when the folder holds fewer than
+    :data:`FOLDER_DEFAULTS_MAX_IMAGES` training images; and the options it changed."""
+    if cfg.mode != "gan" or images >= FOLDER_DEFAULTS_MAX_IMAGES:  # augmentation is a GAN's
+        return cfg, {}
+    model_names = {f.name for f in fields(ModelConfig)}
+    taken = given | set(RECIPES.get(cfg.recipe, {}))
+    changed: dict[str, Any] = {}
+    for key, value in FOLDER_DEFAULTS.items():
+        current = getattr(cfg.model if key in model_names else cfg, key)
+        if key not in taken and current != value:
+            changed[key] = value
+    if not changed:
+        return cfg, {}
+    return config_from_options(changed, base=cfg), changed
 
 
 def config_from_options(options: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:

@@ -106,6 +106,7 @@ async def info(settings: SettingsDep, request: Request, model: str | None = None
         if rs is None
         else PercentileReference(num_images=rs.num_images, source=rs.source, levels=len(rs.levels)),
         calibration=None if calibration is None else calibration.summary(),
+        refit=None if cfg.refit is None else cfg.refit.raw,
         limits={
             "max_images": settings.max_images,
             "max_body_bytes": settings.max_body_bytes,

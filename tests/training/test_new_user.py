@@ -165,3 +165,59 @@ def test_gan_train_quotes_the_nearest_measured_run() -> None:
     assert folder is not None and "discs and squares" in folder and "not yet usable" in folder
     assert reference_line(128, 3, rate=5.0) is None  # nothing measured near 128 px
     assert all(r.steps > 0 for r in REFERENCE_RUNS)
+
+
+def _run_config(run: Path) -> dict[str, object]:
+    config: dict[str, object] = json.loads((run / "run.json").read_text())["train_config"]
+    return config
+
+
+def _config_value(config: dict[str, object], key: str) -> object:
+    model = config["model"]
+    assert isinstance(model, dict)
+    return model[key] if key in model else config[key]
+
+
+def test_a_small_folder_gets_the_folder_defaults_for_options_not_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.config import FOLDER_DEFAULTS
+
+    images = _folder(tmp_path / "imgs")
+    base = ["--data", "folder", "--data-dir", str(images), "--steps", "2", *_common(tmp_path)]
+    # TINY gives the widths; the rest of FOLDER_DEFAULTS is left to the folder defaults.
+    given = {"g_width", "d_width", "z_dim", "batch_size"}
+    assert train_main([*base, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    config = _run_config(tmp_path / "a")
+    for key, value in FOLDER_DEFAULTS.items():
+        if key not in given:
+            assert _config_value(config, key) == value, key
+    assert config["augment"] == "diff"
+    assert "folder defaults (under 10,000 images, for options not given): --augment diff" in out
+    # An option given explicitly wins, and the line names only what was applied.
+    assert train_main([*base, "--augment", "none", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert _run_config(tmp_path / "b")["augment"] == "none"
+    assert "--augment diff" not in out
+
+
+def test_folder_defaults_leave_large_folders_other_modes_and_recipes_alone() -> None:
+    from training.config import (
+        FOLDER_DEFAULTS,
+        FOLDER_DEFAULTS_MAX_IMAGES,
+        RECIPES,
+        config_from_options,
+        folder_defaults,
+    )
+
+    cfg = config_from_options({})
+    small, applied = folder_defaults(cfg, set(), FOLDER_DEFAULTS_MAX_IMAGES - 1)
+    assert applied == {k: v for k, v in FOLDER_DEFAULTS.items()} and small.augment == "diff"
+    assert folder_defaults(cfg, set(), FOLDER_DEFAULTS_MAX_IMAGES) == (cfg, {})
+    assert folder_defaults(cfg, set(FOLDER_DEFAULTS), 100) == (cfg, {})
+    vae = config_from_options({"mode": "vae"})
+    assert folder_defaults(vae, set(), 100) == (vae, {})  # augmentation is a GAN's
+    r3 = config_from_options({"recipe": "r3gan-small"})
+    _, applied = folder_defaults(r3, set(), 100)
+    assert not set(applied) & set(RECIPES["r3gan-small"])  # the recipe's own values stay

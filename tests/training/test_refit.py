@@ -102,6 +102,17 @@ def test_refit_writes_a_new_calibrated_checkpoint_with_the_same_g(
 
     result = sample(Models.of(new), parse_options("drs", {"keep": 0.5}), seed=0, n=4)
     assert result.images.shape == (4, 1, 28, 28)
+    # ... and the service says how its D was refit; the source's /info says it was not.
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    for path, refit in ((out, record.raw), (source, None)):
+        with TestClient(create_app(Settings(checkpoint=path))) as client:
+            info = client.get("/info").json()
+        assert info["refit"] == refit
+    assert info["calibration"] is None
 
 
 def test_refit_progress_is_shown_unless_quiet(

@@ -284,8 +284,9 @@ def train(argv: list[str] | None = None) -> int:
     if penv is not None:
         init_process_group(penv, plan.cfg.device)
     data, held = load_data(args, plan, penv, progress and main)
+    applied = apply_folder_defaults(args, plan, data)
     if main:
-        for line in data_summary(plan.cfg, plan.source, data, held):
+        for line in data_summary(plan.cfg, plan.source, data, held, applied):
             print(line)
     trainer = build_trainer(args, plan, penv, data, held, progress)
     last = run_training(trainer, plan, penv)
@@ -296,11 +297,29 @@ def train(argv: list[str] | None = None) -> int:
     return 0
 
 
+def apply_folder_defaults(
+    args: argparse.Namespace, plan: RunPlan, data: ImageData
+) -> dict[str, Any]:
+    """A new run on a small image folder takes training/config.py's FOLDER_DEFAULTS for the
+    options not given (``plan.cfg`` is replaced); the options changed, by field name."""
+    from training.config import folder_defaults, given_options
+
+    if plan.resume_from is not None or plan.source["data"] != "folder":
+        return {}
+    plan.cfg, applied = folder_defaults(plan.cfg, set(given_options(args)), len(data))
+    return applied
+
+
 def data_summary(
-    cfg: TrainConfig, source: dict[str, Any], data: ImageData, held: ImageData
+    cfg: TrainConfig,
+    source: dict[str, Any],
+    data: ImageData,
+    held: ImageData,
+    applied: dict[str, Any] | None = None,
 ) -> list[str]:
     """gan-train's lines on the data at start: images, size, channels, classes and their
-    balance, held-out images, augmentation; for a folder, where to read how long it takes."""
+    balance, held-out images, augmentation, the folder defaults applied; for a folder, where
+    to read how long it takes."""
     where = (
         source["data"] if source["data_dir"] is None else f"{source['data']} {source['data_dir']}"
     )
@@ -322,6 +341,15 @@ def data_summary(
         f"{cfg.model.channels} channel(s), {classes}; {len(held)} held out; "
         f"augment {cfg.augment}"
     ]
+    if applied:
+        from training.config import FOLDER_DEFAULTS_MAX_IMAGES, option_names
+
+        given = " ".join(f"{option_names([k])} {v}" for k, v in applied.items())
+        lines.append(
+            f"folder defaults (under {FOLDER_DEFAULTS_MAX_IMAGES:,} images, for options not "
+            f"given): {given}; measured best on small folders (docs/training.md, 'Small "
+            "folders'); give an option to choose otherwise"
+        )
     if source["data"] == "folder":
         lines.append(
             "a folder takes time: 240 s of CPU training on 380 32 px images still drew few "
