@@ -80,7 +80,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: FOLDER_DEFAULTS_MAX_IMAGES, for every option neither given on the command line nor set by the
 #: run's recipe: what measured best on small folders at equal CPU time (docs/training.md,
 #: "Small folders"; bench/augment_folder.py). gan-train says which it applied.
-FOLDER_DEFAULTS: dict[str, Any] = {"augment": "diff"}
+FOLDER_DEFAULTS: dict[str, Any] = {"augment": "diff", "g_width": 32, "d_width": 32}
 FOLDER_DEFAULTS_MAX_IMAGES = 10_000
 #: ``--augment``: none, DiffAugment or ADA (a bare ``--augment`` is diff, as it always was).
 AUGMENTS = ("none", "diff", "ada")

@@ -24,12 +24,14 @@ import numpy as np
 
 from gan import preprocess
 from gan.models import SUPPORTED_CHANNELS, SUPPORTED_RESOLUTIONS
+from training.config import FOLDER_DEFAULTS_MAX_IMAGES
 from training.folder import IMAGE_EXTENSIONS, folder_classes, scan_folder
 from training.imagedata import DataError
 
 #: Below this many images, ``--augment`` (augmentation of real and fake images before D) is
-#: what keeps D from memorising the set (Karras et al. 2020 see it matter below ~10k images).
-SMALL_FOLDER = 10_000
+#: what keeps D from memorising the set (Karras et al. 2020 see it matter below ~10k images),
+#: and gan-train applies its folder defaults (training/config.py).
+SMALL_FOLDER = FOLDER_DEFAULTS_MAX_IMAGES
 #: Most images drawn on the contact sheet.
 SHEET_MAX = 64
 #: Files named per problem in the text report (the JSON report lists them all).
@@ -220,8 +222,8 @@ def _notes(report: FolderReport) -> list[str]:
         return notes
     if report.readable < SMALL_FOLDER:
         notes.append(
-            f"{report.readable} images is a small set for a GAN: train with --augment so that "
-            "D does not memorise it"
+            f"{report.readable} images is a small set for a GAN: gan-train augments it "
+            "(--augment diff, one of its folder defaults) so that D does not memorise it"
         )
     if report.min_side is not None and report.min_side < report.resolution:
         notes.append(
