@@ -162,7 +162,8 @@ def test_gan_train_quotes_the_nearest_measured_run() -> None:
     assert mnist is not None and "MNIST" in mnist and "6,000 steps" in mnist
     assert "~10 min at this rate" in mnist  # 6,000 steps at 10 it/s
     folder = reference_line(32, 3, rate=5.0)
-    assert folder is not None and "discs and squares" in folder and "not yet usable" in folder
+    assert folder is not None and "discs and squares" in folder and "29 % cleanly drawn" in folder
+    assert "the folder defaults" in folder and "4,124 steps (~14 min at this rate" in folder
     assert reference_line(128, 3, rate=5.0) is None  # nothing measured near 128 px
     assert all(r.steps > 0 for r in REFERENCE_RUNS)
 
