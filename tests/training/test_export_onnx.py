@@ -195,7 +195,12 @@ def test_generator_adapter_runs_class_mixes_through_torch(
             onnx_only(z, mix)
         mixed = OnnxGenerator(graphs["generator"], 1, fallback=ck.generator)(z, mix)
     assert float((mixed - expected).abs().max()) <= TOLERANCE
-    assert torch.equal(mixed[[2, 4]], expected[[2, 4]])  # the mixes are torch's own
+    # The mixes are torch's own: bit for bit what the torch generator gives those rows (as a
+    # batch of their own: a batch's size may change the last bits of a CPU convolution).
+    rows = [2, 4]
+    with torch.inference_mode():
+        torch_rows = ck.generator(z[rows], ClassMix(mix.a[rows], mix.b[rows], mix.t[rows]))
+    assert torch.equal(mixed[rows], torch_rows)
 
 
 # --------------------------------------------------------------------------------------------
