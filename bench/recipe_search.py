@@ -23,7 +23,7 @@ from interleave import train_interleaved  # bench/interleave.py (run as a script
 
 from gan.io import save_grid
 from gan.sampling import sample
-from training.config import TrainConfig
+from training.config import config_from_options
 from training.data import load_training_data
 from training.loop import Trainer
 from training.metrics.evaluator import Evaluator
@@ -56,6 +56,14 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         {"conditional": True, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.99},
     ),
     "cond-b128": ("+ conditional, batch 128", {**OLD, "conditional": True, "batch_size": 128}),
+    "cond-w32": (
+        "today's default, conditional, widths 32 (the folder defaults' widths)",
+        {"conditional": True, "g_width": 32, "d_width": 32},
+    ),
+    "cond-r3gan-small": (
+        "--recipe r3gan-small, conditional (R3GAN sized for a CPU)",
+        {"recipe": "r3gan-small", "conditional": True},
+    ),
 }
 REPORT = ("fid", "kid", "precision", "recall", "coverage_entropy", "label_accuracy")
 
@@ -78,7 +86,8 @@ def main() -> None:
     data, held = load_training_data("mnist", args.data_dir, 28, 1, seed=args.seed, progress=False)
     trainers: dict[str, Trainer] = {}
     for name in names:
-        cfg = TrainConfig(seed=args.seed, steps=10**9, log_every=10**9, **CANDIDATES[name][1])
+        options = {"seed": args.seed, "steps": 10**9, "log_every": 10**9}
+        cfg = config_from_options({**options, **CANDIDATES[name][1]})
         trainers[name] = Trainer(cfg, data, args.out / name, heldout=held, progress=False)
         trainers[name].out.mkdir(parents=True, exist_ok=True)
     print(
