@@ -43,7 +43,7 @@ from gan.errors import UserError
 from gan.io import write_json_atomic
 from gan.samplers import calibration_missing, parse_options
 from gan.samplers.dispatch import Models, sample
-from training.data import ImageData, load_dataset
+from training.data import ImageData, load_training_data
 from training.metrics.anyfeatures import NAME as RANDOM_CNN_NAME
 from training.metrics.anyfeatures import RandomFeatures
 from training.metrics.classifier import ClassifierArch, load_classifier, train_classifier
@@ -360,16 +360,8 @@ def run(args: argparse.Namespace) -> int:
     if source.config.dataset_name != "mnist":
         raise UserError(f"{args.checkpoint} was not trained on MNIST: this benchmark is MNIST's")
     progress = not args.quiet
-    test = load_dataset(
-        "mnist", args.data_dir, resolution=mc.resolution, channels=mc.channels, split="test"
-    )
-    train = load_dataset(
-        "mnist",
-        args.data_dir,
-        resolution=mc.resolution,
-        channels=mc.channels,
-        split="train",
-        progress=progress,
+    train, test = load_training_data(
+        "mnist", args.data_dir, mc.resolution, mc.channels, progress=progress
     )
     refit_path = refit_copy(args, source, train, test)
     refit = load_checkpoint(refit_path)

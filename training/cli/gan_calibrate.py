@@ -178,27 +178,20 @@ def calibrate(argv: list[str] | None = None) -> int:
                 f"{args.checkpoint} was trained on {trained_on!r}; MNIST's test set is no "
                 "held-out data of it: use --data folder --data-dir DIR"
             )
-        held = load_dataset(
-            "mnist",
-            args.data_dir,
-            resolution=mc.resolution,
-            channels=mc.channels,
-            split="test",
-            progress=progress,
-        )
-        source = "MNIST test set (never trained on)"
-        train = (
-            load_dataset(
+
+        def mnist(split: str) -> ImageData:
+            return load_dataset(
                 "mnist",
                 args.data_dir,
                 resolution=mc.resolution,
                 channels=mc.channels,
-                split="train",
+                split=split,
                 progress=progress,
             )
-            if refit
-            else None
-        )
+
+        held = mnist("test")
+        source = "MNIST test set (never trained on)"
+        train = mnist("train") if refit else None
         train_source = "MNIST train set"
     else:
         if args.data_dir is None:
