@@ -386,6 +386,28 @@ def fit_calibration(
     return entry
 
 
+def reals_and_fakes(
+    generator: nn.Module,
+    mc: ModelConfig,
+    num_real: int,
+    num: int,
+    seed: int,
+    chunk: int = 500,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What D is scored on when calibrating (and by gan-calibrate --refit's held-out loss): the
+    sorted indices of at most ``num`` of ``num_real`` real images (a subset seeded by ``seed``),
+    and ``num`` fresh samples of G with image seeds ``seed ..`` and their classes (``seed_i mod
+    K``; None for an unconditional model)."""
+    from gan.latents import image_seeds
+    from gan.sampling import class_labels, sample
+
+    gen = torch.Generator().manual_seed(seed % 2**63)
+    count = min(num, num_real)
+    idx = torch.randperm(num_real, generator=gen)[:count].sort().values
+    fakes = sample(generator, mc.z_dim, seed=seed, n=num, num_classes=mc.num_classes, chunk=chunk)
+    return idx, fakes, class_labels(image_seeds(seed, num), mc.num_classes)
+
+
 def calibrate_models(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -401,8 +423,6 @@ def calibrate_models(
     """Score ``num`` held-out reals (at most; a seeded subset) and ``num`` fresh samples of G
     (image seeds ``seed ..``, classes ``seed_i mod K``) with D, and fit the calibration."""
     from gan.checkpoint import CheckpointError
-    from gan.latents import image_seeds
-    from gan.sampling import class_labels, sample
 
     mc = model_config
     shape = (mc.channels, mc.resolution, mc.resolution)
@@ -417,13 +437,9 @@ def calibrate_models(
         )
     if num < MIN_CALIBRATION_IMAGES:
         raise CheckpointError(f"calibrate with at least {MIN_CALIBRATION_IMAGES} images, got {num}")
-    gen = torch.Generator().manual_seed(seed % 2**63)
-    count = min(num, int(real.shape[0]))
-    idx = torch.randperm(int(real.shape[0]), generator=gen)[:count].sort().values
+    idx, fakes, y_fake = reals_and_fakes(generator, mc, int(real.shape[0]), num, seed, chunk)
     y_real = None if real_labels is None or not mc.conditional else real_labels[idx].long()
     real_logits = score(discriminator, real[idx], y_real, chunk=chunk)
-    fakes = sample(generator, mc.z_dim, seed=seed, n=num, num_classes=mc.num_classes, chunk=chunk)
-    y_fake = class_labels(image_seeds(seed, num), mc.num_classes)
     fake_logits = score(discriminator, fakes, y_fake, chunk=chunk)
     return fit_calibration(
         real_logits.double().numpy(),

@@ -36,7 +36,7 @@ from gan.checkpoint import load_checkpoint, save_with_discriminator
 from gan.errors import UserError
 from gan.latents import image_seeds
 from gan.models import ModelConfig, to_model_range
-from gan.sampling import class_labels, latents, sample, score
+from gan.sampling import class_labels, latents, score
 
 #: Fresh samples of G that D is refit on use the image seeds REFIT_SEED, REFIT_SEED + 1, ...
 #: (batch ``k`` the next ``batch`` of them): far from gan-eval's and the benchmarks' seeds
@@ -118,16 +118,10 @@ def heldout_set(
     seeds ``seed ..``)."""
     _check_images(mc, images, "held-out real images")
     y = _labels_for(mc, labels, "held-out real images")
-    count = min(num, int(images.shape[0]))
-    gen = torch.Generator().manual_seed(seed % 2**63)
-    idx = torch.randperm(int(images.shape[0]), generator=gen)[:count].sort().values
-    fakes = sample(generator, mc.z_dim, seed=seed, n=num, num_classes=mc.num_classes)
-    return HeldOutSet(
-        images[idx],
-        None if y is None else y[idx],
-        fakes,
-        class_labels(image_seeds(seed, num), mc.num_classes),
-    )
+    from training.export import reals_and_fakes
+
+    idx, fakes, fake_labels = reals_and_fakes(generator, mc, int(images.shape[0]), num, seed)
+    return HeldOutSet(images[idx], None if y is None else y[idx], fakes, fake_labels)
 
 
 def heldout_bce(discriminator: nn.Module, held: HeldOutSet) -> float:
