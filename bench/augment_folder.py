@@ -125,6 +125,7 @@ def read_all(images: torch.Tensor, asked: list[int] | None = None) -> dict[str, 
 #: name -> training options over the defaults: the same folder and seconds for each.
 #: ``slow-*``: Adam 2e-4 (0.5, 0.999), the recipe before the MNIST search (docs/training.md).
 _SLOW = {"lr_g": 2e-4, "lr_d": 2e-4, "beta2": 0.999}
+_W16 = {"recipe": "dcgan", "augment": "diff", "conditional": True, "g_width": 16, "d_width": 16}
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"recipe": "dcgan", "augment": "none"},
     "diff": {"recipe": "dcgan", "augment": "diff"},
@@ -167,6 +168,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "d_width": 16,
     },
     "r3gan-small-diff": {"recipe": "r3gan-small", "augment": "diff"},
+    # Optimiser and EMA candidates around the best of the 300 s run (conditional, widths 16).
+    "w16-lr1e3": {**_W16, "lr_g": 1e-3, "lr_d": 1e-3},
+    "w16-b32": {**_W16, "batch_size": 32},
+    "w16-noema": {**_W16, "ema_decay": 0.0},
+    "w16-ema-hl": {**_W16, "ema_kimg": 10.0},
+    "w16-r1": {**_W16, "r1_gamma": 0.1},
+    "w16-beta0": {**_W16, "beta1": 0.0},
     "r3gan-small-ada": {"recipe": "r3gan-small", "augment": "ada"},
 }
 

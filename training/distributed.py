@@ -37,6 +37,7 @@ CUDA, one GPU per process) and trains a :class:`DistributedTrainer`:
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -112,9 +113,16 @@ def init_process_group(penv: ProcessEnv, device_name: str) -> torch.device:
     return device
 
 
-def shutdown() -> None:
-    """Leave the process group (if this process joined one)."""
+def shutdown(*, wait: bool = False) -> None:
+    """Leave the process group (if this process joined one). ``wait``: first wait at a barrier
+    until every process is here (the normal end of a run; not after an error, where another
+    process may never arrive). Objects that still hold the group (DDP's reducer, pending gloo
+    work) are collected first: one that outlives the group and dies at interpreter exit can
+    abort the process (SIGABRT, "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -42,7 +42,7 @@ from tests.conftest import ROOT
 from training.cli import train_main
 from training.config import TrainConfig
 from training.data import ImageData
-from training.distributed import DistributedTrainer, free_port
+from training.distributed import DistributedTrainer, free_port, shutdown
 from training.loop import Trainer, resume_trainer
 
 pytestmark = pytest.mark.slow
@@ -139,11 +139,13 @@ def _worker(rank: int, world: int, port: int, tmp: str, jobs: list[str]) -> None
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    finished = False
     try:
         for job in jobs:
             JOBS[job](rank, Path(tmp))
+        finished = True
     finally:
-        dist.destroy_process_group()
+        shutdown(wait=finished)
 
 
 def _train_state(run: Path) -> dict[str, Any]:

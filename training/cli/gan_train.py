@@ -294,6 +294,11 @@ def train(argv: list[str] | None = None) -> int:
         return last
     if main:  # the main process reports and exports
         export_run(args, plan, trainer, last, held)
+    if penv is not None:  # every process leaves the group together once the export is written
+        del trainer
+        from training.distributed import shutdown
+
+        shutdown(wait=True)
     return 0
 
 
