@@ -126,6 +126,7 @@ def read_all(images: torch.Tensor, asked: list[int] | None = None) -> dict[str, 
 #: ``slow-*``: Adam 2e-4 (0.5, 0.999), the recipe before the MNIST search (docs/training.md).
 _SLOW = {"lr_g": 2e-4, "lr_d": 2e-4, "beta2": 0.999}
 _W16 = {"recipe": "dcgan", "augment": "diff", "conditional": True, "g_width": 16, "d_width": 16}
+_W32 = {"recipe": "dcgan", "augment": "diff", "g_width": 32, "d_width": 32}
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {"recipe": "dcgan", "augment": "none"},
     "diff": {"recipe": "dcgan", "augment": "diff"},
@@ -175,6 +176,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "w16-ema-hl": {**_W16, "ema_kimg": 10.0},
     "w16-r1": {**_W16, "r1_gamma": 0.1},
     "w16-beta0": {**_W16, "beta1": 0.0},
+    "w16-b16": {**_W16, "batch_size": 16},
+    "w16-b32-lr3e4": {**_W16, "batch_size": 32, "lr_g": 3e-4, "lr_d": 3e-4},
+    "w32-b32": {**_W16, "g_width": 32, "d_width": 32, "batch_size": 32},
+    # The learning rate decayed (cosine to 1/4) over about what 300 s holds at widths 16.
+    "w16-cosine": {**_W16, "lr_schedule": "cosine", "steps": 7500},
+    # DiffAugment without cutout (a half-size grey square hides most of a 10..20 px shape).
+    "w16-diff-ct": {**_W16, "augment_policies": "color,translation"},
+    "w16-dw32": {**_W16, "d_width": 32},
+    # The folder defaults since 2026-12-07 (no cutout), with and without --conditional, and
+    # translation alone.
+    "diff-w32-ct": {**_W32, "augment_policies": "color,translation"},
+    "cond-diff-w32-ct": {**_W32, "conditional": True, "augment_policies": "color,translation"},
+    "diff-w32-t": {**_W32, "augment_policies": "translation"},
+    "w16-diff-t": {**_W16, "augment_policies": "translation"},
     "r3gan-small-ada": {"recipe": "r3gan-small", "augment": "ada"},
 }
 

@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r3gan-small": {"recipe": "r3gan-small"},
     # Half the widths: about 2.6x the steps per second on this CPU (bench/augment_folder.py).
     "dcgan-w32": {"recipe": "dcgan", "g_width": 32, "d_width": 32},
+    # Half the batch as well: about 1.6x the steps again (bench/augment_folder.py, 2026-12-07).
+    "dcgan-w32-b32": {"recipe": "dcgan", "g_width": 32, "d_width": 32, "batch_size": 32},
 }
 TARGETS = {"modes": 990, "kl": 0.1, "readable_vs_real": 0.85}
 

@@ -13,6 +13,9 @@ Policies, applied in this order to images in [-1, 1] ``[B, C, H, W]``:
 * ``translation``: shift by up to 1/8 of the size in x and y, filling with -1 (black);
 * ``cutout``: set a random square of half the size to 0 (mid-gray).
 
+``--augment-policies`` picks a subset (all three by default; folder runs under 10,000 images leave
+out cutout, which hides most of a small object: docs/training.md, "Small folders").
+
 Randomness comes from a ``torch.Generator`` the trainer owns and saves, so runs stay
 reproducible and resumable.
 """
@@ -62,6 +65,19 @@ def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.T
 
 
 _OPS = {"color": color, "translation": translation, "cutout": cutout}
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    """``--augment-policies``' comma-separated list -> the policies, in :data:`POLICIES`' order
+    (the order they are applied in); unknown, repeated or no names raise ``ValueError``."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICIES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(
+            f"--augment-policies takes one or more of {', '.join(POLICIES)}, comma-separated, "
+            f"each once; got {text!r}"
+        )
+    return tuple(n for n in POLICIES if n in names)
 
 
 def diff_augment(

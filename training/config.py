@@ -22,6 +22,7 @@ from gan.models import (
     ConfigError,
     ModelConfig,
 )
+from training.augment import parse_policies
 from training.losses import LOSSES
 
 
@@ -80,7 +81,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: FOLDER_DEFAULTS_MAX_IMAGES, for every option neither given on the command line nor set by the
 #: run's recipe: what measured best on small folders at equal CPU time (docs/training.md,
 #: "Small folders"; bench/augment_folder.py). gan-train says which it applied.
-FOLDER_DEFAULTS: dict[str, Any] = {"augment": "diff", "g_width": 32, "d_width": 32}
+FOLDER_DEFAULTS: dict[str, Any] = {
+    "augment": "diff",
+    "augment_policies": "color,translation",
+    "g_width": 32,
+    "d_width": 32,
+}
 FOLDER_DEFAULTS_MAX_IMAGES = 10_000
 #: ``--augment``: none, DiffAugment or ADA (a bare ``--augment`` is diff, as it always was).
 AUGMENTS = ("none", "diff", "ada")
@@ -218,6 +224,12 @@ class TrainConfig:
         choices=AUGMENTS,
         const="diff",
     )
+    augment_policies: str = _opt(
+        "color,translation,cutout",
+        "--augment diff: DiffAugment's operations, comma-separated, of color, translation, "
+        "cutout (a new run on a folder under 10,000 images leaves out cutout, which hides most "
+        "of a small object: docs/training.md)",
+    )
     device: str = _opt(
         "auto",
         "training device (auto: CUDA when present, else CPU)",
@@ -245,6 +257,10 @@ class TrainConfig:
             raise TrainingError(
                 f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"
             )
+        try:
+            parse_policies(self.augment_policies)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from exc
         if isinstance(self.model, dict):
             try:
                 self.model = ModelConfig.from_dict(self.model)

@@ -38,7 +38,7 @@ from gan.io import save_grid, write_json_atomic
 from gan.latents import image_seeds
 from gan.models import ModelConfig, to_model_range
 from gan.sampling import score
-from training.augment import AdaptiveAugment, diff_augment
+from training.augment import AdaptiveAugment, diff_augment, parse_policies
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.export import CheckpointManager, real_score_quantiles
@@ -279,6 +279,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 4)
         self.ada = AdaptiveAugment() if cfg.augment == "ada" else None
+        self.diff_policies = parse_policies(cfg.augment_policies)
         if cfg.channels_last:
             for name, net in self.networks.items():
                 self.networks[name] = with_memory_format(net, torch.channels_last)
@@ -413,7 +414,9 @@ class Trainer:
         ``x``."""
         if self.ada is not None:
             return self.ada(x, self.aug_gen)
-        return diff_augment(x, self.aug_gen) if self.cfg.augment == "diff" else x
+        if self.cfg.augment == "diff":
+            return diff_augment(x, self.aug_gen, self.diff_policies)
+        return x
 
     def autocast(self) -> AbstractContextManager[object]:
         """``--precision``'s autocast (nothing in fp32)."""

@@ -9,7 +9,7 @@ import torch
 
 from gan.checkpoint import load_checkpoint
 from gan.models import ModelConfig
-from training.augment import POLICIES, color, cutout, diff_augment, translation
+from training.augment import POLICIES, color, cutout, diff_augment, parse_policies, translation
 from training.config import TrainConfig, TrainingError
 from training.data import ImageData
 from training.loop import Trainer
@@ -37,6 +37,29 @@ def test_each_policy_does_what_it_says() -> None:
     a = diff_augment(x + 0.5, torch.Generator().manual_seed(3))
     b = diff_augment(x + 0.5, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_augment_policies_choose_the_operations(tmp_path: Path) -> None:
+    """--augment-policies: a subset, applied in the fixed order; a bad list is one clear error;
+    a config written before the option (no key) keeps all three, as it trained."""
+    assert parse_policies("translation, color") == ("color", "translation")
+    for bad in ("", "cutout,blur", "color,color"):
+        with pytest.raises(ValueError, match="--augment-policies takes"):
+            parse_policies(bad)
+    with pytest.raises(TrainingError, match="--augment-policies"):
+        TrainConfig(augment_policies="zoom")
+    old = TrainConfig().to_dict()
+    del old["augment_policies"]
+    assert TrainConfig.from_dict(old).augment_policies == "color,translation,cutout"
+    # The trainer applies exactly the chosen ones: translation alone fills with black (-1) and
+    # never cuts a mid-grey (0) square, which the full set does.
+    white = torch.ones(16, 1, 28, 28)
+    kw = {"augment": "diff", "batch_size": 8, "model": ModelConfig(z_dim=8, g_width=4, d_width=4)}
+    only = Trainer(TrainConfig(**kw, augment_policies="translation"), _data(), tmp_path / "a")
+    out = only.augment(white)
+    assert (out == -1).any() and not (out == 0).any() and set(out.unique().tolist()) <= {-1, 1}
+    full = Trainer(TrainConfig(**kw), _data(), tmp_path / "b")
+    assert (full.augment(white) == 0).any()
 
 
 def _data() -> ImageData:
