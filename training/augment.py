@@ -13,8 +13,9 @@ Policies, applied in this order to images in [-1, 1] ``[B, C, H, W]``:
 * ``translation``: shift by up to 1/8 of the size in x and y, filling with -1 (black);
 * ``cutout``: set a random square of half the size to 0 (mid-gray).
 
-``--augment-policies`` picks a subset (all three by default; folder runs under 10,000 images leave
-out cutout, which hides most of a small object: docs/training.md, "Small folders").
+``--augment-policies`` picks a subset (all three by default; a new ``--conditional`` run on a
+folder under 10,000 images leaves out cutout, which hides most of a small object:
+docs/training.md, "Small folders").
 
 Randomness comes from a ``torch.Generator`` the trainer owns and saves, so runs stay
 reproducible and resumable.

@@ -163,7 +163,7 @@ def test_gan_train_quotes_the_nearest_measured_run() -> None:
     assert "~10 min at this rate" in mnist  # 6,000 steps at 10 it/s
     folder = reference_line(32, 3, rate=5.0)
     assert folder is not None and "discs and squares" in folder and "29 % cleanly drawn" in folder
-    assert "the folder defaults" in folder and "4,124 steps (~14 min at this rate" in folder
+    assert "the folder defaults" in folder and "4,062 steps (~14 min at this rate" in folder
     assert reference_line(128, 3, rate=5.0) is None  # nothing measured near 128 px
     assert all(r.steps > 0 for r in REFERENCE_RUNS)
 
@@ -206,6 +206,7 @@ def test_a_small_folder_gets_the_folder_defaults_for_options_not_given(
 def test_folder_defaults_leave_large_folders_other_modes_and_recipes_alone() -> None:
     from training.config import (
         FOLDER_DEFAULTS,
+        FOLDER_DEFAULTS_CONDITIONAL,
         FOLDER_DEFAULTS_MAX_IMAGES,
         RECIPES,
         config_from_options,
@@ -215,6 +216,14 @@ def test_folder_defaults_leave_large_folders_other_modes_and_recipes_alone() -> 
     cfg = config_from_options({})
     small, applied = folder_defaults(cfg, set(), FOLDER_DEFAULTS_MAX_IMAGES - 1)
     assert applied == {k: v for k, v in FOLDER_DEFAULTS.items()} and small.augment == "diff"
+    assert small.augment_policies == "color,translation,cutout"  # all three, unconditional
+    cond = config_from_options({"conditional": True})
+    small, applied = folder_defaults(cond, set(), 100)
+    assert applied == {**FOLDER_DEFAULTS, **FOLDER_DEFAULTS_CONDITIONAL}
+    assert small.augment_policies == "color,translation"  # conditional: no cutout
+    assert folder_defaults(cond, {"augment_policies"}, 100)[0].augment_policies == (
+        "color,translation,cutout"
+    )
     assert folder_defaults(cfg, set(), FOLDER_DEFAULTS_MAX_IMAGES) == (cfg, {})
     assert folder_defaults(cfg, set(FOLDER_DEFAULTS), 100) == (cfg, {})
     vae = config_from_options({"mode": "vae"})
