@@ -358,7 +358,7 @@ def data_summary(
     if source["data"] == "folder":
         lines.append(
             "a folder takes time: 300 s of CPU training on 380 32 px images drew 29 % clean "
-            "shapes with the folder defaults, 37 % with --conditional (docs/training.md, "
+            "shapes with the folder defaults, 53 % with --conditional (docs/training.md, "
             "'Small folders', has the figures); give a few hundred images ten minutes or more"
         )
     return lines
