@@ -190,6 +190,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cond-diff-w32-ct": {**_W32, "conditional": True, "augment_policies": "color,translation"},
     "diff-w32-t": {**_W32, "augment_policies": "translation"},
     "w16-diff-t": {**_W16, "augment_policies": "translation"},
+    "cond-diff-w32-t": {**_W32, "conditional": True, "augment_policies": "translation"},
     "r3gan-small-ada": {"recipe": "r3gan-small", "augment": "ada"},
 }
 
