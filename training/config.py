@@ -217,8 +217,8 @@ class TrainConfig:
         "none",
         "augment real and fake images before D, for folders of a few hundred to a few thousand "
         "images: diff (DiffAugment, always: colour, translation and cutout, or "
-        "--augment-policies; what a bare --augment means) or ada (adaptive: each transform with a probability p steered by D's "
-        "overfitting, training/augment.py)",
+        "--augment-policies; what a bare --augment means) or ada (adaptive: each transform "
+        "with a probability p steered by D's overfitting, training/augment.py)",
         choices=AUGMENTS,
         const="diff",
     )

@@ -268,7 +268,7 @@ def export_run(
 
 def train(argv: list[str] | None = None) -> int:
     """gan-train: parse -> (launch the processes) -> data -> trainer -> run -> export."""
-    from training.distributed import init_process_group, process_env
+    from training.distributed import init_process_group, process_env, shutdown
 
     args = build_train_parser().parse_args(argv)
     penv = process_env()  # set when torchrun started this process as one of several
@@ -295,9 +295,7 @@ def train(argv: list[str] | None = None) -> int:
     if main:  # the main process reports and exports
         export_run(args, plan, trainer, last, held)
     if penv is not None:  # every process leaves the group together once the export is written
-        del trainer
-        from training.distributed import shutdown
-
+        del trainer  # its DDP wrappers hold the group: collected before the group goes
         shutdown(wait=True)
     return 0
 
