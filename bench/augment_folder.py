@@ -79,31 +79,119 @@ def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 def read_shape(img: np.ndarray) -> str:
     """'disc', 'square' or 'malformed' for one uint8 [3, H, W] image (see the module doc)."""
+    verdict = shape_verdict(img)
+    return "malformed" if verdict not in ("disc", "square") else verdict
+
+
+def shape_verdict(img: np.ndarray) -> str:
+    """'disc', 'square', or why the image is malformed: 'empty', 'too small', 'too large',
+    'box not square', 'colour not flat' or 'fill between'."""
     x = img.astype(np.float32) / 255.0
     mask = x.max(axis=0) > 0.25
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
-        return "malformed"
+        return "empty"
     h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
     # The data's shapes are 10..20 px across; a blob filling the frame is not a shape.
-    if min(h, w) < 8 or max(h, w) > 23 or abs(int(h) - int(w)) > max(2, 0.15 * max(h, w)):
-        return "malformed"
+    if min(h, w) < 8:
+        return "too small"
+    if max(h, w) > 23:
+        return "too large"
+    if abs(int(h) - int(w)) > max(2, 0.15 * max(h, w)):
+        return "box not square"
     fill = mask.sum() / float(h * w)
     colours = x[:, mask]
     if float(colours.std(axis=1).max()) > 0.12:  # a flat colour, not a smear
-        return "malformed"
+        return "colour not flat"
     if abs(fill - DISC_FILL) <= 0.07:
         return "disc"
     if fill >= 0.92:
         return "square"
-    return "malformed"
+    return "fill between"
 
 
-def read_all(images: torch.Tensor, asked: list[int] | None = None) -> dict[str, Any]:
+#: What varies from one real image to the next, read off each clean shape (see
+#: :func:`shape_attributes`): a model can draw clean shapes that are all alike.
+ATTRIBUTES = ("size", "x", "y", "saturation", "value")
+#: The smallest unit each attribute's distance is counted in (the real value is always 1.0,
+#: full brightness: its spread is 0).
+_FLOORS = (1.0, 1.0, 1.0, 0.05, 0.05)
+#: The attributes the data draws at random, which the variety gap averages over (the value is
+#: reported beside it: the data's is constant).
+_VARYING = 4
+
+
+def shape_attributes(img: np.ndarray) -> tuple[float, ...]:
+    """One uint8 [3, H, W] image's foreground: its side (px), centre x and y (px), and its mean
+    colour's HSV saturation and value (0..1), in the order of :data:`ATTRIBUTES`."""
+    x = img.astype(np.float32) / 255.0
+    mask = x.max(axis=0) > 0.25
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    colour = x[:, mask].mean(axis=1)
+    top, low = float(colour.max()), float(colour.min())
+    return (
+        (rows[-1] - rows[0] + cols[-1] - cols[0] + 2) / 2.0,
+        (cols[0] + cols[-1]) / 2.0,
+        (rows[0] + rows[-1]) / 2.0,
+        (top - low) / top if top > 0 else 0.0,
+        top,
+    )
+
+
+def hue_bins(img: np.ndarray, bins: int = 12) -> int:
+    """The hue bin (of ``bins``) of one clean shape's mean colour."""
+    r, g, b = (img.astype(np.float32)[:, img.max(axis=0) > 64].mean(axis=1) / 255.0).tolist()
+    top, low = max(r, g, b), min(r, g, b)
+    if top - low < 1e-6:
+        return 0
+    if top == r:
+        h = ((g - b) / (top - low)) % 6
+    elif top == g:
+        h = (b - r) / (top - low) + 2
+    else:
+        h = (r - g) / (top - low) + 4
+    return int(h / 6 * bins) % bins
+
+
+def variety(images: np.ndarray, kinds: list[str], real: dict[str, Any] | None) -> dict[str, Any]:
+    """The clean shapes' attributes: each one's spread (standard deviation), the hue bins (of
+    12) holding at least 2 % of them, and, against ``real`` (the real images' own row), the
+    1-D Wasserstein distance per attribute in units of the real spread (at least
+    :data:`_FLOORS`) and its average over size, position and saturation (the variety gap): 0
+    when the clean shapes vary as the data does, about 1 when an attribute is off by one real
+    spread."""
+    clean = [im for im, k in zip(images, kinds, strict=True) if k != "malformed"]
+    if not clean:
+        return {"attributes": None}
+    values = np.array([shape_attributes(im) for im in clean], dtype=np.float64)
+    counts = np.bincount([hue_bins(im) for im in clean], minlength=12)
+    row: dict[str, Any] = {
+        "attributes": values.tolist(),
+        "spread": dict(zip(ATTRIBUTES, values.std(axis=0).round(3).tolist(), strict=True)),
+        "hue_bins": int((counts >= 0.02 * len(clean)).sum()),
+    }
+    if real is not None and real.get("attributes"):
+        ref = np.array(real["attributes"], dtype=np.float64)
+        qs = np.linspace(0.0, 1.0, 201)
+        w1 = [
+            float(np.abs(np.quantile(values[:, j], qs) - np.quantile(ref[:, j], qs)).mean())
+            / max(float(ref[:, j].std()), _FLOORS[j])
+            for j in range(len(ATTRIBUTES))
+        ]
+        row["attribute_w1"] = dict(zip(ATTRIBUTES, np.round(w1, 3).tolist(), strict=True))
+        row["variety_gap"] = float(np.mean(w1[:_VARYING]))
+        row["mean_value"] = float(values[:, -1].mean())
+    return row
+
+
+def read_all(
+    images: torch.Tensor, asked: list[int] | None = None, real: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The reader's counts over ``images``; ``asked`` (a conditional model's requested class
     index per image, into :data:`CLASSES`) adds the share of images that are a clean shape *of
-    the requested class*."""
-    kinds = [read_shape(im) for im in images.numpy()]
+    the requested class*; the clean shapes' :func:`variety`, against ``real`` where given."""
+    verdicts = [shape_verdict(im) for im in images.numpy()]
+    kinds = [v if v in ("disc", "square") else "malformed" for v in verdicts]
     n = len(kinds)
     discs, squares = kinds.count("disc"), kinds.count("square")
     clean = discs + squares
@@ -115,11 +203,21 @@ def read_all(images: torch.Tensor, asked: list[int] | None = None) -> dict[str, 
         "malformed": n - clean,
         "square_share_of_clean": squares / clean if clean else None,
         "coverage": (2 * min(discs, squares) / clean) if clean else 0.0,  # 1: 50/50, 0: one shape
+        "why_malformed": {
+            why: verdicts.count(why) / n
+            for why in sorted(set(verdicts) - {"disc", "square"}, key=verdicts.count, reverse=True)
+        },
     }
     if asked is not None:
         right = sum(k + "s" == CLASSES[c] for k, c in zip(kinds, asked, strict=True))
         row["as_asked_share"] = right / n
+    row.update(variety(images.numpy(), kinds, real))
     return row
+
+
+def shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its per-shape attribute lists (for logs and JSON)."""
+    return {k: v for k, v in row.items() if k != "attributes"}
 
 
 #: name -> training options over the defaults: the same folder and seconds for each.
@@ -205,11 +303,18 @@ def main() -> int:
     p.add_argument("--num", type=int, default=2000, help="samples read per model (2000)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-augment"))
     p.add_argument(
+        "--truncations",
+        default="",
+        help="also read the samples drawn at these truncations (comma-separated, e.g. 1.0,0.7: "
+        "latent components beyond +-t redrawn, gan.latents); the plain row is always read",
+    )
+    p.add_argument(
         "--variants",
         default="plain,diff,ada,r3gan-ada",
         help=f"comma-separated, of {', '.join(VARIANTS)} (default: all)",
     )
     args = p.parse_args()
+    truncations = [float(t) for t in args.truncations.split(",") if t.strip()]
     configure_torch(args.threads)
     folder = make_folder(args.out / "shapes", args.images // 2, args.seed)
     data, held = load_training_data(
@@ -223,6 +328,8 @@ def main() -> int:
         else ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     )
     real = read_all(real_u8)
+    # The noise floor of the variety gap: one half of the real images against the other.
+    real["variety_gap"] = read_all(real_u8[1::2], real=read_all(real_u8[::2]))["variety_gap"]
     truth = [CLASSES[int(y)] for y in data.labels] if data.labels is not None else []
     if truth:
         read = [read_shape(im) for im in real_u8.numpy()]
@@ -231,7 +338,7 @@ def main() -> int:
         )
     print(
         f"folder: {len(data)} training images ({len(held)} held out); reader on the real "
-        f"images: {real}",
+        f"images: {shown(real)}",
         flush=True,
     )
 
@@ -264,10 +371,18 @@ def main() -> int:
         # A conditional model draws class s mod K for image seed s (gan.sampling.class_labels);
         # the folder's classes are its sub-folders in sorted order, as CLASSES.
         asked = [s % k for s in range(args.num)] if k else None
-        rows[name] = {"steps": t.step, **read_all(images, asked)}
+        rows[name] = {"steps": t.step, **read_all(images, asked, real)}
         if t.ada is not None:  # ADA's state at the end: a controller too slow leaves p near 0
             rows[name]["ada_p"], rows[name]["ada_rt"] = t.ada.p, t.ada.r_t
-        print(f"{name}: {rows[name]}", flush=True)
+        print(f"{name}: {shown(rows[name])}", flush=True)
+        # The same image seeds (and classes) with the latent truncated: fidelity for variety.
+        for trunc in truncations:
+            images = sample(g, t.mc.z_dim, seed=0, n=args.num, num_classes=k, truncation=trunc)
+            save_grid(images[:64], args.out / f"{name}-t{trunc:g}-samples.png", nrow=8)
+            rows[f"{name} t={trunc:g}"] = {"steps": t.step, **read_all(images, asked, real)}
+            print(f"{name} t={trunc:g}: {shown(rows[f'{name} t={trunc:g}'])}", flush=True)
+        # The checkpoint (gan-sample, gan-calibrate and gan-eval read it): RUN/checkpoints/.
+        t.save_checkpoint(g=g)
 
     lines = [
         f"{len(data)} training images (discs and squares, half each), {args.budget:.0f} s of "
@@ -275,20 +390,23 @@ def main() -> int:
         f"threads, wall {wall / 60:.0f} min); {args.num} samples read per model.",
         "",
         "| images | iterations | clean shapes | squares among clean (data: 50 %) | coverage "
-        "| the class asked for | ADA p, r_t |",
-        "|---|---|---|---|---|---|---|",
+        "| the class asked for | variety gap (real 0) | hue bins (of 12) | ADA p, r_t |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         sq, asked = r["square_share_of_clean"], r.get("as_asked_share")
         ada = f"{r['ada_p']:.2f}, {r['ada_rt']:.2f}" if "ada_p" in r else "–"
+        gap = f"{r['variety_gap']:.2f}" if "variety_gap" in r else "–"
         lines.append(
             f"| {name} | {r.get('steps', '–')} | {100 * r['clean_share']:.1f} % | "
             f"{'–' if sq is None else f'{100 * sq:.1f} %'} | {r['coverage']:.2f} | "
-            f"{'–' if asked is None else f'{100 * asked:.1f} %'} | {ada} |"
+            f"{'–' if asked is None else f'{100 * asked:.1f} %'} | {gap} | "
+            f"{r.get('hue_bins', '–')} | {ada} |"
         )
     table = "\n".join(lines)
     print("\n" + table)
     (args.out / "summary.md").write_text(table + "\n")
+    rows = {name: shown(r) for name, r in rows.items()}
     (args.out / "summary.json").write_text(json.dumps({"wall_s": wall, "rows": rows}, indent=2))
     return 0
 

@@ -41,6 +41,10 @@ from training.runtime import configure_torch
 def recipes(seed: int) -> dict[str, TrainConfig]:
     return {
         "default": TrainConfig(seed=seed, steps=10**9, log_every=10**9, model=ModelConfig()),
+        # The default at half the widths (the folder defaults' widths): about twice the steps.
+        "default-w32": TrainConfig(
+            seed=seed, steps=10**9, log_every=10**9, model=ModelConfig(g_width=32, d_width=32)
+        ),
         "compact": TrainConfig(
             seed=seed,
             steps=10**9,
@@ -84,11 +88,21 @@ def main() -> None:
     p.add_argument("--eval-num", type=int, default=10000)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/bench-train-budget"))
+    p.add_argument(
+        "--recipes",
+        default="default,compact,classic",
+        help="comma-separated, of default, default-w32, compact, classic; default first "
+        "(the ratios are to it)",
+    )
     args = p.parse_args()
     configure_torch(args.threads)
 
+    known = recipes(args.seed)
+    chosen = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    if not chosen or chosen[0] != "default" or any(r not in known for r in chosen):
+        p.error(f"--recipes: 'default' first, then any of {', '.join(known)}; got {args.recipes}")
     trainers: dict[str, Trainer] = {}
-    for name, cfg in recipes(args.seed).items():
+    for name, cfg in ((r, known[r]) for r in chosen):
         data, held = load_training_data(
             "mnist",
             args.data_dir,

@@ -355,9 +355,9 @@ def data_summary(
         )
     if source["data"] == "folder":
         lines.append(
-            "a folder takes time: 300 s of CPU training on 380 32 px images drew 29 % clean "
-            "shapes with the folder defaults, 53 % with --conditional (docs/training.md, "
-            "'Small folders', has the figures); give a few hundred images ten minutes or more"
+            "a folder takes time: give a few hundred images ten minutes or more (after the "
+            "first steps: a run measured here at a similar size, if there is one, and its "
+            "minutes at this run's rate; docs/training.md, 'Small folders', has every figure)"
         )
     return lines
 
