@@ -43,6 +43,23 @@ from training.metrics.metrics import (
 )
 
 
+def label_accuracies(predicted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The classifier's agreement with the asked digits: ``label_accuracy`` over all images,
+    ``label_accuracy_per_class`` (digit 0..9; None for a digit never asked) and
+    ``label_accuracy_min``, the worst asked digit's (a target holds for every class, not only
+    on average)."""
+    right = predicted == labels
+    per_class: list[float | None] = [
+        float(right[labels == d].mean()) if (labels == d).any() else None for d in range(10)
+    ]
+    asked = [a for a in per_class if a is not None]
+    return {
+        "label_accuracy": float(right.mean()),
+        "label_accuracy_min": min(asked) if asked else float(right.mean()),
+        "label_accuracy_per_class": per_class,
+    }
+
+
 def _as_images(data: ImageData | torch.Tensor, what: str) -> torch.Tensor:
     images = data.images if isinstance(data, ImageData) else data
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
@@ -150,7 +167,7 @@ class Evaluator:
             result = self.metrics_from_features(feats, predicted, seed)
             pool_labels = getattr(self._baseline_pool, "labels", None)
             if pool_labels is not None:  # the classifier's accuracy on these real digits
-                result["label_accuracy"] = float((predicted == pool_labels[idx].numpy()).mean())
+                result.update(label_accuracies(predicted, pool_labels[idx].numpy()))
             result["source"] = f"{n} random images of the real training set (seed {seed})"
             self._baseline_cache[key] = result
         return dict(self._baseline_cache[key])
@@ -165,7 +182,8 @@ class Evaluator:
         """All metrics for uint8 images [N, C, H, W], with the real-vs-real baseline beside.
 
         ``labels`` (the digit each image was asked to show, for a conditional model) adds
-        ``label_accuracy``: the share the classifier assigns to the requested digit.
+        ``label_accuracy``: the share the classifier assigns to the requested digit, and per
+        class (:func:`label_accuracies`).
         """
         started = time.time()
         images = _as_images(images_uint8, "images")
@@ -177,7 +195,7 @@ class Evaluator:
             "metrics": self.metrics_from_features(feats, predicted, seed),
         }
         if labels is not None:
-            result["metrics"]["label_accuracy"] = float((predicted == labels.numpy()).mean())
+            result["metrics"].update(label_accuracies(predicted, labels.numpy()))
         if with_baseline:
             result["baseline"] = self.baseline(int(images.shape[0]), seed)
         result["reference"] = self.reference_info

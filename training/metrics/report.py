@@ -16,6 +16,7 @@ REPORT_ROWS: tuple[tuple[str, str, bool], ...] = (
     ("coverage_entropy", "class entropy (norm.)", False),
     ("coverage_min_share", "smallest class share", False),
     ("label_accuracy", "label accuracy", False),  # conditional models only
+    ("label_accuracy_min", "worst class's accuracy", False),  # conditional models only
 )
 
 
@@ -77,6 +78,11 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append("")
     shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(m["class_shares"]))
     lines.append(f"predicted-digit shares (model): {shares}")
+    if m.get("label_accuracy_per_class"):
+        per = " ".join(
+            f"{d}:{a:.1%}" for d, a in enumerate(m["label_accuracy_per_class"]) if a is not None
+        )
+        lines.append(f"label accuracy per asked digit (model): {per}")
     if base:
         shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(base["class_shares"]))
         lines.append(f"predicted-digit shares (real):  {shares}")
@@ -113,6 +119,7 @@ def metrics_for_config(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a result that ``--write`` stores under a checkpoint's ``metrics``."""
     m, base = result["metrics"], result.get("baseline", {})
     keys = [k for k, _, _ in REPORT_ROWS if k in m] + ["class_shares"]
+    keys += [k for k in ("label_accuracy_per_class",) if k in m]
     return {
         **{k: m[k] for k in keys},
         "eval": {
