@@ -49,8 +49,10 @@ CLASSES = ("discs", "squares")
 DISC_FILL = math.pi / 4
 
 
-def make_folder(root: Path, per_class: int, seed: int) -> Path:
-    """``root/discs/*.png`` and ``root/squares/*.png``, ``per_class`` of each, seeded."""
+def make_folder(root: Path, per_class: int, seed: int, palette: int = 0) -> Path:
+    """``root/discs/*.png`` and ``root/squares/*.png``, ``per_class`` of each, seeded; with
+    ``palette`` K > 0 every colour has one of K evenly spaced hues (saturation and size still
+    vary), so the folder has 2 K modes (shape x hue) in equal shares (:func:`read_modes`)."""
     rng = np.random.default_rng(seed)
     for cls in CLASSES:
         (root / cls).mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,7 @@ def make_folder(root: Path, per_class: int, seed: int) -> Path:
             draw = ImageDraw.Draw(img)
             half = int(rng.integers(5, 11))  # 10..20 px across
             cx, cy = (int(rng.integers(half + 1, SIZE - half - 1)) for _ in range(2))
-            hue = rng.random()
+            hue = rng.random() if not palette else int(rng.integers(palette)) / palette
             colour = tuple(int(255 * c) for c in _hsv(hue, 0.6 + 0.4 * rng.random(), 1.0))
             box = (cx - half, cy - half, cx + half - 1, cy + half - 1)
             if cls == "discs":
@@ -140,17 +142,7 @@ def shape_attributes(img: np.ndarray) -> tuple[float, ...]:
 
 def hue_bins(img: np.ndarray, bins: int = 12) -> int:
     """The hue bin (of ``bins``) of one clean shape's mean colour."""
-    r, g, b = (img.astype(np.float32)[:, img.max(axis=0) > 64].mean(axis=1) / 255.0).tolist()
-    top, low = max(r, g, b), min(r, g, b)
-    if top - low < 1e-6:
-        return 0
-    if top == r:
-        h = ((g - b) / (top - low)) % 6
-    elif top == g:
-        h = (b - r) / (top - low) + 2
-    else:
-        h = (r - g) / (top - low) + 4
-    return int(h / 6 * bins) % bins
+    return int(shape_hue(img) * bins) % bins
 
 
 def variety(images: np.ndarray, kinds: list[str], real: dict[str, Any] | None) -> dict[str, Any]:
@@ -184,12 +176,54 @@ def variety(images: np.ndarray, kinds: list[str], real: dict[str, Any] | None) -
     return row
 
 
+def shape_hue(img: np.ndarray) -> float:
+    """The hue (0..1) of one clean shape's mean colour (foreground as :func:`read_shape`)."""
+    r, g, b = (img.astype(np.float32)[:, img.max(axis=0) > 64].mean(axis=1) / 255.0).tolist()
+    top, low = max(r, g, b), min(r, g, b)
+    if top - low < 1e-6:
+        return 0.0
+    if top == r:
+        h = ((g - b) / (top - low)) % 6
+    elif top == g:
+        h = (b - r) / (top - low) + 2
+    else:
+        h = (r - g) / (top - low) + 4
+    return h / 6
+
+
+def read_modes(images: np.ndarray, kinds: list[str], palette: int) -> dict[str, Any]:
+    """Mode coverage on a ``palette`` folder: each clean shape's mode is (its shape, the
+    nearest of the K hues); the modes hit (holding at least a quarter of a uniform share of the
+    clean shapes), of 2 K, and the KL divergence of the clean shapes' mode histogram to uniform
+    (0: every mode equally often; log(2 K) for one mode)."""
+    m = 2 * palette
+    counts = np.zeros(m)
+    for im, kind in zip(images, kinds, strict=True):
+        if kind != "malformed":
+            hue = round(shape_hue(im) * palette) % palette
+            counts[(kind == "square") * palette + hue] += 1
+    total = counts.sum()
+    if not total:
+        return {"modes": m, "modes_hit": 0, "mode_kl": None}
+    p = counts / total
+    hit = p > 0
+    return {
+        "modes": m,
+        "modes_hit": int((p >= 0.25 / m).sum()),
+        "mode_kl": float((p[hit] * np.log(m * p[hit])).sum()),
+    }
+
+
 def read_all(
-    images: torch.Tensor, asked: list[int] | None = None, real: dict[str, Any] | None = None
+    images: torch.Tensor,
+    asked: list[int] | None = None,
+    real: dict[str, Any] | None = None,
+    palette: int = 0,
 ) -> dict[str, Any]:
     """The reader's counts over ``images``; ``asked`` (a conditional model's requested class
     index per image, into :data:`CLASSES`) adds the share of images that are a clean shape *of
-    the requested class*; the clean shapes' :func:`variety`, against ``real`` where given."""
+    the requested class*; the clean shapes' :func:`variety`, against ``real`` where given; on
+    a ``palette`` folder, the mode coverage (:func:`read_modes`)."""
     verdicts = [shape_verdict(im) for im in images.numpy()]
     kinds = [v if v in ("disc", "square") else "malformed" for v in verdicts]
     n = len(kinds)
@@ -212,6 +246,8 @@ def read_all(
         right = sum(k + "s" == CLASSES[c] for k, c in zip(kinds, asked, strict=True))
         row["as_asked_share"] = right / n
     row.update(variety(images.numpy(), kinds, real))
+    if palette:
+        row.update(read_modes(images.numpy(), kinds, palette))
     return row
 
 
@@ -290,6 +326,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "w16-diff-t": {**_W16, "augment_policies": "translation"},
     "cond-diff-w32-t": {**_W32, "conditional": True, "augment_policies": "translation"},
     "r3gan-small-ada": {"recipe": "r3gan-small", "augment": "ada"},
+    # For a medium folder (--images 4800 --palette 6): widths and augmentation apart.
+    "plain-w32": {**_W32, "augment": "none"},
+    "ada-w32": {**_W32, "augment": "ada"},
 }
 
 
@@ -302,6 +341,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=2000, help="samples read per model (2000)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-augment"))
+    p.add_argument(
+        "--palette",
+        type=int,
+        default=0,
+        help="K > 0: colours of K fixed hues, 2 K modes (shape x hue), and mode coverage read "
+        "(default 0: any hue)",
+    )
     p.add_argument(
         "--truncations",
         default="",
@@ -316,7 +362,7 @@ def main() -> int:
     args = p.parse_args()
     truncations = [float(t) for t in args.truncations.split(",") if t.strip()]
     configure_torch(args.threads)
-    folder = make_folder(args.out / "shapes", args.images // 2, args.seed)
+    folder = make_folder(args.out / "shapes", args.images // 2, args.seed, args.palette)
     data, held = load_training_data(
         "folder", folder, SIZE, 3, cache_dir=args.out / "cache", seed=args.seed, progress=False
     )
@@ -327,7 +373,7 @@ def main() -> int:
         if imgs.dtype == torch.uint8
         else ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     )
-    real = read_all(real_u8)
+    real = read_all(real_u8, palette=args.palette)
     # The noise floor of the variety gap: one half of the real images against the other.
     real["variety_gap"] = read_all(real_u8[1::2], real=read_all(real_u8[::2]))["variety_gap"]
     truth = [CLASSES[int(y)] for y in data.labels] if data.labels is not None else []
@@ -371,7 +417,7 @@ def main() -> int:
         # A conditional model draws class s mod K for image seed s (gan.sampling.class_labels);
         # the folder's classes are its sub-folders in sorted order, as CLASSES.
         asked = [s % k for s in range(args.num)] if k else None
-        rows[name] = {"steps": t.step, **read_all(images, asked, real)}
+        rows[name] = {"steps": t.step, **read_all(images, asked, real, args.palette)}
         if t.ada is not None:  # ADA's state at the end: a controller too slow leaves p near 0
             rows[name]["ada_p"], rows[name]["ada_rt"] = t.ada.p, t.ada.r_t
         print(f"{name}: {shown(rows[name])}", flush=True)
@@ -379,29 +425,37 @@ def main() -> int:
         for trunc in truncations:
             images = sample(g, t.mc.z_dim, seed=0, n=args.num, num_classes=k, truncation=trunc)
             save_grid(images[:64], args.out / f"{name}-t{trunc:g}-samples.png", nrow=8)
-            rows[f"{name} t={trunc:g}"] = {"steps": t.step, **read_all(images, asked, real)}
+            rows[f"{name} t={trunc:g}"] = {
+                "steps": t.step,
+                **read_all(images, asked, real, args.palette),
+            }
             print(f"{name} t={trunc:g}: {shown(rows[f'{name} t={trunc:g}'])}", flush=True)
         # The checkpoint (gan-sample, gan-calibrate and gan-eval read it): RUN/checkpoints/.
         t.save_checkpoint(g=g)
 
     lines = [
-        f"{len(data)} training images (discs and squares, half each), {args.budget:.0f} s of "
+        f"{len(data)} training images (discs and squares, half each"
+        + (f"; {args.palette} hues, {2 * args.palette} modes" if args.palette else "")
+        + f"), {args.budget:.0f} s of "
         f"training steps per model interleaved in {args.slice:.0f} s turns ({args.threads} torch "
         f"threads, wall {wall / 60:.0f} min); {args.num} samples read per model.",
         "",
         "| images | iterations | clean shapes | squares among clean (data: 50 %) | coverage "
-        "| the class asked for | variety gap (real 0) | hue bins (of 12) | ADA p, r_t |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| the class asked for | variety gap (real 0) | hue bins (of 12) | modes hit | mode KL "
+        "| ADA p, r_t |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         sq, asked = r["square_share_of_clean"], r.get("as_asked_share")
         ada = f"{r['ada_p']:.2f}, {r['ada_rt']:.2f}" if "ada_p" in r else "–"
         gap = f"{r['variety_gap']:.2f}" if "variety_gap" in r else "–"
+        modes = f"{r['modes_hit']} of {r['modes']}" if "modes" in r else "–"
+        kl = f"{r['mode_kl']:.3f}" if r.get("mode_kl") is not None else "–"
         lines.append(
             f"| {name} | {r.get('steps', '–')} | {100 * r['clean_share']:.1f} % | "
             f"{'–' if sq is None else f'{100 * sq:.1f} %'} | {r['coverage']:.2f} | "
             f"{'–' if asked is None else f'{100 * asked:.1f} %'} | {gap} | "
-            f"{r.get('hue_bins', '–')} | {ada} |"
+            f"{r.get('hue_bins', '–')} | {modes} | {kl} | {ada} |"
         )
     table = "\n".join(lines)
     print("\n" + table)

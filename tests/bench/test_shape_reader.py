@@ -5,6 +5,7 @@ variety gap grows as samples lose the data's variety (as truncation makes them).
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -104,3 +105,22 @@ def test_the_variety_gap_grows_as_samples_lose_the_datas_variety(
     row = reader.read_all(centred, real=ref)
     assert row["variety_gap"] > 5 * halves
     assert min(row["attribute_w1"][a] for a in ("size", "x", "y")) > 0.5
+
+
+def test_a_palette_folder_has_its_modes_read(reader: ModuleType, tmp_path: Path) -> None:
+    """--palette K: 2 K modes (shape x hue); the real images hit all of them about evenly, and
+    a model drawing one hue of one shape is read as one mode, KL log(2 K)."""
+    root = reader.make_folder(tmp_path / "shapes", 120, seed=0, palette=6)
+    files = sorted(root.glob("*/*.png"))
+    real = torch.stack(
+        [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    )
+    row = reader.read_all(real, palette=6)
+    assert row["clean_share"] == 1.0 and row["modes"] == 12 and row["modes_hit"] == 12
+    assert row["mode_kl"] < 0.05  # 240 images over 12 modes: sampling noise only
+    discs = real[:120]  # discs/ sorts first
+    hues = [round(reader.shape_hue(im) * 6) % 6 for im in discs.numpy()]
+    one = discs[[i for i, h in enumerate(hues) if h == hues[0]]]
+    collapsed = reader.read_all(one, palette=6)
+    assert collapsed["modes_hit"] == 1
+    assert abs(collapsed["mode_kl"] - math.log(12)) < 1e-9
