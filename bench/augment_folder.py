@@ -204,13 +204,15 @@ def read_modes(images: np.ndarray, kinds: list[str], palette: int) -> dict[str, 
             counts[(kind == "square") * palette + hue] += 1
     total = counts.sum()
     if not total:
-        return {"modes": m, "modes_hit": 0, "mode_kl": None}
+        return {"modes": m, "modes_hit": 0, "mode_kl": None, "mode_counts": counts.tolist()}
     p = counts / total
     hit = p > 0
     return {
         "modes": m,
         "modes_hit": int((p >= 0.25 / m).sum()),
         "mode_kl": float((p[hit] * np.log(m * p[hit])).sum()),
+        # discs at hues 0..K-1, then squares (hue k: k / K of the colour circle, 0 = red)
+        "mode_counts": counts.astype(int).tolist(),
     }
 
 

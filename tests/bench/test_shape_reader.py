@@ -123,4 +123,7 @@ def test_a_palette_folder_has_its_modes_read(reader: ModuleType, tmp_path: Path)
     one = discs[[i for i, h in enumerate(hues) if h == hues[0]]]
     collapsed = reader.read_all(one, palette=6)
     assert collapsed["modes_hit"] == 1
+    assert collapsed["mode_counts"][hues[0]] == len(one) and sum(collapsed["mode_counts"]) == len(
+        one
+    )
     assert abs(collapsed["mode_kl"] - math.log(12)) < 1e-9
