@@ -10,7 +10,8 @@ seeds and classes, so every row differs only in how the images were drawn:
 * ``drs keep=K``: discriminator rejection sampling (``gan-sample --method drs``) with D
   calibrated on the folder's held-out images (``gan-calibrate``);
 * ``refit drs keep=K``: the same with D first trained on for ``--refit`` steps against the frozen
-  G (``gan-calibrate --refit``), written as a new checkpoint beside the run.
+  G (``gan-calibrate --refit``), written as a new checkpoint beside the run
+  (``RUN/VARIANT/refit``, reused while it holds a refit of ``--refit`` steps).
 
     python bench/folder_samplers.py --run runs/trunc300 --variant cond-diff-w32-ct
     python bench/folder_samplers.py --run /tmp/af-smoke --variant cond-diff-w32-ct --num 64 \\
@@ -61,6 +62,14 @@ def parse_method(text: str) -> tuple[bool, str, dict[str, float], float | None]:
     return refit, method, options, truncation
 
 
+def _refit_with(path: Path, steps: int) -> bool:
+    """Whether ``path`` already holds this run's refit with ``steps`` steps (then reused)."""
+    if not (path / "config.json").exists():
+        return False
+    refit = load_checkpoint(path).config.refit
+    return refit is not None and refit.steps == steps
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--run", type=Path, required=True, help="bench/augment_folder.py's --out")
@@ -69,6 +78,7 @@ def main() -> int:
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"';'-separated ({DEFAULT_METHODS})")
     p.add_argument("--refit", type=int, default=2000, help="refit steps for 'refit' rows (2000)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--palette", type=int, default=0, help="the run's --palette (mode coverage)")
     args = p.parse_args()
     configure_torch(args.threads)
 
@@ -88,7 +98,7 @@ def main() -> int:
     real_u8 = data.images
     if real_u8.dtype != torch.uint8:
         real_u8 = ((real_u8.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    real = read_all(real_u8)
+    real = read_all(real_u8, palette=args.palette)
     real["variety_gap"] = read_all(real_u8[1::2], real=read_all(real_u8[::2]))["variety_gap"]
     print(f"real: {shown(real)}", flush=True)
     labels = held.labels if k else None
@@ -96,7 +106,7 @@ def main() -> int:
     refit_dir = args.run / args.variant / "refit"
     for text in [m.strip() for m in args.methods.split(";") if m.strip()]:
         refit, method, values, truncation = parse_method(text)
-        if refit and not (refit_dir / "config.json").exists():
+        if refit and not _refit_with(refit_dir, args.refit):
             shutil.rmtree(refit_dir, ignore_errors=True)
             started = time.perf_counter()
             refit_checkpoint(
@@ -122,7 +132,10 @@ def main() -> int:
         )
         seconds = time.perf_counter() - started
         asked = [s % k for s in range(args.num)] if k else None
-        rows[text] = {**shown(read_all(result.images, asked, real)), "seconds": seconds}
+        rows[text] = {
+            **shown(read_all(result.images, asked, real, args.palette)),
+            "seconds": seconds,
+        }
         save_grid(
             result.images[:64], args.run / f"{args.variant}-{text.replace(' ', '_')}.png", nrow=8
         )
@@ -136,17 +149,19 @@ def main() -> int:
         "| drawn by | clean shapes | squares among clean (data: 50 %) | the class asked for "
         "| variety gap | hue bins (of 12) | x plain time |",
         "|---|---|---|---|---|---|---|",
-        f"| real images | 100.0 % | {100 * real['square_share_of_clean']:.1f} % | – | "
+        f"| real images | {100 * real['clean_share']:.1f} % | "
+        f"{100 * real['square_share_of_clean']:.1f} % | – | "
         f"{real['variety_gap']:.2f} (half vs half) | {real['hue_bins']} | – |",
     ]
     for text, r in rows.items():
         sq, asked_share = r["square_share_of_clean"], r.get("as_asked_share")
         ratio = r["seconds"] / plain if plain else 0.0
+        gap = f"{r['variety_gap']:.2f}" if r.get("variety_gap") is not None else "–"
         lines.append(
             f"| `{text}` | {100 * r['clean_share']:.1f} % | "
             f"{'–' if sq is None else f'{100 * sq:.1f} %'} | "
             f"{'–' if asked_share is None else f'{100 * asked_share:.1f} %'} | "
-            f"{r.get('variety_gap', float('nan')):.2f} | {r.get('hue_bins', '–')} | "
+            f"{gap} | {r.get('hue_bins', '–')} | "
             f"{'–' if not plain else f'{ratio:.1f}'} |"
         )
     table = "\n".join(lines)
