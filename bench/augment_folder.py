@@ -14,10 +14,16 @@ turns, so machine noise hits both alike), and reads every sample with an exact s
 Reported for the real images (the reader's baseline: it must read them all correctly) and for
 ``--num`` samples of each model: the share of clean shapes (quality), the share of squares among
 the clean ones (coverage: the data is 50 %), and a grid of each. A model that draws only discs
-has mode-collapsed however clean its discs are.
+has mode-collapsed however clean its discs are. Also reported: why the malformed ones are
+malformed, the *variety gap* of the clean shapes (size, position and saturation against the
+real images', :func:`variety`), with ``--truncations`` the same seeds drawn with truncated
+latents, and with ``--palette K`` a folder of 2 K known modes (shape x hue) and their coverage
+(:func:`read_modes`). Each model's checkpoint is saved (``OUT/VARIANT/checkpoints/latest``) for
+``bench/folder_samplers.py``.
 
     python bench/augment_folder.py                              # 400 images, 6 min each
-    python bench/augment_folder.py --images 100 --budget 20     # a smoke test
+    python bench/augment_folder.py --images 240 --budget 10 --variants diff-w32   # a smoke test
+    python bench/augment_folder.py --images 4800 --palette 6    # a medium folder, 12 modes
 """
 
 from __future__ import annotations
