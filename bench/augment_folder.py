@@ -91,12 +91,18 @@ def read_shape(img: np.ndarray) -> str:
     return "malformed" if verdict not in ("disc", "square") else verdict
 
 
+def _foreground(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One uint8 [3, H, W] image as floats in 0..1, its foreground mask (brightest channel above
+    1/4 of full scale) and the rows and columns the foreground touches."""
+    x = img.astype(np.float32) / 255.0
+    mask = x.max(axis=0) > 0.25
+    return x, mask, np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+
+
 def shape_verdict(img: np.ndarray) -> str:
     """'disc', 'square', or why the image is malformed: 'empty', 'too small', 'too large',
     'box not square', 'colour not flat' or 'fill between'."""
-    x = img.astype(np.float32) / 255.0
-    mask = x.max(axis=0) > 0.25
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x, mask, rows, cols = _foreground(img)
     if len(rows) == 0:
         return "empty"
     h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
@@ -132,9 +138,7 @@ _VARYING = 4
 def shape_attributes(img: np.ndarray) -> tuple[float, ...]:
     """One uint8 [3, H, W] image's foreground: its side (px), centre x and y (px), and its mean
     colour's HSV saturation and value (0..1), in the order of :data:`ATTRIBUTES`."""
-    x = img.astype(np.float32) / 255.0
-    mask = x.max(axis=0) > 0.25
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x, mask, rows, cols = _foreground(img)
     colour = x[:, mask].mean(axis=1)
     top, low = float(colour.max()), float(colour.min())
     return (
@@ -184,7 +188,8 @@ def variety(images: np.ndarray, kinds: list[str], real: dict[str, Any] | None) -
 
 def shape_hue(img: np.ndarray) -> float:
     """The hue (0..1) of one clean shape's mean colour (foreground as :func:`read_shape`)."""
-    r, g, b = (img.astype(np.float32)[:, img.max(axis=0) > 64].mean(axis=1) / 255.0).tolist()
+    x, mask, _, _ = _foreground(img)
+    r, g, b = x[:, mask].mean(axis=1).tolist()
     top, low = max(r, g, b), min(r, g, b)
     if top - low < 1e-6:
         return 0.0
@@ -256,6 +261,14 @@ def read_all(
     row.update(variety(images.numpy(), kinds, real))
     if palette:
         row.update(read_modes(images.numpy(), kinds, palette))
+    return row
+
+
+def real_row(images: torch.Tensor, palette: int = 0) -> dict[str, Any]:
+    """The real images through the reader (the reference the samples' variety is measured
+    against), with the variety gap's noise floor: one half of them against the other."""
+    row = read_all(images, palette=palette)
+    row["variety_gap"] = read_all(images[1::2], real=read_all(images[::2]))["variety_gap"]
     return row
 
 
@@ -374,16 +387,10 @@ def main() -> int:
     data, held = load_training_data(
         "folder", folder, SIZE, 3, cache_dir=args.out / "cache", seed=args.seed, progress=False
     )
-    # The real images through the same reader: its labels must match the folders.
-    imgs = data.images
-    real_u8 = (
-        imgs
-        if imgs.dtype == torch.uint8
-        else ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    )
-    real = read_all(real_u8, palette=args.palette)
-    # The noise floor of the variety gap: one half of the real images against the other.
-    real["variety_gap"] = read_all(real_u8[1::2], real=read_all(real_u8[::2]))["variety_gap"]
+    # The real images (uint8, as ImageData holds them) through the same reader: its labels
+    # must match the folders.
+    real_u8 = data.images
+    real = real_row(real_u8, args.palette)
     truth = [CLASSES[int(y)] for y in data.labels] if data.labels is not None else []
     if truth:
         read = [read_shape(im) for im in real_u8.numpy()]

@@ -28,10 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from augment_folder import SIZE, read_all, shown
+from augment_folder import SIZE, read_all, real_row, shown
 
 from gan.checkpoint import load_checkpoint
 from gan.io import save_grid
@@ -95,11 +93,7 @@ def main() -> int:
         progress=False,
     )
     k = ckpt.model_config.num_classes
-    real_u8 = data.images
-    if real_u8.dtype != torch.uint8:
-        real_u8 = ((real_u8.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    real = read_all(real_u8, palette=args.palette)
-    real["variety_gap"] = read_all(real_u8[1::2], real=read_all(real_u8[::2]))["variety_gap"]
+    real = real_row(data.images, args.palette)  # ImageData holds uint8 images
     print(f"real: {shown(real)}", flush=True)
     labels = held.labels if k else None
     rows: dict[str, Any] = {}
