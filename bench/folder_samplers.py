@@ -37,6 +37,8 @@ from gan.samplers import parse_options
 from gan.samplers.dispatch import Models, sample
 from training.data import load_training_data
 from training.export import calibrate_checkpoint
+from training.metrics.anyfeatures import NAME as RANDOM_CNN
+from training.metrics.anyfeatures import RandomFeatures, compare
 from training.refit import refit_checkpoint
 from training.runtime import configure_torch
 
@@ -68,6 +70,11 @@ def _refit_with(path: Path, steps: int) -> bool:
     return refit is not None and refit.steps == steps
 
 
+def _space(m: dict[str, float]) -> str:
+    """FID and precision / recall cells of one :func:`compare` result."""
+    return f"{m['fid']:.3f} | {m['precision']:.3f} / {m['recall']:.3f}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--run", type=Path, required=True, help="bench/augment_folder.py's --out")
@@ -94,6 +101,12 @@ def main() -> int:
     )
     k = ckpt.model_config.num_classes
     real = real_row(data.images, args.palette)  # ImageData holds uint8 images
+    # A second space, which knows nothing of the reader's rules: the random CNN that measures
+    # folder runs (gan-eval), each row's samples against the training images, beside one half
+    # of the training images against the other.
+    net = RandomFeatures()
+    real_feats = net.features(data.images)
+    real["random_cnn"] = compare(real_feats[::2], real_feats[1::2])
     print(f"real: {shown(real)}", flush=True)
     labels = held.labels if k else None
     rows: dict[str, Any] = {}
@@ -128,6 +141,7 @@ def main() -> int:
         asked = [s % k for s in range(args.num)] if k else None
         rows[text] = {
             **shown(read_all(result.images, asked, real, args.palette)),
+            "random_cnn": compare(real_feats, net.features(result.images)),
             "seconds": seconds,
         }
         save_grid(
@@ -138,14 +152,16 @@ def main() -> int:
     plain = rows.get("plain", {}).get("seconds")
     lines = [
         f"{args.variant} ({source}, step {ckpt.config.step}), {args.num} samples per "
-        f"row, image seeds 0..{args.num - 1}; D calibrated on the {len(held)} held-out images.",
+        f"row, image seeds 0..{args.num - 1}; D calibrated on the {len(held)} held-out images; "
+        f"FID, precision and recall in {RANDOM_CNN}'s features against the {len(data)} training "
+        "images.",
         "",
         "| drawn by | clean shapes | squares among clean (data: 50 %) | the class asked for "
-        "| variety gap | hue bins (of 12) | x plain time |",
-        "|---|---|---|---|---|---|---|",
-        f"| real images | {100 * real['clean_share']:.1f} % | "
+        "| variety gap | hue bins (of 12) | random-CNN FID | precision / recall | x plain time |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| real images (half vs half) | {100 * real['clean_share']:.1f} % | "
         f"{100 * real['square_share_of_clean']:.1f} % | – | "
-        f"{real['variety_gap']:.2f} (half vs half) | {real['hue_bins']} | – |",
+        f"{real['variety_gap']:.2f} | {real['hue_bins']} | {_space(real['random_cnn'])} | – |",
     ]
     for text, r in rows.items():
         sq, asked_share = r["square_share_of_clean"], r.get("as_asked_share")
@@ -155,7 +171,7 @@ def main() -> int:
             f"| `{text}` | {100 * r['clean_share']:.1f} % | "
             f"{'–' if sq is None else f'{100 * sq:.1f} %'} | "
             f"{'–' if asked_share is None else f'{100 * asked_share:.1f} %'} | "
-            f"{gap} | {r.get('hue_bins', '–')} | "
+            f"{gap} | {r.get('hue_bins', '–')} | {_space(r['random_cnn'])} | "
             f"{'–' if not plain else f'{ratio:.1f}'} |"
         )
     table = "\n".join(lines)
